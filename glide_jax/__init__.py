@@ -1,0 +1,1 @@
+"""GLIDE in JAX/Flax."""

@@ -1,0 +1,271 @@
+"""Frozen configuration dataclasses and the named presets.
+
+Every network is built from one of these dataclasses, never from long argument
+lists. The released OpenAI checkpoints are reproduced by the presets ``base``,
+``upsample``, ``base-inpaint``, ``upsample-inpaint`` and ``clip``; the
+``tiny-*`` presets exist for tests and CPU experiments. ``UNetConfig.from_reference``
+and ``ClipConfig.from_reference`` accept the option dictionaries of the PyTorch
+reference (``create_model`` kwargs, the CLIP ``config.yaml``) so that any
+configuration the reference can build can be built here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple, Union
+
+GLIDE_VOCAB = 50257  # GPT-2 BPE vocabulary used by the GLIDE text transformer.
+
+_DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
+
+
+def _as_int_tuple(value: Union[str, int, Tuple[int, ...], list], what: str) -> Tuple[int, ...]:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return ()
+        try:
+            return tuple(int(v) for v in value.split(","))
+        except ValueError as e:
+            raise ValueError(f"{what}: cannot parse {value!r} as comma-separated integers") from e
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """GLIDE's text transformer. ``width == 0`` means an unconditional U-Net."""
+
+    text_ctx: int = 128
+    width: int = 512
+    layers: int = 16
+    heads: int = 8
+    final_ln: bool = True
+    padding: bool = True
+    n_vocab: int = GLIDE_VOCAB
+
+    def __post_init__(self):
+        if self.width and self.width % max(self.heads, 1):
+            raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """ADM U-Net with GLIDE text conditioning (and its super-res/inpaint inputs).
+
+    ``attention_resolutions`` are feature-map resolutions (as in the reference's
+    option string); attention is used where ``image_size // ds`` is listed.
+    """
+
+    image_size: int = 64
+    num_channels: int = 192
+    num_res_blocks: int = 3
+    channel_mult: Tuple[int, ...] = (1, 2, 3, 4)
+    attention_resolutions: Tuple[int, ...] = (32, 16, 8)
+    num_heads: int = 1
+    num_head_channels: int = 64
+    num_heads_upsample: int = -1
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    dropout: float = 0.0
+    in_channels: int = 3
+    out_channels: int = 6
+    inpaint: bool = False
+    super_res: bool = False
+    text: TextConfig = field(default_factory=TextConfig)
+    dtype: str = "float32"  # compute dtype; params always stay float32
+    remat: bool = False  # rematerialise residual blocks (saves activation memory in training)
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not self.channel_mult:
+            raise ValueError("channel_mult is empty")
+        for r in self.attention_resolutions:
+            if r <= 0 or self.image_size % r:
+                raise ValueError(f"attention resolution {r} does not divide image_size {self.image_size}")
+        if self.num_res_blocks < 1:
+            raise ValueError("num_res_blocks must be >= 1")
+
+    @property
+    def attention_ds(self) -> Tuple[int, ...]:
+        return tuple(self.image_size // r for r in self.attention_resolutions)
+
+    @property
+    def model_in_channels(self) -> int:
+        """Channels of the first convolution: x plus the conditioning channels."""
+        c = self.in_channels
+        if self.inpaint:
+            c += self.in_channels + 1
+        if self.super_res:
+            c += self.in_channels
+        return c
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.num_channels * 4
+
+    def heads_for(self, channels: int, upsample: bool) -> int:
+        if self.num_head_channels != -1:
+            if channels % self.num_head_channels:
+                raise ValueError(
+                    f"attention channels {channels} not divisible by num_head_channels {self.num_head_channels}"
+                )
+            return channels // self.num_head_channels
+        if upsample and self.num_heads_upsample != -1:
+            return self.num_heads_upsample
+        return self.num_heads
+
+    @classmethod
+    def from_reference(cls, kwargs: Mapping[str, Any], **overrides) -> "UNetConfig":
+        """Build from ``glide_text2im.model_creation.create_model`` keyword arguments."""
+        kw = dict(kwargs)
+        image_size = int(kw["image_size"])
+        mult = kw.get("channel_mult", "")
+        if mult == "" or mult == () or mult is None:
+            if image_size not in _DEFAULT_CHANNEL_MULT:
+                raise ValueError(f"unsupported image size without channel_mult: {image_size}")
+            mult = _DEFAULT_CHANNEL_MULT[image_size]
+        else:
+            mult = _as_int_tuple(mult, "channel_mult")
+            if 2 ** (len(mult) + 2) != image_size:
+                raise ValueError(f"channel_mult {mult} does not fit image_size {image_size} (2**(len+2) must equal it)")
+        text = TextConfig(
+            text_ctx=int(kw.get("text_ctx", 128)),
+            width=int(kw.get("xf_width", 512)),
+            layers=int(kw.get("xf_layers", 16)),
+            heads=int(kw.get("xf_heads", 8)),
+            final_ln=bool(kw.get("xf_final_ln", True)),
+            padding=bool(kw.get("xf_padding", True)),
+        )
+        cfg = cls(
+            image_size=image_size,
+            num_channels=int(kw["num_channels"]),
+            num_res_blocks=int(kw["num_res_blocks"]),
+            channel_mult=mult,
+            attention_resolutions=_as_int_tuple(kw.get("attention_resolutions", "32,16,8"), "attention_resolutions"),
+            num_heads=int(kw.get("num_heads", 1)),
+            num_head_channels=int(kw.get("num_head_channels", -1)),
+            num_heads_upsample=int(kw.get("num_heads_upsample", -1)),
+            use_scale_shift_norm=bool(kw.get("use_scale_shift_norm", True)),
+            resblock_updown=bool(kw.get("resblock_updown", True)),
+            dropout=float(kw.get("dropout", 0.0)),
+            inpaint=bool(kw.get("inpaint", False)),
+            super_res=bool(kw.get("super_res", False)),
+            text=text,
+        )
+        return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The Gaussian diffusion a model was trained with."""
+
+    steps: int = 1000
+    noise_schedule: str = "squaredcos_cap_v2"  # or "linear"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A GLIDE diffusion model: its U-Net, its diffusion and, for the upsampler, its input size."""
+
+    unet: UNetConfig
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    low_res_size: Optional[int] = None  # super-res models: size of the conditioning image
+
+    @property
+    def kind(self) -> str:
+        u = self.unet
+        return {(False, False): "base", (True, False): "inpaint", (False, True): "upsample", (True, True): "upsample-inpaint"}[
+            (u.inpaint, u.super_res)
+        ]
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """GLIDE's noise-aware CLIP (ViT image encoder that also sees t, and a causal text encoder)."""
+
+    image_size: int = 64
+    patch_size: int = 4
+    n_vocab: int = 65536
+    max_text_len: int = 77
+    n_embd: int = 512
+    n_head_state_text: int = 64
+    n_head_text: int = 8
+    n_xf_blocks_text: int = 12
+    n_head_state_image: int = 64
+    n_head_image: int = 12
+    n_xf_blocks_image: int = 12
+    logit_scale: float = 100.0
+    beta_schedule: str = "squaredcos_cap_v2"
+    n_timesteps: int = 1000
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"CLIP image_size {self.image_size} not divisible by patch_size {self.patch_size}")
+
+    @classmethod
+    def from_reference(cls, config: Mapping[str, Any], **overrides) -> "ClipConfig":
+        """Build from the reference's CLIP ``config.yaml`` dictionary."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config) - names
+        if unknown:
+            raise ValueError(f"unknown CLIP config keys: {sorted(unknown)}")
+        cfg = cls(**{k: v for k, v in config.items()})
+        return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+_BASE_TEXT = TextConfig(text_ctx=128, width=512, layers=16, heads=8, final_ln=True, padding=True)
+_BASE_UNET = UNetConfig(
+    image_size=64,
+    num_channels=192,
+    num_res_blocks=3,
+    channel_mult=(1, 2, 3, 4),
+    attention_resolutions=(32, 16, 8),
+    num_head_channels=64,
+    text=_BASE_TEXT,
+)
+_UP_UNET = dataclasses.replace(
+    _BASE_UNET, image_size=256, num_res_blocks=2, channel_mult=(1, 1, 2, 2, 4, 4), super_res=True
+)
+_TINY_TEXT = TextConfig(text_ctx=16, width=32, layers=2, heads=4)
+_TINY_UNET = UNetConfig(
+    image_size=32,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult=(1, 2, 2),
+    attention_resolutions=(16, 8),
+    num_head_channels=16,
+    text=_TINY_TEXT,
+)
+_TINY_UP_UNET = dataclasses.replace(
+    _TINY_UNET, image_size=64, channel_mult=(1, 1, 2, 2), super_res=True, text=TextConfig(16, 16, 2, 2)
+)
+_LINEAR = DiffusionConfig(steps=1000, noise_schedule="linear")
+
+PRESETS = {
+    "base": ModelConfig(_BASE_UNET),
+    "base-inpaint": ModelConfig(dataclasses.replace(_BASE_UNET, inpaint=True)),
+    "upsample": ModelConfig(_UP_UNET, _LINEAR, low_res_size=64),
+    "upsample-inpaint": ModelConfig(dataclasses.replace(_UP_UNET, inpaint=True), _LINEAR, low_res_size=64),
+    "clip": ClipConfig(),
+    "tiny-base": ModelConfig(_TINY_UNET),
+    "tiny-inpaint": ModelConfig(dataclasses.replace(_TINY_UNET, inpaint=True)),
+    "tiny-upsample": ModelConfig(_TINY_UP_UNET, _LINEAR, low_res_size=16),
+    "tiny-upsample-inpaint": ModelConfig(dataclasses.replace(_TINY_UP_UNET, inpaint=True), _LINEAR, low_res_size=16),
+    "tiny-clip": ClipConfig(
+        image_size=32, patch_size=4, n_vocab=49408, n_embd=32, n_head_state_text=16, n_head_text=2,
+        n_xf_blocks_text=2, n_head_state_image=16, n_head_image=2, n_xf_blocks_image=2,
+    ),
+}
+
+
+def get_preset(name: str) -> Union[ModelConfig, ClipConfig]:
+    """Return the named preset, or raise a ``KeyError`` that lists the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
