@@ -1,0 +1,142 @@
+"""Building blocks shared by the U-Net and the text transformer.
+
+Every parameter is created through ``param_with_axes`` so it carries logical
+axis names; parameters are float32 while the computation runs in the module's
+``dtype``. Normalisations and softmax always run in float32, as the PyTorch
+reference does, which keeps bfloat16 compute numerically safe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from glide_jax.nn import partitioning as P
+
+Dtype = jnp.dtype
+
+
+def compute_dtype(name: str):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+def timestep_embedding(timesteps: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding ``[cos(t f), sin(t f)]`` (cosine half first), float32."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = timesteps.astype(jnp.float32)[:, None] * freqs[None]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.concatenate([emb, jnp.zeros_like(emb[:, :1])], axis=-1)
+    return emb
+
+
+def dense(features: int, name: str, axes: Sequence[str] = (P.EMBED, P.MLP), dtype=jnp.float32, zero: bool = False,
+          use_bias: bool = True) -> nn.Dense:
+    kernel_init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+    return nn.Dense(
+        features,
+        name=name,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        use_bias=use_bias,
+        kernel_init=P.param_with_axes(kernel_init, axes),
+        bias_init=P.param_with_axes(nn.initializers.zeros, (axes[-1],)),
+    )
+
+
+def conv(features: int, name: str, kernel: int = 3, stride: int = 1, dtype=jnp.float32, zero: bool = False) -> nn.Conv:
+    """A 2-D convolution with PyTorch's symmetric padding (``kernel // 2`` on every side)."""
+    pad = kernel // 2
+    kernel_init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        name=name,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=P.param_with_axes(kernel_init, (P.KERNEL, P.KERNEL, P.EMBED, P.MLP)),
+        bias_init=P.param_with_axes(nn.initializers.zeros, (P.MLP,)),
+    )
+
+
+class GroupNorm32(nn.Module):
+    """GroupNorm with 32 groups computed in float32, optionally followed by SiLU."""
+
+    swish: bool = False
+    groups: int = 32
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        if c % self.groups:
+            raise ValueError(f"GroupNorm32 needs channels divisible by {self.groups}, got {c}")
+        scale = self.param("scale", P.param_with_axes(nn.initializers.ones, (P.NORM,)), (c,), jnp.float32)
+        bias = self.param("bias", P.param_with_axes(nn.initializers.zeros, (P.NORM,)), (c,), jnp.float32)
+        h = x.astype(jnp.float32)
+        grouped = h.reshape(h.shape[:-1] + (self.groups, c // self.groups))
+        axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
+        mean = grouped.mean(axis=axes, keepdims=True)
+        var = jnp.square(grouped - mean).mean(axis=axes, keepdims=True)
+        grouped = (grouped - mean) * jax.lax.rsqrt(var + self.eps)
+        h = grouped.reshape(h.shape) * scale + bias
+        if self.swish:
+            h = nn.silu(h)
+        return h.astype(x.dtype)
+
+
+def layer_norm(name: str, eps: float = 1e-5) -> nn.LayerNorm:
+    """LayerNorm in float32 with logically named parameters."""
+    return nn.LayerNorm(
+        epsilon=eps,
+        name=name,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        scale_init=P.param_with_axes(nn.initializers.ones, (P.NORM,)),
+        bias_init=P.param_with_axes(nn.initializers.zeros, (P.NORM,)),
+    )
+
+
+def split_heads_qkv(qkv: jax.Array, heads: int, parts: int):
+    """Split a fused projection laid out per head as ``[part0, part1, ...]``.
+
+    GLIDE's fused projections are head-major: the features of head ``h`` are the
+    contiguous slice ``[h*parts*d, (h+1)*parts*d)``, itself split into ``parts``
+    pieces of width ``d``. Returns ``parts`` arrays of shape ``[B, T, heads, d]``.
+    """
+    b, t, width = qkv.shape
+    d = width // (heads * parts)
+    qkv = qkv.reshape(b, t, heads, parts * d)
+    return jnp.split(qkv, parts, axis=-1)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array] = None) -> jax.Array:
+    """Multi-head attention with q and k each scaled by ``d**-0.25`` and a float32 softmax.
+
+    q: [B, T, H, d]; k, v: [B, S, H, d]; bias broadcastable to [B, H, T, S]. Returns [B, T, H*d].
+    """
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(math.sqrt(d))
+    logits = jnp.einsum("bthd,bshd->bhts", q * scale, k * scale)
+    logits = logits.astype(jnp.float32)
+    if bias is not None:
+        logits = logits + bias
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bhts,bshd->bthd", weights, v)
+    return out.reshape(out.shape[:2] + (-1,))
+
+
+def upsample_nearest(x: jax.Array) -> jax.Array:
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def avg_pool2(x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))

@@ -1,0 +1,93 @@
+"""Finding and reading tokenizer vocabularies, and picking a tokenizer by name.
+
+The vocabulary files are not part of the package. They are looked up in a directory the
+caller names, or else in the download cache (``$GLIDE_JAX_CACHE``, default
+``~/.cache/glide_jax``) that ``glide-jax download tokenizers`` fills. Each file may be
+stored gzip-compressed (``encoder.json.gz``, as published) or plain (``encoder.json``).
+When a file is missing the error says where it was looked for and how to fetch it.
+
+Nothing here touches the disk or the network at import time; files are read only when a
+tokenizer is built, and downloads happen only through :mod:`glide_jax.checkpoints.download`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import List, Optional, Union
+
+from glide_jax.checkpoints.download import CACHE_ENV, default_cache_dir
+
+PathLike = Union[str, os.PathLike]
+
+GLIDE_BPE_FILES = ("encoder.json.gz", "vocab.bpe.gz")
+CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+TOKENIZER_KINDS = ("glide-bpe", "clip", "sentencepiece:<model file>")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _name_variants(filename: str) -> List[str]:
+    """The compressed and the plain spelling of a vocabulary file name, given name first."""
+    if filename.endswith(".gz"):
+        return [filename, filename[: -len(".gz")]]
+    return [filename, filename + ".gz"]
+
+
+def find_vocab_file(filename: str, directory: Optional[PathLike] = None) -> Path:
+    """Path of vocabulary ``filename`` (plain or ``.gz``) in ``directory``, else in the cache.
+
+    Raises FileNotFoundError naming every path tried and how to download the files.
+    """
+    folder = Path(directory).expanduser() if directory is not None else default_cache_dir()
+    candidates = [folder / name for name in _name_variants(filename)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    where = (
+        f"the directory given ({folder})"
+        if directory is not None
+        else f"the tokenizer cache {folder} (set ${CACHE_ENV} to use another directory)"
+    )
+    raise FileNotFoundError(
+        f"tokenizer vocabulary {filename!r} not found in {where}; looked for {tried}. "
+        "Fetch the vocabularies with `glide-jax download tokenizers` "
+        "(in Python: glide_jax.checkpoints.download.download('tokenizers')), which saves them "
+        f"into {default_cache_dir()}."
+    )
+
+
+def read_vocab_text(path: PathLike) -> str:
+    """UTF-8 text of a vocabulary file, decompressing it if it is gzip data."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8")
+
+
+def get_tokenizer(kind: str, path: Optional[PathLike] = None):
+    """Build a tokenizer by name.
+
+    * ``"glide-bpe"`` - GLIDE's GPT-2 BPE; ``path`` is a directory holding
+      ``encoder.json(.gz)`` and ``vocab.bpe(.gz)`` (default: the cache).
+    * ``"clip"`` - CLIP's tokenizer; ``path`` is the vocabulary file or its directory.
+    * ``"sentencepiece:<model file>"`` (or ``"sentencepiece"`` with ``path`` = the model
+      file) - a model trained with :func:`glide_jax.tokenizers.spm.train_sentencepiece`.
+    """
+    # Imported here: the tokenizer modules themselves import this one.
+    from glide_jax.tokenizers.bpe import GlideBPETokenizer
+    from glide_jax.tokenizers.simple import ClipTokenizer
+    from glide_jax.tokenizers.spm import SentencePieceTokenizer
+
+    if kind == "glide-bpe":
+        return GlideBPETokenizer.load(path)
+    if kind == "clip":
+        return ClipTokenizer.load(path)
+    if kind == "sentencepiece" or kind.startswith("sentencepiece:"):
+        model_file = kind.partition(":")[2] or path
+        if not model_file:
+            raise ValueError("sentencepiece needs a model file: 'sentencepiece:<model file>'")
+        return SentencePieceTokenizer(model_file)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
