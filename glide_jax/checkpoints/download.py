@@ -23,11 +23,11 @@ import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Iterator, List, Optional, Union
 
 from tqdm.auto import tqdm
 
@@ -94,7 +94,7 @@ class DownloadError(OSError):
     """A transfer failed or produced a file that does not match what was promised."""
 
 
-def known_names() -> list:
+def known_names() -> List[str]:
     """Names accepted by :func:`download`."""
     return [*CHECKPOINTS, TOKENIZERS]
 
@@ -162,9 +162,10 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
 def _download_atomically(
     remote: RemoteFile, dest: Path, *, progress: bool, timeout: float, chunk_size: int
 ) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    # A name private to this writer; created with open() so the umask sets the permissions.
+    tmp_name = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp_name, "xb") as out:
             written, expected, digest = _stream(remote, out, progress, timeout, chunk_size)
             out.flush()
             os.fsync(out.fileno())

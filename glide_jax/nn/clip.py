@@ -25,7 +25,7 @@ float32, as in the reference.
 from __future__ import annotations
 
 import math
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.config import ClipConfig
-from glide_jax.nn.partitioning import EMBED, HEADS, KERNEL, MLP, NORM, PATCH, VOCAB, CTX, param_with_axes
+from glide_jax.nn.partitioning import CTX, EMBED, HEADS, KERNEL, MLP, NORM, PATCH, VOCAB, param_with_axes
 
 # OpenAI CLIP's per-channel statistics of RGB images on the 0..255 scale.
 CLIP_RGB_MEAN = (122.77093945, 116.74601272, 104.09373519)
@@ -65,7 +65,7 @@ class LayerNorm32(nn.Module):
         return centred * jax.lax.rsqrt(var + LN_EPS) * scale + bias
 
 
-def _dense(features: int, names: Tuple[str, str], std: float, dtype, use_bias: bool = True, name: str = None):
+def _dense(features: int, names: Tuple[str, str], std: float, dtype, use_bias: bool = True, name: Optional[str] = None):
     return nn.Dense(
         features,
         use_bias=use_bias,
@@ -148,7 +148,10 @@ def _check_int(name: str, a) -> None:
 
 
 class ClipImageEncoder(nn.Module):
-    """Timestep-aware ViT: ``(x in [-1,1] NHWC [B,S,S,3], int t [B]) -> z [B, n_embd]`` (unnormalised)."""
+    """Timestep-aware ViT: ``(x in [-1,1] NHWC [B,S,S,3], int t [B]) -> z [B, n_embd]`` (unnormalised).
+
+    ``t`` indexes the learned timestep table directly (original 0..n_timesteps-1 steps, not respaced ones).
+    """
 
     config: ClipConfig
 
@@ -216,7 +219,10 @@ class ClipImageEncoder(nn.Module):
 
 
 class ClipTextEncoder(nn.Module):
-    """Causal text transformer: ``(tokens [B, max_text_len], lens [B]) -> z [B, n_embd]`` read at ``lens-1``."""
+    """Causal text transformer: ``(tokens [B, max_text_len], lens [B]) -> z [B, n_embd]`` read at ``lens-1``.
+
+    ``lens`` must be in ``1..max_text_len`` (the tokenizer guarantees it); it is not checked on traced values.
+    """
 
     config: ClipConfig
 

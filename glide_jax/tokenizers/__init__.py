@@ -1,0 +1,22 @@
+"""Text tokenizers for GLIDE: the GPT-2 BPE of the released text encoder, CLIP's tokenizer
+for CLIP guidance, and SentencePiece for models trained from scratch.
+
+Importing this package reads no files; vocabularies are loaded when a tokenizer is built
+(see :func:`get_tokenizer`) and are downloaded only on request
+(``glide-jax download tokenizers``).
+"""
+
+from glide_jax.tokenizers.bpe import GlideBPETokenizer, TokenTruncationWarning
+from glide_jax.tokenizers.simple import ClipTokenizer
+from glide_jax.tokenizers.spm import SentencePieceTokenizer, train_sentencepiece
+from glide_jax.tokenizers.vocab import find_vocab_file, get_tokenizer
+
+__all__ = [
+    "ClipTokenizer",
+    "GlideBPETokenizer",
+    "SentencePieceTokenizer",
+    "TokenTruncationWarning",
+    "find_vocab_file",
+    "get_tokenizer",
+    "train_sentencepiece",
+]

@@ -143,7 +143,34 @@ def check_prompt_list(prompts: Sequence[str]) -> None:
         raise TypeError("encode_batch expects a sequence of prompts, not a single string")
 
 
-class GlideBPETokenizer:
+class MaskPaddingMixin:
+    """GLIDE's padding convention for a tokenizer with ``encode`` and ``pad_token``:
+    fixed-length ids plus a boolean mask that is True on real tokens."""
+
+    def padded_tokens_and_mask(
+        self, tokens: Sequence[int], text_ctx: int, *, prompt: Optional[str] = None
+    ) -> Tuple[List[int], List[bool]]:
+        """``tokens`` cut or padded (with :attr:`pad_token`) to ``text_ctx``, and the mask
+        that is True on real tokens. Cutting warns, naming ``prompt`` when given."""
+        if len(tokens) > text_ctx:
+            warn_truncated(len(tokens), text_ctx, prompt)
+        kept = list(tokens[:text_ctx])
+        padding = text_ctx - len(kept)
+        return kept + [self.pad_token] * padding, [True] * len(kept) + [False] * padding
+
+    def encode_batch(self, prompts: Sequence[str], text_ctx: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Encode and pad every prompt: int32 tokens ``[B, text_ctx]`` and bool mask ``[B, text_ctx]``."""
+        check_prompt_list(prompts)
+        tokens = np.empty((len(prompts), text_ctx), np.int32)
+        mask = np.empty((len(prompts), text_ctx), bool)
+        for row, prompt in enumerate(prompts):
+            tokens[row], mask[row] = self.padded_tokens_and_mask(
+                self.encode(prompt), text_ctx, prompt=prompt
+            )
+        return tokens, mask
+
+
+class GlideBPETokenizer(MaskPaddingMixin):
     """GPT-2 byte-level BPE as used by GLIDE's text transformer (50257 ids, end token 50256)."""
 
     def __init__(self, encoder: Mapping[str, int], merges: Sequence[Pair]):
@@ -202,25 +229,3 @@ class GlideBPETokenizer:
         """Text of ``tokens``; byte sequences that are not valid UTF-8 become U+FFFD."""
         chars = "".join(self._decoder[int(t)] for t in tokens)
         return bytes(self._char_bytes[c] for c in chars).decode("utf-8", errors="replace")
-
-    def padded_tokens_and_mask(
-        self, tokens: Sequence[int], text_ctx: int, *, prompt: Optional[str] = None
-    ) -> Tuple[List[int], List[bool]]:
-        """``tokens`` cut or padded (with :attr:`pad_token`) to ``text_ctx``, and the mask
-        that is True on real tokens. Cutting warns, naming ``prompt`` when given."""
-        if len(tokens) > text_ctx:
-            warn_truncated(len(tokens), text_ctx, prompt)
-        kept = list(tokens[:text_ctx])
-        padding = text_ctx - len(kept)
-        return kept + [self.pad_token] * padding, [True] * len(kept) + [False] * padding
-
-    def encode_batch(self, prompts: Sequence[str], text_ctx: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Encode and pad every prompt: int32 tokens ``[B, text_ctx]`` and bool mask ``[B, text_ctx]``."""
-        check_prompt_list(prompts)
-        tokens = np.empty((len(prompts), text_ctx), np.int32)
-        mask = np.empty((len(prompts), text_ctx), bool)
-        for row, prompt in enumerate(prompts):
-            tokens[row], mask[row] = self.padded_tokens_and_mask(
-                self.encode(prompt), text_ctx, prompt=prompt
-            )
-        return tokens, mask

@@ -1,0 +1,186 @@
+"""The checkpoint / vocabulary downloader, against a local HTTP server (never the network)."""
+
+import hashlib
+import http.server
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_fixture
+
+from glide_jax.checkpoints import download as dl
+from glide_jax.tokenizers import ClipTokenizer, GlideBPETokenizer
+
+PAYLOAD = np.random.default_rng(0).bytes(300_000)
+
+
+class _Files:
+    """What the test server serves: path -> (body, announced Content-Length), plus a hit log."""
+
+    def __init__(self):
+        self.url = ""
+        self.routes = {}
+        self.hits = []
+        self.delay = 0.0
+
+    def add(self, path: str, body: bytes, announced: int = None):
+        self.routes[path] = (body, len(body) if announced is None else announced)
+
+
+def _handler(files: _Files):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            files.hits.append(self.path)
+            if self.path not in files.routes:
+                self.send_error(404)
+                return
+            body, announced = files.routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(announced))
+            self.end_headers()
+            time.sleep(files.delay)
+            self.wfile.write(body)
+            self.close_connection = True  # a short body then ends the transfer early
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def server():
+    files = _Files()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(files))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    files.url = f"http://127.0.0.1:{httpd.server_port}"
+    yield files
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _leftovers(folder: Path) -> list:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+def test_download_writes_the_file_and_reuses_it(server, tmp_path, monkeypatch):
+    server.add("/base.pt", PAYLOAD)
+    monkeypatch.setitem(dl.CHECKPOINTS, "base", dl.RemoteFile(server.url + "/base.pt"))
+    path = dl.download("base", cache_dir=tmp_path, progress=False)
+    assert path == tmp_path / "base.pt"
+    assert path.read_bytes() == PAYLOAD
+    assert _leftovers(tmp_path) == []
+    assert path.stat().st_mode & 0o077 == 0o666 & ~_umask() & 0o077  # not private to the writer
+    assert dl.download("base", cache_dir=tmp_path, progress=False) == path
+    assert server.hits == ["/base.pt"]  # the second call did not touch the server
+
+
+def test_default_cache_dir_follows_the_environment(server, tmp_path, monkeypatch):
+    monkeypatch.delenv(dl.CACHE_ENV, raising=False)
+    assert dl.default_cache_dir() == Path.home() / ".cache" / "glide_jax"
+    monkeypatch.setenv(dl.CACHE_ENV, str(tmp_path / "cache"))
+    assert dl.default_cache_dir() == tmp_path / "cache"
+    server.add("/clip_text_enc.pt", PAYLOAD[:1000])
+    monkeypatch.setitem(dl.CHECKPOINTS, "clip/text-enc", dl.RemoteFile(server.url + "/clip_text_enc.pt"))
+    path = dl.download("clip/text-enc", progress=True)
+    assert path == tmp_path / "cache" / "clip_text_enc.pt"
+    assert path.read_bytes() == PAYLOAD[:1000]
+
+
+def test_short_download_is_deleted_and_raises(server, tmp_path, monkeypatch):
+    server.add("/upsample.pt", PAYLOAD[:300], announced=1000)
+    monkeypatch.setitem(dl.CHECKPOINTS, "upsample", dl.RemoteFile(server.url + "/upsample.pt"))
+    with pytest.raises(dl.DownloadError, match="received 300 bytes but the server announced 1000"):
+        dl.download("upsample", cache_dir=tmp_path, progress=False)
+    assert not (tmp_path / "upsample.pt").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_checksum_mismatch_is_deleted_and_raises(server, tmp_path):
+    server.add("/encoder.json.gz", b"not the vocabulary")
+    remote = dl.RemoteFile(server.url + "/encoder.json.gz", sha256="0" * 64)
+    with pytest.raises(dl.DownloadError, match="SHA-256"):
+        dl.fetch(remote, tmp_path, progress=False)
+    assert not (tmp_path / "encoder.json.gz").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_http_error_raises_download_error(server, tmp_path):
+    with pytest.raises(dl.DownloadError, match="404"):
+        dl.fetch(dl.RemoteFile(server.url + "/missing.pt"), tmp_path, progress=False)
+    assert not (tmp_path / "missing.pt").exists()
+
+
+def test_concurrent_downloads_of_one_file_fetch_it_once(server, tmp_path):
+    server.add("/base_inpaint.pt", PAYLOAD)
+    server.delay = 0.3  # keep the first transfer busy while the others wait on the lock
+    remote = dl.RemoteFile(server.url + "/base_inpaint.pt")
+    results = []
+    workers = [
+        threading.Thread(target=lambda: results.append(dl.fetch(remote, tmp_path, progress=False)))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert results == [tmp_path / "base_inpaint.pt"] * 3
+    assert server.hits == ["/base_inpaint.pt"]
+    assert (tmp_path / "base_inpaint.pt").read_bytes() == PAYLOAD
+
+
+def test_file_urls_work(tmp_path):
+    source = tmp_path / "src" / "upsample_inpaint.pt"
+    source.parent.mkdir()
+    source.write_bytes(PAYLOAD[:5000])
+    path = dl.fetch(dl.RemoteFile(source.as_uri()), tmp_path / "cache", progress=False)
+    assert path == tmp_path / "cache" / "upsample_inpaint.pt"
+    assert path.read_bytes() == PAYLOAD[:5000]
+
+
+def test_tokenizer_vocabularies_download_and_load(server, tmp_path, monkeypatch):
+    vocab_dir = require_fixture("tokenizer")
+    for name, remote in dl.TOKENIZER_FILES.items():
+        server.add("/" + name, (vocab_dir / name).read_bytes())
+        local = dl.RemoteFile(f"{server.url}/{name}", remote.sha256)  # the pinned digest is checked
+        monkeypatch.setitem(dl.TOKENIZER_FILES, name, local)
+    folder = dl.download("tokenizers", cache_dir=tmp_path, progress=False)
+    assert folder == tmp_path
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == sorted(dl.TOKENIZER_FILES)
+    assert GlideBPETokenizer.load(folder).encode("an oil painting of a corgi") == [
+        272, 3056, 12036, 286, 257, 1162, 12397
+    ]
+    assert ClipTokenizer.load(folder).n_vocab == 49408
+
+
+def test_pinned_vocabulary_digests_match_the_reference_files():
+    reference = json.loads(require_fixture("tokenizer/tokens.json").read_text())["files"]
+    for name, remote in dl.TOKENIZER_FILES.items():
+        assert remote.sha256 == reference[name]["sha256"]
+        assert hashlib.sha256(require_fixture(f"tokenizer/{name}").read_bytes()).hexdigest() == remote.sha256
+        assert remote.url == (
+            "https://raw.githubusercontent.com/openai/glide-text2im/main/glide_text2im/tokenizer/" + name
+        )
+
+
+def test_known_checkpoints_and_unknown_names():
+    assert list(dl.CHECKPOINTS) == [
+        "base", "upsample", "base-inpaint", "upsample-inpaint", "clip/image-enc", "clip/text-enc"
+    ]
+    assert dl.CHECKPOINTS["clip/image-enc"].url == (
+        "https://openaipublic.blob.core.windows.net/diffusion/dec-2021/clip_image_enc.pt"
+    )
+    with pytest.raises(ValueError, match=r"'base-256'.*base, upsample, .*clip/text-enc, tokenizers"):
+        dl.download("base-256")
