@@ -269,3 +269,36 @@ def get_preset(name: str) -> Union[ModelConfig, ClipConfig]:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+_CONFIG_TYPES = {cls.__name__: cls for cls in (TextConfig, UNetConfig, DiffusionConfig, ModelConfig, ClipConfig)}
+
+
+def config_to_dict(cfg) -> dict:
+    """A JSON-ready dict of a config, tagged with its type so ``config_from_dict`` can rebuild it."""
+    out = {"__type__": type(cfg).__name__}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = config_to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+def config_from_dict(d: Mapping[str, Any]):
+    """Inverse of ``config_to_dict``; unknown fields are an error, not silently dropped."""
+    d = dict(d)
+    type_name = d.pop("__type__", None)
+    if type_name not in _CONFIG_TYPES:
+        raise ValueError(f"config dict has unknown or missing __type__ {type_name!r}")
+    cls = _CONFIG_TYPES[type_name]
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise ValueError(f"{type_name}: unknown config fields {sorted(unknown)}")
+    kwargs = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and "__type__" in v:
+            v = config_from_dict(v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 from glide_jax.data import shapes
@@ -49,6 +51,19 @@ def _features(size: int) -> tfds.features.FeaturesDict:
             "caption": tfds.features.Text(),
         }
     )
+
+
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the builders here: their code path is simply this file.
+
+    TFDS' default ``code_path`` lookup for builders living in a package needs the
+    ``importlib_resources`` backport, which is not among our dependencies.
+    """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(inspect.getfile(cls))
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -76,7 +91,7 @@ def shapes_config(size: int = 64, num_train: int = 20000, num_heldout: Optional[
     )
 
 
-class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
+class CaptionedShapes(_LocalBuilder):
     """One or two flat shapes on grey with an exactly parseable caption."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -151,7 +166,7 @@ def read_captions(folder: str) -> Iterable[Tuple[str, str]]:
             yield os.path.join(folder, file), str(caption)
 
 
-class ImageCaptionFolder(tfds.core.GeneratorBasedBuilder):
+class ImageCaptionFolder(_LocalBuilder):
     """Local image + caption folders, centre-cropped and resized, as one ``train`` split."""
 
     VERSION = tfds.core.Version("1.0.0")

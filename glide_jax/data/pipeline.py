@@ -1,0 +1,275 @@
+"""The training input pipeline: a TFDS array_record split read by grain, as model-ready batches.
+
+Why grain's ``DataLoader``: it gives a global shuffle over a random-access
+source, per-host sharding, optional worker processes, and an iterator whose
+state (a small JSON blob) can be checkpointed with the model and restored to
+resume at exactly the same next batch.
+
+Per example (a ``RandomMap``; its generator is grain's ``Philox(seed + i)`` for
+the global stream position ``i``, so every random choice is a pure function of
+the seed and the position, reproducible on resume, and the same for any
+``worker_count``; only the grouping of examples into batches depends on it, since
+each grain worker batches its own slice of the stream -- so resume a state with
+the ``worker_count`` that saved it):
+
+* the uint8 image is centre-cropped to a square and resized to ``image_size``
+  (exact area averaging for integer down-scaling, Lanczos otherwise) and scaled
+  to float32 in [-1, 1]. No random flips: they would falsify "left of" captions;
+* for the upsampler (``low_res_size`` set) ``low_res`` is the area (box) average
+  of that high-res image, as the super-resolution model sees at training time;
+* caption dropout: with probability ``caption_dropout`` the caption becomes ""
+  (the unconditional branch of classifier-free guidance), *before* tokenizing;
+* for the inpainting fine-tune, ``inpaint_mask`` from :mod:`glide_jax.data.masks`.
+
+Per batch (``global_batch_size / shard_count`` examples per host), captions go
+through the ``tokenize(list[str]) -> dict[str, np.ndarray]`` callable passed in;
+its arrays are merged into the batch. Batches are dicts of numpy arrays::
+
+    image         float32 [B, S, S, 3] in [-1, 1]
+    low_res       float32 [B, s, s, 3] in [-1, 1]   (upsampler only)
+    inpaint_mask  float32 [B, S, S, 1], 1 = keep    (inpainting only)
+    caption       str     [B]   after dropout (for logging; not sent to devices)
+    example_id    int32   [B]   record index in the split
+    ...           whatever ``tokenize`` returns, e.g. tokens int32 [B, ctx], mask bool [B, ctx]
+
+With ``worker_count > 0`` the ``tokenize`` callable must be picklable.
+:func:`global_batch` turns the per-host batches into global ``jax.Array``\\ s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import grain
+import jax
+from absl import flags as absl_flags
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
+
+from glide_jax.data.masks import MAX_ERASE, MIN_ERASE, random_inpaint_mask
+
+Tokenizer = Callable[[List[str]], Dict[str, np.ndarray]]
+_OWN_KEYS = ("image", "low_res", "inpaint_mask", "caption", "example_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    image_size: int = 64  # model input size (for the upsampler: the high-res size)
+    low_res_size: Optional[int] = None  # upsampler: also emit "low_res" at this size
+    global_batch_size: int = 32  # summed over hosts
+    seed: int = 0  # shuffle order and every per-example random choice
+    shuffle: bool = True
+    num_epochs: Optional[int] = None  # None: repeat forever
+    caption_dropout: float = 0.2
+    inpaint: bool = False  # emit "inpaint_mask"
+    mask_min_erase: float = MIN_ERASE
+    mask_max_erase: float = MAX_ERASE
+    drop_remainder: bool = True
+    worker_count: int = 0  # grain worker processes (0: in the calling process)
+    worker_buffer_size: int = 1
+
+    def __post_init__(self):
+        if self.low_res_size is not None and self.image_size % self.low_res_size:
+            raise ValueError(f"low_res_size {self.low_res_size} must divide image_size {self.image_size}")
+        if not 0 <= self.caption_dropout <= 1:
+            raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError("seed must be a non-negative 31-bit integer (grain's limit)")
+
+
+# ----------------------------------------------------------------------------- sources and sharding
+
+
+def open_source(dataset: Any, split: str = "train"):
+    """Random-access source of a prepared split; ``dataset`` is a TFDS builder or the
+    folder of a prepared dataset version (``.../name/config/1.0.0``)."""
+    if isinstance(dataset, (str, bytes)) or hasattr(dataset, "__fspath__"):
+        import tensorflow_datasets as tfds
+
+        dataset = tfds.builder_from_directory(str(dataset))
+    return dataset.as_data_source(split)
+
+
+class KeyedSource:
+    """Wraps a source so each record also carries its index (``example_id``)."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, key: int) -> Dict[str, Any]:
+        record = dict(self._source[key])
+        record["example_id"] = np.int32(key)
+        return record
+
+    def __repr__(self) -> str:  # grain validates restored states against this
+        inner = self._source
+        if isinstance(inner, (list, tuple, np.ndarray)):  # in-memory: describe, never print the data
+            return f"KeyedSource({type(inner).__name__}[{len(inner)}])"
+        return f"KeyedSource({inner!r})"
+
+
+def shard_options(shard_index: Optional[int] = None, shard_count: Optional[int] = None) -> grain.sharding.ShardOptions:
+    """This host's shard: ``jax.process_index()`` of ``jax.process_count()`` unless given."""
+    index = jax.process_index() if shard_index is None else shard_index
+    count = jax.process_count() if shard_count is None else shard_count
+    if not 0 <= index < count:
+        raise ValueError(f"shard_index {index} out of range for shard_count {count}")
+    # drop_remainder: every host sees the same number of records, so no host runs out first.
+    return grain.sharding.ShardOptions(shard_index=index, shard_count=count, drop_remainder=True)
+
+
+# ----------------------------------------------------------------------------- per-example work
+
+
+def area_downsample(x: np.ndarray, size: int) -> np.ndarray:
+    """Mean over ``k x k`` blocks of a [H, W, C] array whose side is ``k * size``."""
+    h, w, c = x.shape
+    if h != w or h % size:
+        raise ValueError(f"cannot area-downsample {x.shape} to {size}")
+    k = h // size
+    return x.reshape(size, k, size, k, c).mean(axis=(1, 3), dtype=np.float32)
+
+
+def to_model_image(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [size, size, 3] in [-1, 1] (centre crop, then resize)."""
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    image = image[top : top + s, left : left + s, :3]
+    if s == size:
+        x = image.astype(np.float32)
+    elif s > size and s % size == 0:
+        x = area_downsample(image.astype(np.float32), size)
+    else:
+        x = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS), np.float32)
+    return x / 127.5 - 1.0
+
+
+class Preprocess(grain.transforms.RandomMap):
+    """Image resizing, low-res pair, caption dropout and inpaint mask for one record."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+
+    def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+        cfg = self.config
+        # Independent sub-streams: switching the mask on or off leaves dropout unchanged.
+        drop_rng, mask_rng = (np.random.default_rng(s) for s in rng.integers(0, 2**63, size=2))
+        caption = element["caption"]
+        if isinstance(caption, bytes):
+            caption = caption.decode("utf-8")
+        if drop_rng.random() < cfg.caption_dropout:
+            caption = ""
+        image = to_model_image(element["image"], cfg.image_size)
+        out = {"image": image, "caption": caption, "example_id": np.int32(element.get("example_id", -1))}
+        if cfg.low_res_size is not None:
+            out["low_res"] = area_downsample(image, cfg.low_res_size)
+        if cfg.inpaint:
+            out["inpaint_mask"] = random_inpaint_mask(mask_rng, cfg.image_size, cfg.mask_min_erase, cfg.mask_max_erase)
+        return out
+
+
+class Collate:
+    """Stacks examples and tokenizes their captions (a grain ``batch_fn``)."""
+
+    def __init__(self, tokenize: Optional[Tokenizer]):
+        self.tokenize = tokenize
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, np.ndarray]:
+        captions = [e["caption"] for e in examples]
+        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "caption"}
+        batch["caption"] = np.array(captions, dtype=np.str_)
+        if self.tokenize is not None:
+            tokens = self.tokenize(captions)
+            for k, v in tokens.items():
+                if k in _OWN_KEYS:
+                    raise ValueError(f"tokenizer output key {k!r} clashes with the pipeline's own keys")
+                v = np.asarray(v)
+                if v.shape[:1] != (len(captions),):
+                    raise ValueError(f"tokenizer output {k!r} has shape {v.shape}, expected leading {len(captions)}")
+                batch[k] = v
+        return batch
+
+
+# ----------------------------------------------------------------------------- loader
+
+
+def host_batch_size(global_batch_size: int, shard_count: int) -> int:
+    if global_batch_size % shard_count:
+        raise ValueError(f"global batch {global_batch_size} is not divisible by {shard_count} hosts")
+    return global_batch_size // shard_count
+
+
+def make_loader(
+    source,
+    config: PipelineConfig,
+    tokenize: Optional[Tokenizer] = None,
+    *,
+    shard_index: Optional[int] = None,
+    shard_count: Optional[int] = None,
+) -> grain.DataLoader:
+    """A grain DataLoader over ``source`` (see :func:`open_source`) for this host."""
+    shards = shard_options(shard_index, shard_count)
+    if config.worker_count > 0 and not absl_flags.FLAGS.is_parsed():
+        # grain 0.2.18 reads an absl flag when starting workers and fails in scripts that
+        # never parsed flags (google/grain#1355); the defaults are what we want.
+        absl_flags.FLAGS.mark_as_parsed()
+    keyed = KeyedSource(source)
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(keyed),
+        shard_options=shards,
+        shuffle=config.shuffle,
+        num_epochs=config.num_epochs,
+        seed=config.seed,
+    )
+    ops = [
+        Preprocess(config),
+        grain.transforms.Batch(
+            batch_size=host_batch_size(config.global_batch_size, shards.shard_count),
+            drop_remainder=config.drop_remainder,
+            batch_fn=Collate(tokenize),
+        ),
+    ]
+    return grain.DataLoader(
+        data_source=keyed,
+        sampler=sampler,
+        operations=ops,
+        worker_count=config.worker_count,
+        worker_buffer_size=config.worker_buffer_size,
+        shard_options=shards,
+    )
+
+
+def make_iterator(source, config: PipelineConfig, tokenize: Optional[Tokenizer] = None, *, state: Optional[bytes] = None,
+                  shard_index: Optional[int] = None, shard_count: Optional[int] = None) -> grain.DataLoaderIterator:
+    """An iterator of host batches; ``state`` (from ``iterator.get_state()``) resumes it exactly."""
+    it = iter(make_loader(source, config, tokenize, shard_index=shard_index, shard_count=shard_count))
+    if state is not None:
+        it.set_state(state)
+    return it
+
+
+# ----------------------------------------------------------------------------- to devices
+
+
+def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] = ("data", "fsdp")) -> NamedSharding:
+    """Leading (batch) dimension split over those of ``batch_axes`` present in ``mesh``."""
+    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+    return NamedSharding(mesh, PartitionSpec(axes if axes else None))
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding) -> Dict[str, jax.Array]:
+    """Assemble global arrays from every host's batch (numeric entries only; strings stay on the host)."""
+    out = {}
+    for k, v in local_batch.items():
+        v = np.asarray(v)
+        if v.dtype.kind in "USO":
+            continue
+        out[k] = jax.make_array_from_process_local_data(sharding, v)
+    return out
