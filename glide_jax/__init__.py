@@ -1,1 +1,43 @@
-"""GLIDE in JAX/Flax."""
+"""glide_jax: GLIDE (Nichol et al. 2021) text-to-image diffusion in JAX/Flax.
+
+The public face re-exports the few things most users need; submodules are
+imported lazily so ``import glide_jax`` stays cheap.
+
+    from glide_jax import load_pipeline
+    images = load_pipeline().generate(["a corgi in a field"], seed=0)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Pipeline": "glide_jax.pipeline",
+    "StageOptions": "glide_jax.pipeline",
+    "LoadedModel": "glide_jax.pipeline",
+    "load": "glide_jax.loading",
+    "load_pipeline": "glide_jax.loading",
+    "get_preset": "glide_jax.config",
+    "PRESETS": "glide_jax.config",
+    "save_images": "glide_jax.images",
+    "make_grid": "glide_jax.images",
+}
+
+__all__ = sorted(_EXPORTS) + ["sample"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'glide_jax' has no attribute {name!r}")
+
+
+def sample(prompts, *, base: str = "base", upsampler: str | None = "upsample", **kwargs):
+    """One-call sampling: load (and cache) a pipeline, then ``Pipeline.generate(prompts, **kwargs)``."""
+    from glide_jax.loading import load_pipeline
+
+    key = (base, upsampler)
+    cache = sample.__dict__.setdefault("_pipelines", {})
+    if key not in cache:
+        cache[key] = load_pipeline(base, upsampler)
+    return cache[key].generate(prompts, **kwargs)

@@ -1,0 +1,48 @@
+"""Gaussian diffusion for GLIDE: schedules, step maths, losses, samplers and guidance.
+
+Network-independent pure functions over a ``Schedule`` pytree; see the
+submodules for the details and the reasons behind each choice.
+"""
+
+from glide_jax.diffusion.gaussian import (
+    MeanVariance,
+    condition_mean,
+    condition_score,
+    p_mean_variance,
+    predict_eps_from_xstart,
+    predict_xstart_from_eps,
+    q_posterior,
+    q_sample,
+)
+from glide_jax.diffusion.guidance import (
+    classifier_free_guidance,
+    clip_guidance,
+    inpaint_denoised_fn,
+    sdedit_start,
+    similarity_gradient,
+)
+from glide_jax.diffusion.losses import (
+    losses_from_output,
+    quartile_means,
+    sample_timesteps,
+    training_losses,
+)
+from glide_jax.diffusion.samplers import (
+    SAMPLERS,
+    DPMState,
+    ddim_sample,
+    ddim_sample_loop,
+    dpm_solver_pp_2m_step,
+    dpm_solver_pp_sample_loop,
+    p_sample,
+    p_sample_loop,
+    sample_loop,
+)
+from glide_jax.diffusion.schedule import (
+    Schedule,
+    beta_schedule,
+    make_schedule,
+    respace_betas,
+    schedule_from_betas,
+    space_timesteps,
+)

@@ -1,0 +1,149 @@
+"""The ``glide-jax`` command (also ``python -m glide_jax``): generate, inpaint, edit, upsample, convert, download.
+
+Models are named with ``--model``: ``openai`` (the released GLIDE (filtered)
+checkpoints, downloaded and converted into the cache with ``glide-jax download``),
+or a model directory / training workdir. Bad input prints ``error: ...`` and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+OPENAI_MODELS = {"base": "base", "upsample": "upsample", "inpaint": "base-inpaint",
+                 "upsample-inpaint": "upsample-inpaint", "clip": "clip"}
+
+
+def _stage_args(ap, prefix: str, sampler: str, steps: str):
+    ap.add_argument(f"--{prefix}sampler", default=sampler, help=f"ddpm, ddim or dpm++2m (default {sampler})")
+    ap.add_argument(f"--{prefix}steps", default=steps, help=f"steps or respacing spec such as fast27 (default {steps})")
+
+
+def _common(ap, inpaint: bool = False):
+    ap.add_argument("--out", default="out", help="output folder (default ./out)")
+    ap.add_argument("--n", type=int, default=1, help="images per prompt")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--model", default="openai", help="'openai' or a model directory / training workdir")
+    ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
+    ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
+    _stage_args(ap, "", "ddpm", "100")
+    _stage_args(ap, "upsample-", "ddpm", "fast27")
+    ap.add_argument("--upsample-temperature", type=float, default=0.997)
+    ap.add_argument("--no-progress", action="store_true")
+
+
+def _steps(value: str):
+    return int(value) if value.isdigit() else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="glide-jax", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="text → image")
+    g.add_argument("prompt", nargs="+")
+    _common(g)
+    i = sub.add_parser("inpaint", help="fill the masked region of an image from a prompt")
+    i.add_argument("--image", required=True)
+    i.add_argument("--mask", required=True, help="PNG of the image's size: white = keep, black = fill in")
+    i.add_argument("--prompt", required=True)
+    _common(i)
+    e = sub.add_parser("edit", help="turn a sketch or photo into an image of the prompt (SDEdit)")
+    e.add_argument("--image", required=True)
+    e.add_argument("--strength", type=float, default=0.7, help="fraction of the chain re-run (0, 1]")
+    e.add_argument("--prompt", required=True)
+    _common(e)
+    u = sub.add_parser("upsample", help="64 → 256 super-resolution of an existing image")
+    u.add_argument("--image", required=True)
+    u.add_argument("--prompt", required=True)
+    _common(u)
+    c = sub.add_parser("convert", help="convert a downloaded OpenAI checkpoint into the cache")
+    c.add_argument("names", nargs="+", choices=sorted(OPENAI_MODELS.values()))
+    d = sub.add_parser("download", help="download OpenAI checkpoints or the tokenizer vocabularies")
+    d.add_argument("names", nargs="+", help="base, upsample, base-inpaint, upsample-inpaint, clip/image-enc, "
+                                            "clip/text-enc, clip, tokenizers, or all")
+    d.add_argument("--cache-dir", default=None)
+    return ap
+
+
+def _pipeline(args, inpaint: bool):
+    from glide_jax.loading import load_pipeline
+
+    if args.model == "openai":
+        base = "base-inpaint" if inpaint else "base"
+        up = args.upsampler or ("upsample-inpaint" if inpaint else "upsample")
+        clip = args.clip_model or ("clip" if args.clip_guidance else None)
+    else:
+        base, up, clip = args.model, args.upsampler, args.clip_model
+        if args.clip_guidance and not clip:
+            raise ValueError("--clip-guidance with a custom --model needs --clip-model")
+    if up in (None, "none"):
+        up = None
+    return load_pipeline(base, up, clip)
+
+
+def _run_sampling(args) -> int:
+    from glide_jax.images import read_image, save_images
+    from glide_jax.pipeline import StageOptions
+
+    inpaint = args.command == "inpaint"
+    pipe = _pipeline(args, inpaint)
+    prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    prompts = [p for p in prompts for _ in range(args.n)]
+    base = StageOptions(args.sampler, _steps(args.steps))
+    up = None if pipe.upsampler is None else StageOptions(args.upsample_sampler, _steps(args.upsample_steps),
+                                                          args.upsample_temperature)
+    kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up, batch_size=args.batch_size,
+                  clip_guidance_scale=args.clip_guidance, progress=not args.no_progress)
+    if args.command == "inpaint":
+        kwargs.update(inpaint_image=args.image, inpaint_mask=args.mask)
+    elif args.command == "edit":
+        kwargs.update(init_image=args.image, strength=args.strength)
+    if args.command == "upsample":
+        if pipe.upsampler is None:
+            raise ValueError("upsample needs an upsampler model")
+        images = pipe.upsample_images(prompts, read_image(args.image), seed=args.seed, options=up,
+                                      progress=not args.no_progress)
+    else:
+        images = pipe.generate(prompts, **kwargs)
+    for p in save_images(images, args.out, prefix=args.command):
+        print(p)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "download":
+            from glide_jax.checkpoints.download import CHECKPOINTS, download, known_names
+
+            names = []
+            for n in args.names:
+                names += list(CHECKPOINTS) + ["tokenizers"] if n == "all" else (
+                    ["clip/image-enc", "clip/text-enc"] if n == "clip" else [n])
+            for n in names:
+                if n not in known_names():
+                    raise ValueError(f"unknown download {n!r}; known: {', '.join(known_names())}, clip, all")
+                print(download(n, cache_dir=args.cache_dir))
+            return 0
+        if args.command == "convert":
+            from glide_jax.checkpoints.store import convert_released
+
+            for n in args.names:
+                print(convert_released(n))
+            return 0
+        return _run_sampling(args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

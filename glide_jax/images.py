@@ -1,0 +1,140 @@
+"""Image input and output for the pipeline and the CLI: validation, conversion, PNGs and grids.
+
+User images arrive as uint8 RGB arrays (or PNG/JPEG paths); the models work on
+float32 NHWC in [-1, 1]. Every check here raises a ``ValueError`` that names the
+problem (wrong rank, size, channel count, mask values) instead of letting a
+shape error surface deep inside a jitted function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import numpy as np
+
+ImageLike = Union[str, Path, np.ndarray]
+
+
+def read_image(image: ImageLike, what: str = "image") -> np.ndarray:
+    """An RGB uint8 ``[H, W, 3]`` array from a path or an array (uint8, or float in [-1, 1])."""
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+
+        path = Path(image)
+        if not path.exists():
+            raise FileNotFoundError(f"{what} file {path} does not exist")
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "L", "P", "LA"):
+                raise ValueError(f"{what} {path} has unsupported mode {im.mode}; use an RGB image")
+            return np.asarray(im.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"{what} must be an RGB array of shape [H, W, 3], got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.min() < -1.0 - 1e-3 or arr.max() > 1.0 + 1e-3:
+            raise ValueError(f"float {what} values must lie in [-1, 1], got [{arr.min():.3f}, {arr.max():.3f}]")
+        return to_uint8(arr)
+    raise ValueError(f"{what} must be uint8 or float in [-1, 1], got dtype {arr.dtype}")
+
+
+def read_mask(mask: ImageLike, size: Sequence[int]) -> np.ndarray:
+    """A float32 ``[H, W, 1]`` mask of 0/1 (1 = keep the given pixels, 0 = fill in).
+
+    Accepts a path (white = keep, black = fill), a bool array, or a 0/1 (or
+    0/255) array of shape ``[H, W]`` or ``[H, W, 1]``; ``size`` is the image's ``(H, W)``.
+    """
+    if isinstance(mask, (str, Path)):
+        from PIL import Image
+
+        with Image.open(mask) as im:
+            arr = np.asarray(im.convert("L"))
+        arr = (arr >= 128).astype(np.float32)
+    else:
+        arr = np.asarray(mask)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 2:
+            raise ValueError(f"mask must have shape [H, W] or [H, W, 1], got {np.asarray(mask).shape}")
+        if arr.dtype == np.bool_:
+            arr = arr.astype(np.float32)
+        else:
+            values = np.unique(arr)
+            if set(values.tolist()) <= {0, 1}:
+                arr = arr.astype(np.float32)
+            elif set(values.tolist()) <= {0, 255}:
+                arr = (arr == 255).astype(np.float32)
+            else:
+                raise ValueError(f"mask values must be 0/1 (or 0/255, or bool); found {values[:8].tolist()}")
+    if tuple(arr.shape) != tuple(size):
+        raise ValueError(f"mask shape {tuple(arr.shape)} does not match the image size {tuple(size)}")
+    return arr[..., None]
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square ``[H, W, C]`` image to ``size``×``size`` (area when shrinking, bicubic when growing)."""
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"images must be square, got {image.shape[0]}x{image.shape[1]}; crop it first")
+    if image.shape[0] == size:
+        return image
+    from PIL import Image
+
+    method = Image.BOX if image.shape[0] > size else Image.BICUBIC
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize((size, size), method))
+    channels = [np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((size, size), method))
+                for c in range(image.shape[-1])]
+    return np.stack(channels, axis=-1)
+
+
+def to_model(image: np.ndarray) -> np.ndarray:
+    """uint8 ``[..., 3]`` → float32 in [-1, 1]."""
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(x) -> np.ndarray:
+    """float in [-1, 1] → uint8, rounding like the reference notebooks ((x + 1) * 127.5)."""
+    x = np.asarray(x, np.float32)
+    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile ``[N, H, W, 3]`` uint8 images into one image with ``pad`` white pixels between them."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"expected [N, H, W, C] images, got shape {images.shape}")
+    n, h, w, c = images.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+    return grid
+
+
+def save_images(images: np.ndarray, out_dir, prefix: str = "sample", grid: bool = True) -> List[Path]:
+    """Write each image as ``<prefix>_<i>.png`` (and ``<prefix>_grid.png``); existing files are not overwritten."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def free_path(name: str) -> Path:
+        path, k = out_dir / f"{name}.png", 1
+        while path.exists():
+            path, k = out_dir / f"{name}-{k}.png", k + 1
+        return path
+
+    for i, img in enumerate(np.asarray(images)):
+        path = free_path(f"{prefix}_{i:03d}")
+        Image.fromarray(img).save(path)
+        paths.append(path)
+    if grid and len(images) > 1:
+        path = free_path(f"{prefix}_grid")
+        Image.fromarray(make_grid(images)).save(path)
+        paths.append(path)
+    return paths

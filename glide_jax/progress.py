@@ -1,0 +1,45 @@
+"""A progress bar that a compiled sampling loop can drive through a host callback.
+
+The samplers take the callback as a static argument, so it must be the same
+object on every call or the loop recompiles: ``ProgressBar.get()`` returns one
+process-wide instance whose ``start``/``close`` swap the visible tqdm bar.
+When no progress is asked for, no callback is compiled in at all.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class ProgressBar:
+    _instance: Optional["ProgressBar"] = None
+
+    def __init__(self):
+        self._bar = None
+        self._label = ""
+
+    @classmethod
+    def get(cls) -> "ProgressBar":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def start(self, label: str):
+        self.close()
+        self._label = label
+
+    def __call__(self, step, total):
+        from tqdm.auto import tqdm
+
+        total = int(total)
+        if self._bar is None or self._bar.total != total:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=total, desc=self._label, unit="step", leave=False)
+        self._bar.n = int(step) + 1
+        self._bar.refresh()
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,142 @@
+"""The sampling pipeline and CLI on tiny random models: shapes, determinism, compile-once, editing, errors."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import require_fixture
+from flax.core import meta
+
+from glide_jax.checkpoints.store import save_model
+from glide_jax.config import get_preset
+from glide_jax.diffusion import samplers
+from glide_jax.nn.clip import ClipModel
+from glide_jax.nn.clip import init_params as clip_init
+from glide_jax.nn.unet import GlideUNet, example_inputs
+from glide_jax.pipeline import LoadedModel, Pipeline, StageOptions
+
+FAST = StageOptions("ddim", 4)
+UP = StageOptions("ddpm", "3", 0.997)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    from glide_jax.tokenizers.bpe import GlideBPETokenizer
+
+    return GlideBPETokenizer.load(require_fixture("tokenizer"))
+
+
+def _random(name, tokenizer, seed=1):
+    cfg = get_preset(name)
+    inp = example_inputs(cfg.unet, 1, cfg.low_res_size)
+    params = meta.unbox(GlideUNet(cfg.unet).init(jax.random.key(seed), *inp, **inp.kwargs))
+    return LoadedModel(cfg, params, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def pipe(bpe):
+    return Pipeline(_random("tiny-base", bpe), _random("tiny-upsample", bpe))
+
+
+def test_generate_shapes_determinism_and_single_compile(pipe):
+    a = pipe.generate(["a red circle", "a blue square"], seed=0, base=FAST, upsample=UP)
+    assert a.shape == (2, 64, 64, 3) and a.dtype == np.uint8
+    size = samplers._run_loop._cache_size()
+    b = pipe.generate(["a green triangle", "a"], seed=5, base=FAST, upsample=UP)
+    assert samplers._run_loop._cache_size() == size, "other prompts and seed must reuse the compiled loops"
+    c = pipe.generate(["a red circle", "a blue square"], seed=0, base=FAST, upsample=UP)
+    np.testing.assert_array_equal(a, c)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0
+
+
+def test_batches_are_padded_to_one_shape(pipe):
+    out = pipe.generate(["a", "b", "c"], seed=0, base=FAST, upsample=None, batch_size=2)
+    assert out.shape == (3, 32, 32, 3)
+    # the first two rows are the same as a batch of exactly those two prompts
+    two = pipe.generate(["a", "b"], seed=0, base=FAST, upsample=None, batch_size=2)
+    np.testing.assert_array_equal(out[:2], two)
+
+
+def test_edit_strength_controls_distance_to_init(pipe):
+    rng = np.random.default_rng(0)
+    init = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    near = pipe.generate("a red circle", seed=0, base=StageOptions("ddim", 20), upsample=None,
+                         init_image=init, strength=0.05)
+    far = pipe.generate("a red circle", seed=0, base=StageOptions("ddim", 20), upsample=None,
+                        init_image=init, strength=1.0)
+    d_near = np.abs(near[0].astype(int) - init).mean()
+    d_far = np.abs(far[0].astype(int) - init).mean()
+    assert d_near < 12 and d_far > 3 * d_near, (d_near, d_far)
+
+
+def test_inpainting_keeps_the_known_region(bpe):
+    pipe = Pipeline(_random("tiny-inpaint", bpe))
+    rng = np.random.default_rng(1)
+    image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    mask = np.ones((32, 32), bool)
+    mask[8:24, 8:24] = False  # fill in the centre
+    out = pipe.generate("a red circle", seed=0, base=StageOptions("ddpm", 5), upsample=None,
+                        inpaint_image=image, inpaint_mask=mask)[0]
+    keep = mask[..., None].repeat(3, -1)
+    assert np.abs(out[keep].astype(int) - image[keep]).max() <= 1
+    assert np.abs(out[~keep].astype(int) - image[~keep]).mean() > 10
+
+
+def test_clip_guidance_changes_samples(bpe):
+    from glide_jax.tokenizers.simple import ClipTokenizer
+
+    cfg = get_preset("tiny-clip")
+    model = ClipModel(cfg)
+    clip = LoadedModel(cfg, meta.unbox(clip_init(model, jax.random.key(3))),
+                       ClipTokenizer.load(require_fixture("tokenizer")))
+    pipe = Pipeline(_random("tiny-base", bpe), clip=clip)
+    opts = StageOptions("ddpm", 4)
+    weak = pipe.generate("a red circle", seed=0, base=opts, upsample=None, clip_guidance_scale=0.001)
+    strong = pipe.generate("a red circle", seed=0, base=opts, upsample=None, clip_guidance_scale=500.0)
+    assert strong.shape == (1, 32, 32, 3)
+    assert np.abs(strong.astype(int) - weak.astype(int)).mean() > 0.5
+
+
+def test_upsample_images(pipe):
+    img = np.full((16, 16, 3), 128, np.uint8)
+    out = pipe.upsample_images(["a grey square", "a"], img, seed=0, options=UP)
+    assert out.shape == (2, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prompts=[]), "prompts is empty"),
+        (dict(guidance_scale=-1.0), "guidance_scale"),
+        (dict(strength=0.0, init_image=np.zeros((32, 32, 3), np.uint8)), "strength"),
+        (dict(base=StageOptions("euler", 4)), "unknown sampler 'euler'"),
+        (dict(init_image=np.zeros((32, 32, 4), np.uint8)), r"RGB array of shape \[H, W, 3\]"),
+        (dict(init_image=np.zeros((32, 40, 3), np.uint8)), "must be square"),
+        (dict(inpaint_image=np.zeros((32, 32, 3), np.uint8), inpaint_mask=np.ones((16, 16))), "does not match the image"),
+        (dict(inpaint_image=np.zeros((32, 32, 3), np.uint8), inpaint_mask=np.full((32, 32), 0.5)), "mask values"),
+        (dict(inpaint_image=np.zeros((32, 32, 3), np.uint8), inpaint_mask=np.ones((32, 32))), "not an inpainting model"),
+        (dict(inpaint_image=np.zeros((32, 32, 3), np.uint8)), "both inpaint_image and inpaint_mask"),
+        (dict(clip_guidance_scale=3.0), "needs a CLIP model"),
+    ],
+)
+def test_bad_input_is_named(pipe, kwargs, match):
+    kwargs = dict(kwargs)
+    prompts = kwargs.pop("prompts", ["a"])
+    kwargs.setdefault("base", FAST)
+    with pytest.raises(ValueError, match=match):
+        pipe.generate(prompts, upsample=None, **kwargs)
+
+
+def test_cli_generate_writes_pngs_and_rejects_bad_input(tmp_path, monkeypatch, bpe):
+    from glide_jax.cli import main
+
+    monkeypatch.setenv("GLIDE_JAX_CACHE", str(require_fixture("tokenizer")))
+    m = _random("tiny-base", bpe)
+    save_model(tmp_path / "model", m.params, m.config)
+    out = tmp_path / "out"
+    code = main(["generate", "a red circle", "a blue square", "--model", str(tmp_path / "model"), "--upsampler",
+                 "none", "--steps", "3", "--sampler", "ddim", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["generate_000.png", "generate_001.png", "generate_grid.png"]
+    assert main(["generate", "x", "--model", str(tmp_path / "model"), "--upsampler", "none", "--guidance", "-3",
+                 "--out", str(out)]) == 2
+    assert main(["generate", "x", "--model", str(tmp_path / "missing")]) == 2
