@@ -39,16 +39,24 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 
 
 def _random_model(preset: str):
+    """Random weights filled leaf by leaf from the abstract shapes, so peak memory is the weights alone
+    (a jitted ``init`` of the full model briefly holds more than twice that)."""
     import jax
+    import numpy as np
     from flax.core import meta
 
+    from glide_jax.checkpoints.convert_unet import abstract_params
     from glide_jax.config import get_preset
-    from glide_jax.nn.unet import GlideUNet, example_inputs
 
     cfg = get_preset(preset)
-    inp = example_inputs(cfg.unet, 1, cfg.low_res_size)
-    params = jax.jit(lambda k: GlideUNet(cfg.unet).init(k, *inp, **inp.kwargs))(jax.random.key(0))
-    return cfg, meta.unbox(params)
+    shapes = meta.unbox(abstract_params(cfg.unet, cfg.low_res_size))
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+        return jax.numpy.asarray((rng.standard_normal(leaf.shape, np.float32) / np.sqrt(max(fan_in, 1))))
+
+    return cfg, jax.tree_util.tree_map(fill, shapes)
 
 
 def _time(fn, reps: int) -> float:

@@ -1,0 +1,50 @@
+"""Command line shared by the training entry points.
+
+``python -m experiments.train_<task> --config experiments/configs/<name>.py --workdir DIR
+[--set key=value ...]`` loads the config file, applies the overrides (typed by
+the fields they replace), checks the config is for this entry point and runs
+``glide_jax.train.loop.train``. Rerunning the same command resumes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from glide_jax.train.config import apply_overrides, load_config_file
+
+
+def build_parser(task: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.train_{task}", description=description)
+    parser.add_argument("--config", required=True, help="experiments/configs/<name>.py (defines get_config())")
+    parser.add_argument("--workdir", required=True, help="run directory; rerunning with the same one resumes")
+    parser.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config fields, e.g. --set train.lr=1e-4 model.unet.dtype=bfloat16")
+    parser.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    return parser
+
+
+def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
+    args = build_parser(task, description).parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from absl import logging as absl_logging  # Orbax logs every save at INFO through absl
+
+        absl_logging.set_verbosity(args.log_level.lower())
+    except ImportError:
+        pass
+    cfg = apply_overrides(load_config_file(args.config), [o for group in args.overrides for o in group])
+    if cfg.task != task:
+        print(f"error: {args.config} configures task {cfg.task!r}; use experiments.train_{cfg.task}", file=sys.stderr)
+        return 2
+    if task == "inpaint" and not cfg.train.init_from:
+        print("error: inpainting fine-tunes a trained model: set train.init_from (a training workdir, a model "
+              "directory, a released name such as 'base', or a .pt/.npz file)", file=sys.stderr)
+        return 2
+    from glide_jax.train.loop import train
+
+    summary = train(cfg, args.workdir)
+    print(f"done: step {summary['step']}", flush=True)
+    return 0

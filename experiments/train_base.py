@@ -1,0 +1,11 @@
+"""Train GLIDE's text-conditional base diffusion model (64x64 in the paper; 32x32 in the tiny configs).
+
+    python -m experiments.train_base --config experiments/configs/base_tiny.py --workdir runs/base_tiny
+"""
+
+import sys
+
+from experiments.common import main
+
+if __name__ == "__main__":
+    sys.exit(main("base", __doc__.splitlines()[0]))

@@ -1,0 +1,11 @@
+"""Train GLIDE's noise-aware CLIP (contrastive loss between noised images x_t and their captions).
+
+    python -m experiments.train_clip --config experiments/configs/clip_tiny.py --workdir runs/clip_tiny
+"""
+
+import sys
+
+from experiments.common import main
+
+if __name__ == "__main__":
+    sys.exit(main("clip", __doc__.splitlines()[0]))

@@ -1,0 +1,11 @@
+"""Train GLIDE's text-conditional upsampler (64 -> 256 in the paper; 16 -> 64 in the tiny config).
+
+    python -m experiments.train_upsample --config experiments/configs/upsample_tiny.py --workdir runs/up_tiny
+"""
+
+import sys
+
+from experiments.common import main
+
+if __name__ == "__main__":
+    sys.exit(main("upsample", __doc__.splitlines()[0]))

@@ -1,0 +1,235 @@
+"""Checkpoints of a training run: asynchronous Orbax saves, fall-back restore, loading for sampling.
+
+A checkpoint ``<workdir>/checkpoints/<step>/`` holds the items
+
+* ``train``      -- step, params, optimiser state, base PRNG key, skipped-update count;
+* ``ema_params`` -- the EMA weights, a separate item so sampling reads only them;
+* ``data``       -- the grain iterator state, one JSON file per host;
+* ``experiment`` -- the full ``ExperimentConfig`` as JSON.
+
+Together with the per-step PRNG ``fold_in(key(seed), step)`` this makes a run
+restartable at any moment: kill it (even ``kill -9`` during a save), rerun the
+same command, and it continues from the newest *readable* checkpoint to the
+same final parameters, bit for bit on one CPU. Orbax writes each step into a
+temporary directory and renames it when complete, so an interrupted save never
+looks finished; but Orbax does not survive a finished checkpoint that was later
+damaged (a truncated or deleted file): it raises. ``Checkpointer.restore``
+therefore walks back from the newest step, warns about each unreadable one,
+moves it aside (to ``<workdir>/checkpoints.corrupt/``, so the step can be
+saved afresh) and uses the first that restores completely. The iterator state
+is applied only after the whole checkpoint was read.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from grain.checkpoint import CheckpointRestore as GrainRestore
+from grain.checkpoint import CheckpointSave as GrainSave
+
+from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.train import config as config_lib
+from glide_jax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "checkpoints.corrupt"
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """The newest checkpoint could not be read; an older one is used."""
+
+
+class _IteratorState:
+    """Stands in for a grain iterator towards grain's Orbax handler.
+
+    Saving: holds the state captured when the save was *requested* (the real
+    iterator moves on while an async save runs). Restoring: receives the state
+    so it is applied to the real iterator only once the whole checkpoint is read.
+    """
+
+    def __init__(self, state: Optional[bytes] = None):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return self.state
+
+    def set_state(self, state: bytes) -> None:
+        self.state = state
+
+    def start_prefetch(self) -> None:
+        pass
+
+
+def _train_item(state: TrainState) -> Dict[str, Any]:
+    return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng,
+            "skipped": state.skipped}
+
+
+def checkpoint_dir(workdir: Union[str, Path]) -> Path:
+    return Path(workdir).absolute() / CHECKPOINT_DIR
+
+
+class Checkpointer:
+    """Saves and restores ``TrainState`` (+ data iterator state + experiment config) under a workdir."""
+
+    def __init__(self, workdir: Union[str, Path], *, keep_last: int = 3, keep_every: int = 0,
+                 async_save: bool = True):
+        self.workdir = Path(workdir).absolute()
+        self.directory = checkpoint_dir(self.workdir)
+        self._options = ocp.CheckpointManagerOptions(
+            max_to_keep=max(int(keep_last), 1),
+            keep_period=int(keep_every) or None,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, state: TrainState, data_state: Optional[bytes] = None, experiment: Optional[Dict] = None,
+             *, force: bool = False) -> bool:
+        """``data_state``: the iterator's ``get_state()`` *now* (the iterator moves on during an async save);
+        ``experiment``: the config dict (``train.config.to_dict``)."""
+        """Start saving ``state`` at its step (asynchronously unless disabled); False if already saved."""
+        step = int(jax.device_get(state.step))
+        if step in self.manager.all_steps():
+            return False
+        items = {
+            "train": ocp.args.StandardSave(_train_item(state)),
+            "ema_params": ocp.args.StandardSave(state.ema_params),
+        }
+        if data_state is not None:
+            items["data"] = GrainSave(_IteratorState(data_state))
+        items["experiment"] = ocp.args.JsonSave(experiment or {})
+        return bool(self.manager.save(step, args=ocp.args.Composite(**items), force=force))
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    def all_steps(self):
+        return sorted(self.manager.all_steps())
+
+    # ------------------------------------------------------------------ restoring
+
+    def _set_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            src = self.directory / str(step)
+            if src.exists():
+                dst = self.workdir / CORRUPT_DIR / f"{step}-{int(time.time())}"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(src), str(dst))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"glide_jax_set_aside_{step}")
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+    def restore(self, abstract_state: TrainState, data_iterator: Any = None) -> Optional[Tuple[TrainState, Dict]]:
+        """Newest readable checkpoint as ``(state, experiment_dict)``, or None if there is none.
+
+        ``abstract_state`` holds ``jax.ShapeDtypeStruct``s with shardings: the
+        arrays are restored directly into that layout. ``data_iterator`` (if
+        given) gets the saved iterator state; a state it rejects makes the
+        checkpoint unreadable too. If None is returned the iterator may have
+        been touched: build a fresh one.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            items = {
+                "train": ocp.args.StandardRestore(_train_item(abstract_state)),
+                "ema_params": ocp.args.StandardRestore(abstract_state.ema_params),
+                "experiment": ocp.args.JsonRestore(),
+            }
+            box = _IteratorState()
+            if data_iterator is not None:
+                items["data"] = GrainRestore(box)
+            try:
+                out = self.manager.restore(step, args=ocp.args.Composite(**items))
+                train = out["train"]
+                state = TrainState(step=train["step"], params=train["params"], ema_params=out["ema_params"],
+                                   opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"])
+                if int(jax.device_get(state.step)) != step:
+                    raise ValueError(f"checkpoint {step} holds step {int(state.step)}")
+                jax.block_until_ready(state)
+                if data_iterator is not None:
+                    data_iterator.set_state(box.state)
+            except Exception as e:  # any unreadable part disqualifies the whole checkpoint
+                warnings.warn(
+                    f"checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}); moving it to {CORRUPT_DIR}/ and "
+                    "falling back to the previous checkpoint",
+                    CorruptCheckpointWarning,
+                    stacklevel=2,
+                )
+                self._set_aside(step)
+                continue
+            return state, dict(out["experiment"] or {})
+        return None
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _abstract_params(model_cfg: Union[ModelConfig, ClipConfig]):
+    """Unboxed parameter shapes of a model, placed on the first local device."""
+    import flax.linen as nn
+
+    if isinstance(model_cfg, ClipConfig):
+        from glide_jax.nn.clip import ClipModel, init_params
+
+        model = ClipModel(model_cfg)
+        boxed = jax.eval_shape(lambda k: init_params(model, k), jax.random.key(0))
+    else:
+        from glide_jax.checkpoints.convert_unet import abstract_params
+
+        boxed = abstract_params(model_cfg.unet, model_cfg.low_res_size)["params"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.unbox(boxed))
+
+
+def load_for_sampling(workdir: Union[str, Path], step: Optional[int] = None
+                      ) -> Tuple[Union[ModelConfig, ClipConfig], Dict[str, Any]]:
+    """``(model_config, {"params": ema_params})`` from a training workdir's newest readable checkpoint.
+
+    The result plugs straight into ``GlideUNet(config.unet).apply`` and the
+    sampling pipeline. ``workdir`` may also be its ``checkpoints/`` folder.
+    """
+    path = Path(workdir).absolute()
+    directory = path if (path.name == CHECKPOINT_DIR or not (path / CHECKPOINT_DIR).exists()) else path / CHECKPOINT_DIR
+    if not directory.exists():
+        raise FileNotFoundError(f"{workdir} holds no training checkpoints")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(directory, options=options) as manager:
+        steps = sorted(manager.all_steps(), reverse=True) if step is None else [int(step)]
+        if not steps:
+            raise FileNotFoundError(f"{directory} holds no finished checkpoint")
+        for s in steps:
+            try:
+                exp = manager.restore(s, args=ocp.args.Composite(experiment=ocp.args.JsonRestore()))["experiment"]
+                model_cfg = config_lib.from_dict(exp).model
+                out = manager.restore(
+                    s, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(_abstract_params(model_cfg)))
+                )
+                params = jax.tree.map(jnp.asarray, out["ema_params"])
+                return model_cfg, {"params": params}
+            except Exception as e:
+                if step is not None:
+                    raise
+                warnings.warn(f"checkpoint step {s} in {directory} is unreadable ({type(e).__name__}); trying an older one",
+                              CorruptCheckpointWarning, stacklevel=2)
+    raise FileNotFoundError(f"no readable checkpoint in {directory}")

@@ -1,0 +1,262 @@
+"""The configuration of one training run, its command-line overrides and its JSON form.
+
+An experiment is a frozen ``ExperimentConfig``: what to train (``task`` and
+``model``), on what (``data``), how (``train``), on which device layout
+(``mesh``) and how to preview it (``sample``). Config files in
+``experiments/configs/`` return one from ``get_config()``; the command line
+edits it with ``--set train.lr=1e-4 model.unet.dtype=bfloat16``, each value
+parsed according to the type of the field it replaces, so a typo in a key or a
+value of the wrong type fails before anything runs. The JSON form is stored in
+every checkpoint, which makes a workdir self-describing: resuming and loading
+for sampling need nothing but the workdir.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+
+from glide_jax.config import ClipConfig, ModelConfig, config_from_dict, config_to_dict
+
+TASKS = ("base", "upsample", "inpaint", "clip")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the captioned images come from and how captions become tokens."""
+
+    source: str = "shapes"  # "shapes": procedural captioned shapes rendered on demand; "tfds": prepared dataset at `path`
+    path: str = ""  # "tfds": folder of a prepared dataset version (.../name/config/1.0.0)
+    split: str = "train"
+    num_examples: int = 20000  # "shapes": size of the procedural training set
+    seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
+    caption_dropout: float = 0.2  # fraction of empty captions (the unconditional branch of guidance)
+    # "sentencepiece": learned from the training captions into <workdir>/tokenizer.model on the first run;
+    # "sentencepiece:<file>", "glide-bpe" (the released models' GPT-2 BPE) or "clip" (CLIP's BPE).
+    tokenizer: str = "sentencepiece"
+    tokenizer_captions: int = 4000  # captions read to learn a sentencepiece vocabulary
+    worker_count: int = 0  # grain worker processes
+
+    def __post_init__(self):
+        if self.source not in ("shapes", "tfds"):
+            raise ValueError(f"data.source must be 'shapes' or 'tfds', got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and checkpointing schedule."""
+
+    seed: int = 0  # parameter init and the per-step randomness fold_in(key(seed), step)
+    steps: int = 1000
+    batch_size: int = 32  # global, summed over hosts
+    microbatches: int = 1  # gradient accumulation: the batch is processed in this many slices
+    lr: float = 1e-4
+    lr_schedule: str = "constant"  # "constant" or "cosine" (to 0 at `steps`), both after linear warmup
+    warmup_steps: int = 0
+    weight_decay: float = 0.0  # decoupled (AdamW); applied to matrices and kernels only
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0  # global-norm clipping; 0 disables it
+    ema_rate: float = 0.9999
+    loss_type: str = "mse"  # "mse" or "rescaled_mse" (hybrid loss weighting, see diffusion.losses)
+    init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_last: int = 3  # checkpoints kept ...
+    keep_every: int = 0  # ... plus every step that is a multiple of this (0: none)
+    async_checkpoint: bool = True
+    sample_every: int = 0  # sample grids every N steps (0: only after the last step); -1 never
+
+    def __post_init__(self):
+        if self.batch_size % self.microbatches:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh sizes; one of them may be -1 (all remaining devices)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Preview grids written during training (EMA parameters, classifier-free guidance)."""
+
+    num_images: int = 4
+    steps: int = 25
+    sampler: str = "ddim"
+    guidance_scale: float = 3.0
+    prompts: Tuple[str, ...] = ()  # default: the captions of the first training records
+    temperature: float = 1.0  # initial-noise scale (GLIDE's upsampler used 0.997)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    task: str
+    model: Union[ModelConfig, ClipConfig]
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    name: str = ""
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        want_clip = self.task == "clip"
+        if want_clip != isinstance(self.model, ClipConfig):
+            raise ValueError(f"task {self.task!r} does not match a {type(self.model).__name__} model")
+        if not want_clip:
+            kind = self.model.kind
+            expected = {"base": ("base",), "upsample": ("upsample",), "inpaint": ("inpaint", "upsample-inpaint")}
+            if kind not in expected[self.task]:
+                raise ValueError(f"task {self.task!r} cannot train a {kind!r} model")
+            if self.model.unet.super_res and not self.model.low_res_size:
+                raise ValueError("a super-resolution model needs model.low_res_size")
+        if want_clip and self.train.microbatches != 1:
+            raise ValueError("the contrastive CLIP loss couples the whole batch: train.microbatches must be 1")
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def _plain(cfg) -> Dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
+    out = {"task": cfg.task, "name": cfg.name, "model": config_to_dict(cfg.model)}
+    for part in ("data", "train", "mesh", "sample"):
+        out[part] = _plain(getattr(cfg, part))
+    return out
+
+
+def _build(cls, values: Mapping[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
+    return ExperimentConfig(
+        task=d["task"],
+        name=d.get("name", ""),
+        model=config_from_dict(d["model"]),
+        data=_build(DataConfig, d.get("data", {})),
+        train=_build(TrainConfig, d.get("train", {})),
+        mesh=_build(MeshConfig, d.get("mesh", {})),
+        sample=_build(SampleConfig, d.get("sample", {})),
+    )
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _tuple_item_type(annotation: Any) -> Any:
+    args = typing.get_args(annotation)
+    return args[0] if args and args[0] in (str, int, float) else None
+
+
+def _parse_like(current: Any, text: str, key: str, annotation: Any = None) -> Any:
+    """Parse ``text`` as a value of the same type as ``current`` (tuples: the annotated item type)."""
+    try:
+        if isinstance(current, bool):
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        if isinstance(current, tuple):
+            text = text.strip()
+            if not text:
+                return ()
+            if text.startswith(("(", "[")):
+                return tuple(ast.literal_eval(text))
+            items = [t.strip() for t in text.split(",")]
+            item_type = _tuple_item_type(annotation) or (type(current[0]) if current else None)
+            if item_type in (str, int, float):
+                return tuple(item_type(t) for t in items)
+            return tuple(ast.literal_eval(t) for t in items)
+        if current is None:
+            try:
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return text
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"--set {key}: cannot parse {text!r} as {type(current).__name__}") from e
+    raise ValueError(f"--set {key}: the field holds a {type(current).__name__}; set its own fields instead")
+
+
+def _replace_path(obj: Any, path: Sequence[str], text: str, key: str) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        raise ValueError(f"--set {key}: {'.'.join(path)} is below a plain value")
+    name = path[0]
+    if name not in {f.name for f in dataclasses.fields(obj)}:
+        known = ", ".join(f.name for f in dataclasses.fields(obj))
+        raise ValueError(f"--set {key}: {type(obj).__name__} has no field {name!r} (fields: {known})")
+    current = getattr(obj, name)
+    if len(path) > 1:
+        value = _replace_path(current, path[1:], text, key)
+    else:
+        value = _parse_like(current, text, key, typing.get_type_hints(type(obj)).get(name))
+    return dataclasses.replace(obj, **{name: value})
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Apply ``key=value`` strings such as ``train.lr=1e-4`` or ``model.unet.channel_mult=1,2``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        cfg = _replace_path(cfg, key.strip().split("."), text, key)
+    return cfg
+
+
+def load_config_file(path: Union[str, Path]) -> ExperimentConfig:
+    """Run a config file and return its ``get_config()``.
+
+    The repository root (the folder holding ``experiments/``) is put on
+    ``sys.path`` so that a config can import the config it varies.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    for parent in path.parents:
+        if (parent / "experiments" / "__init__.py").exists():
+            if str(parent) not in sys.path:
+                sys.path.insert(0, str(parent))
+            break
+    spec = importlib.util.spec_from_file_location(f"_glide_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} defines no get_config()")
+    cfg = module.get_config()
+    if not isinstance(cfg, ExperimentConfig):
+        raise TypeError(f"{path}: get_config() returned {type(cfg).__name__}, expected ExperimentConfig")
+    return cfg

@@ -1,0 +1,196 @@
+"""From a ``DataConfig`` to the training iterator: source, tokenizer, per-host batches, preview inputs.
+
+The captioned-shapes source renders example ``i`` from
+``default_rng([seed, 0, i])`` on demand, exactly the example the TFDS builder
+(``glide_jax.data.tfds_builders.CaptionedShapes``) would write, so a tiny run
+needs no preparation step and no disk, and switching to the prepared dataset
+changes nothing but speed.
+
+A model trained from scratch gets a SentencePiece vocabulary learned from its
+own training captions on the first run (``tokenizer.model`` in the workdir,
+written atomically and reused by every resumed run and by the sampling
+loaders). Tokenizers enter the grain pipeline as small picklable callables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import jax
+import numpy as np
+
+from glide_jax.config import ClipConfig
+from glide_jax.data import pipeline, shapes
+from glide_jax.data.masks import random_inpaint_mask
+from glide_jax.train.config import ExperimentConfig
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+class ShapesSource:
+    """Random-access procedural captioned shapes (``{"image": uint8 [S, S, 3], "caption": bytes}``)."""
+
+    def __init__(self, num_examples: int, size: int, seed: int = 0, split: str = "train"):
+        self.num_examples, self.size, self.seed, self.split = int(num_examples), int(size), int(seed), split
+        self._split_id = {"train": 0, "heldout": 1}[split]
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        if not 0 <= index < self.num_examples:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, self._split_id, int(index)])
+        image, caption, _ = shapes.render_example(rng, self.size, self.split)
+        return {"image": image, "caption": caption.encode("utf-8")}
+
+    def __repr__(self) -> str:
+        return f"ShapesSource(n={self.num_examples}, size={self.size}, seed={self.seed}, split={self.split})"
+
+
+def image_size(cfg: ExperimentConfig) -> int:
+    return cfg.model.image_size if isinstance(cfg.model, ClipConfig) else cfg.model.unet.image_size
+
+
+def open_source(cfg: ExperimentConfig):
+    data = cfg.data
+    if data.source == "shapes":
+        return ShapesSource(data.num_examples, image_size(cfg), data.seed, data.split)
+    if not data.path:
+        raise ValueError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
+                         "(see tools/prepare_dataset.py), e.g. --set data.path=/data/tfds/my_set/default/1.0.0")
+    return pipeline.open_source(data.path, data.split)
+
+
+def _caption(record) -> str:
+    c = record["caption"]
+    return c.decode("utf-8") if isinstance(c, bytes) else str(c)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def vocab_size(cfg: ExperimentConfig) -> int:
+    return cfg.model.n_vocab if isinstance(cfg.model, ClipConfig) else cfg.model.unet.text.n_vocab
+
+
+def text_length(cfg: ExperimentConfig) -> int:
+    return cfg.model.max_text_len if isinstance(cfg.model, ClipConfig) else cfg.model.unet.text.text_ctx
+
+
+def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
+    """Resolve ``data.tokenizer`` to a ``get_tokenizer`` spec, learning or copying a sentencepiece model
+    into ``<workdir>/tokenizer.model`` when needed (there, the sampling loaders find it)."""
+    from glide_jax.tokenizers import get_tokenizer
+    from glide_jax.tokenizers.spm import train_sentencepiece
+
+    kind = cfg.data.tokenizer
+    if kind in ("glide-bpe", "clip"):
+        spec = kind
+    else:
+        target = Path(workdir) / TOKENIZER_FILE
+        if jax.process_index() == 0 and not target.exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=workdir))
+            try:
+                if kind == "sentencepiece":
+                    n = min(len(source), cfg.data.tokenizer_captions)
+                    lines = [_caption(source[i]) for i in range(n)]
+                    (tmp / "captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                    # BPE, not unigram: on a small caption grammar it reaches whole-word pieces.
+                    model = train_sentencepiece(tmp / "captions.txt", tmp / "spm", vocab_size(cfg), model_type="bpe",
+                                                num_threads=1, hard_vocab_limit=False, minloglevel=2)
+                elif kind.startswith("sentencepiece:"):
+                    model = Path(kind.split(":", 1)[1]).expanduser()
+                else:
+                    raise ValueError(f"unknown data.tokenizer {kind!r}")
+                shutil.copyfile(model, tmp / TOKENIZER_FILE)
+                os.replace(tmp / TOKENIZER_FILE, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("glide_jax_tokenizer")
+        spec = f"sentencepiece:{target}"
+    tok = get_tokenizer(spec)
+    if tok.n_vocab > vocab_size(cfg):
+        raise ValueError(f"tokenizer {spec} has {tok.n_vocab} ids but the model embeds only {vocab_size(cfg)}")
+    return spec
+
+
+class Tokenize:
+    """Picklable ``captions -> {"tokens", "mask"}`` (GLIDE text encoder) or ``{"tokens", "lens"}`` (CLIP)."""
+
+    def __init__(self, spec: str, length: int, clip: bool):
+        self.spec, self.length, self.clip = spec, int(length), bool(clip)
+        self._tok = None
+
+    def __getstate__(self):
+        return {"spec": self.spec, "length": self.length, "clip": self.clip, "_tok": None}
+
+    def __call__(self, captions: List[str]) -> Dict[str, np.ndarray]:
+        if self._tok is None:
+            from glide_jax.tokenizers import get_tokenizer
+
+            self._tok = get_tokenizer(self.spec)
+        tokens, extra = self._tok.encode_batch(list(captions), self.length)
+        tokens = np.asarray(tokens, np.int32)
+        if not self.clip:
+            return {"tokens": tokens, "mask": np.asarray(extra, bool)}
+        lens = extra if np.asarray(extra).dtype != bool else np.asarray(extra).sum(axis=1)
+        # CLIP reads the embedding at lens-1: an empty caption still needs one position.
+        return {"tokens": tokens, "lens": np.maximum(np.asarray(lens, np.int32), 1)}
+
+
+def make_tokenize(cfg: ExperimentConfig, spec: str) -> Tokenize:
+    return Tokenize(spec, text_length(cfg), isinstance(cfg.model, ClipConfig))
+
+
+# ----------------------------------------------------------------------------- iterator
+
+
+def pipeline_config(cfg: ExperimentConfig) -> pipeline.PipelineConfig:
+    model = cfg.model
+    is_clip = isinstance(model, ClipConfig)
+    return pipeline.PipelineConfig(
+        image_size=image_size(cfg),
+        low_res_size=None if is_clip else (model.low_res_size if model.unet.super_res else None),
+        global_batch_size=cfg.train.batch_size,
+        seed=cfg.data.seed,
+        caption_dropout=0.0 if is_clip else cfg.data.caption_dropout,
+        inpaint=(not is_clip) and model.unet.inpaint,
+        worker_count=cfg.data.worker_count,
+    )
+
+
+def make_iterator(cfg: ExperimentConfig, source, tokenize: Tokenize):
+    """This host's iterator of batches (``global batch / process_count`` examples each)."""
+    return pipeline.make_iterator(source, pipeline_config(cfg), tokenize)
+
+
+# ----------------------------------------------------------------------------- previews
+
+
+def preview_inputs(cfg: ExperimentConfig, source, n: int, prompts=()) -> Dict[str, np.ndarray]:
+    """Fixed sampling inputs: records ``0..n-1`` of the source (the same on every host).
+
+    Returns ``captions`` (``prompts`` if given, else the records' captions),
+    ``image`` (model size, [-1, 1]) and, as the model needs them, ``low_res``
+    and ``inpaint_mask`` (seeded, so every preview uses the same masks).
+    """
+    pc = pipeline_config(cfg)
+    records = [source[i % len(source)] for i in range(n)]
+    images = np.stack([pipeline.to_model_image(r["image"], pc.image_size) for r in records])
+    captions = list(prompts)[:n] if prompts else [_caption(r) for r in records]
+    captions += [captions[i % len(captions)] for i in range(n - len(captions))]
+    out = {"captions": np.array(captions, dtype=np.str_), "image": images}
+    if pc.low_res_size:
+        out["low_res"] = np.stack([pipeline.area_downsample(im, pc.low_res_size) for im in images])
+    if pc.inpaint:
+        rng = np.random.default_rng([cfg.data.seed, 12345])
+        out["inpaint_mask"] = np.stack([random_inpaint_mask(rng, pc.image_size) for _ in range(n)])
+    return out
