@@ -35,7 +35,11 @@ def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
         absl_logging.set_verbosity(args.log_level.lower())
     except ImportError:
         pass
-    cfg = apply_overrides(load_config_file(args.config), [o for group in args.overrides for o in group])
+    try:
+        cfg = apply_overrides(load_config_file(args.config), [o for group in args.overrides for o in group])
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if cfg.task != task:
         print(f"error: {args.config} configures task {cfg.task!r}; use experiments.train_{cfg.task}", file=sys.stderr)
         return 2

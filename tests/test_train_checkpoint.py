@@ -14,6 +14,9 @@ from glide_jax.train.checkpointing import CORRUPT_DIR, Checkpointer, CorruptChec
 from glide_jax.train.config import load_config_file
 from glide_jax.train.data import ShapesSource, make_iterator
 
+# A failed Orbax read leaves TensorStore handles and an event-loop callback to be collected later.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _state(step: int) -> S.TrainState:
     params = {"w": jnp.arange(600.0).reshape(6, 100) + step, "b": jnp.full((3,), float(step))}
@@ -58,7 +61,6 @@ def test_restore_gives_back_exactly_what_was_saved(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["truncate", "delete_ema", "delete_manifest"])
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's event loop after a failed read
 def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, how):
     _save_steps(tmp_path, [1, 2, 3])
     _damage(tmp_path, 3, how)

@@ -180,8 +180,9 @@ def test_training_workdir_loads_for_sampling(base_run):
     _assert_bit_identical(same, params)
     u = model_cfg.unet
     x = jnp.zeros((1, u.image_size, u.image_size, 3))
-    out = GlideUNet(u).apply(params, x, jnp.array([500]), jnp.zeros((1, u.text.text_ctx), jnp.int32),
-                             jnp.zeros((1, u.text.text_ctx), bool))
+    apply = jax.jit(GlideUNet(u).apply)
+    out = apply(params, x, jnp.array([500]), jnp.zeros((1, u.text.text_ctx), jnp.int32),
+                jnp.zeros((1, u.text.text_ctx), bool))
     assert out.shape == (1, u.image_size, u.image_size, 6) and bool(jnp.isfinite(out).all())
 
 
@@ -225,8 +226,10 @@ def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     mask = jnp.ones((2, u.text.text_ctx), bool)
     image = jnp.asarray(rng.uniform(-1, 1, x.shape), jnp.float32)
     keep = jnp.asarray(rng.integers(0, 2, x.shape[:3] + (1,)), jnp.float32)
-    want = GlideUNet(load_config_file(CONFIGS / "base_micro.py").model.unet).apply(base, x, t, tokens, mask)
-    got = GlideUNet(u).apply({"params": init}, x, t, tokens, mask, inpaint_image=image, inpaint_mask=keep)
+    base_unet = GlideUNet(load_config_file(CONFIGS / "base_micro.py").model.unet)
+    want = jax.jit(base_unet.apply)(base, x, t, tokens, mask)
+    got = jax.jit(lambda p: GlideUNet(u).apply(p, x, t, tokens, mask, inpaint_image=image, inpaint_mask=keep))(
+        {"params": init})
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
     run.wait()
@@ -236,10 +239,16 @@ def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     assert (root / "inpaint" / "tokenizer.model").read_bytes() == (base_run / "tokenizer.model").read_bytes()
 
 
-def test_entry_points_refuse_a_config_of_another_task(env):
-    proc = subprocess.run(_command("upsample", "base_micro", "unused"), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+def test_entry_points_refuse_wrong_configs(base_run, env):
+    def run(*args):
+        return subprocess.run(_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    proc = run("upsample", "base_micro", "unused")
     assert proc.returncode == 2 and "experiments.train_base" in proc.stderr
-    proc = subprocess.run(_command("inpaint", "inpaint_micro", "unused"), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run("inpaint", "inpaint_micro", "unused")
     assert proc.returncode == 2 and "train.init_from" in proc.stderr
+    # Another model in an existing workdir: refused before any checkpoint is read or moved.
+    before = _steps(base_run)
+    proc = run("base", "base_micro", base_run, "model.unet.num_channels=64")
+    assert proc.returncode != 0 and "with a different model" in proc.stderr
+    assert _steps(base_run) == before and not (base_run / "checkpoints.corrupt").exists()

@@ -32,6 +32,10 @@ CONFIG_DIR = REPO / "experiments" / "configs"
 TPU_V4 = {"peak_tflops": 275.0, "hbm_gib": 32.0}
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
 def _load(name: str, overrides: List[str]):
     from glide_jax.train.config import apply_overrides, load_config_file
 
@@ -135,8 +139,9 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
     }
 
 
-def pod_worker(name: str, chips: int, per_chip_batch: int, mesh_devices: int, overrides: List[str]) -> Dict[str, Any]:
-    """Runs inside a process with ``mesh_devices`` fake CPU devices: per-device cost of the sharded step."""
+def pod_worker(name: str, per_shard_batch: int, mesh_devices: int, tensor: int, overrides: List[str]) -> Dict[str, Any]:
+    """Runs inside a process with ``mesh_devices`` fake CPU devices: per-device cost of the sharded step
+    on a (fsdp = mesh_devices / tensor, tensor) mesh, ``per_shard_batch`` images per fsdp shard."""
     import dataclasses
 
     import jax
@@ -146,11 +151,11 @@ def pod_worker(name: str, chips: int, per_chip_batch: int, mesh_devices: int, ov
     from glide_jax.train.state import param_count
 
     cfg = _load(name, overrides)
-    mesh_cfg = MeshConfig(data=1, fsdp=-1, tensor=1)
-    cfg = dataclasses.replace(cfg, mesh=mesh_cfg,
-                              train=dataclasses.replace(cfg.train, batch_size=per_chip_batch * mesh_devices))
+    batch = per_shard_batch * (mesh_devices // tensor)
+    cfg = dataclasses.replace(cfg, mesh=MeshConfig(data=1, fsdp=-1, tensor=tensor),
+                              train=dataclasses.replace(cfg.train, batch_size=batch))
     mesh = sh.make_mesh(cfg.mesh, jax.devices()[:mesh_devices])
-    compiled, _, abstract, compile_s = _compile_step(cfg, mesh, per_chip_batch * mesh_devices)
+    compiled, _, abstract, compile_s = _compile_step(cfg, mesh, batch)
     cost = _cost(compiled)
     # State bytes per device on the compile mesh, and what they become when fsdp spans the whole pod.
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
@@ -158,18 +163,20 @@ def pod_worker(name: str, chips: int, per_chip_batch: int, mesh_devices: int, ov
         math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract)
     )
     return {"config": name, "params": param_count(abstract.params), "state_bytes": state_bytes,
+            "microbatches": cfg.train.microbatches,
             "compile_mesh_devices": mesh_devices, "per_device_state_bytes_compile_mesh": per_dev_state,
             "compile_s": round(compile_s, 1), **cost}
 
 
-def estimate_pod(name: str, chips: int, global_batch: int, mesh_devices: int, peak_tflops: float, mfu: float,
-                 ici_gbps: float, overrides: List[str]) -> Dict[str, Any]:
-    """Per-chip memory and step time of config ``name`` with fsdp over ``chips`` TPU v4 chips."""
-    per_chip = global_batch // chips
+def estimate_pod(name: str, chips: int, global_batch: int, mesh_devices: int, tensor: int, peak_tflops: float,
+                 mfu: float, ici_gbps: float, overrides: List[str]) -> Dict[str, Any]:
+    """Per-chip memory and step time of config ``name`` on ``chips`` TPU v4 chips, mesh (fsdp, tensor)."""
+    fsdp = chips // tensor
+    per_shard = global_batch // fsdp
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={mesh_devices}")
-    cmd = [sys.executable, "-m", "tools.benchmark", "pod-worker", name, "--chips", str(chips),
-           "--per-chip-batch", str(per_chip), "--mesh-devices", str(mesh_devices)]
+    cmd = [sys.executable, "-m", "tools.benchmark", "pod-worker", name, "--per-shard-batch", str(per_shard),
+           "--mesh-devices", str(mesh_devices), "--tensor", str(tensor)]
     for o in overrides:
         cmd += ["--set", o]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -184,30 +191,34 @@ def estimate_pod(name: str, chips: int, global_batch: int, mesh_devices: int, pe
     # Arguments are the state shard (+ batch); the new state is written over the donated one (aliased).
     batch_bytes = w["argument_size_in_bytes"] - state_compile
     per_chip_bytes = state_pod + batch_bytes + activation_and_temp + max(w["output_size_in_bytes"] - w["alias_size_in_bytes"], 0)
-    flops = w["flops"]
+    # XLA counts a while-loop body once: with gradient accumulation the forward/backward sits in a
+    # scan of `microbatches` iterations, so scale (the optimiser update outside it is negligible).
+    flops = w["flops"] * w["microbatches"]
     compute_s = flops / (peak_tflops * 1e12 * mfu)
     # FSDP traffic per chip per step: all-gather params for forward and backward (x2) plus
-    # reduce-scatter of gradients (x1), each moving ~the full float32 parameter bytes through every chip.
-    param_bytes = 4 * w["params"]
+    # reduce-scatter of gradients (x1), each moving ~the float32 parameter bytes of a tensor group.
+    param_bytes = 4 * w["params"] / tensor
     comm_s = 3 * param_bytes / (ici_gbps * 1e9)
     return {
         "config": name,
         "params_billion": round(w["params"] / 1e9, 3),
         "chips": chips,
-        "mesh": {"data": 1, "fsdp": chips, "tensor": 1},
+        "mesh": {"data": 1, "fsdp": fsdp, "tensor": tensor},
         "global_batch": global_batch,
-        "per_chip_batch": per_chip,
-        "compiled_on": f"{mesh_devices} fake CPU devices (fsdp={mesh_devices}), {w['compile_s']}s",
-        "tflop_per_chip_per_step": round(flops / 1e12, 3),
-        "state_gib_per_chip": round(state_pod / 2**30, 3),
-        "state_gib_per_device_on_compile_mesh": round(state_compile / 2**30, 3),
-        "activations_temp_gib_per_chip": round(activation_and_temp / 2**30, 3),
-        "peak_hbm_gib_per_chip_estimate": round(per_chip_bytes / 2**30, 2),
+        "images_per_fsdp_shard": per_shard,
+        "microbatches": w["microbatches"],
+        "compiled_on": f"{mesh_devices} fake CPU devices (fsdp={mesh_devices // tensor}, tensor={tensor}), "
+                       f"{w['compile_s']}s",
+        "tflop_per_chip_per_step": _sig(flops / 1e12),
+        "state_gib_per_chip": _sig(state_pod / 2**30),
+        "state_gib_per_device_on_compile_mesh": _sig(state_compile / 2**30),
+        "activations_temp_gib_per_chip": _sig(activation_and_temp / 2**30),
+        "peak_hbm_gib_per_chip_estimate": _sig(per_chip_bytes / 2**30),
         "fits_hbm": per_chip_bytes / 2**30 < TPU_V4["hbm_gib"],
-        "compute_s_per_step": round(compute_s, 3),
-        "fsdp_comm_s_per_step_if_not_overlapped": round(comm_s, 3),
-        "step_s_estimate": round(max(compute_s, comm_s), 3),
-        "images_per_s_estimate": round(global_batch / max(compute_s, comm_s), 1),
+        "compute_s_per_step": _sig(compute_s),
+        "fsdp_comm_s_per_step_if_not_overlapped": _sig(comm_s),
+        "step_s_estimate": _sig(max(compute_s, comm_s)),
+        "images_per_s_estimate": _sig(global_batch / max(compute_s, comm_s)),
         "assumptions": {"peak_bf16_tflops_per_chip": peak_tflops, "mfu": mfu, "ici_allgather_gbytes_per_s": ici_gbps,
                         "hbm_gib_per_chip": TPU_V4["hbm_gib"]},
     }
@@ -221,15 +232,15 @@ def cmd_train(args) -> Dict[str, Any]:
         print(json.dumps(out["measured"][-1]), file=sys.stderr, flush=True)
     for spec in args.pod:
         name, batch = spec.split(":")
-        est = estimate_pod(name, args.chips, int(batch), args.mesh_devices, args.peak_tflops, args.mfu,
-                           args.ici_gbps, args.set)
+        est = estimate_pod(name, args.chips, int(batch), args.mesh_devices, args.tensor, args.peak_tflops,
+                           args.mfu, args.ici_gbps, args.set)
         out["pod_estimates"].append(est)
         print(json.dumps(est), file=sys.stderr, flush=True)
     return out
 
 
 def cmd_pod_worker(args) -> Dict[str, Any]:
-    return pod_worker(args.config, args.chips, args.per_chip_batch, args.mesh_devices, args.set)
+    return pod_worker(args.config, args.per_shard_batch, args.mesh_devices, args.tensor, args.set)
 
 
 COMMANDS: Dict[str, Callable] = {"train": cmd_train, "pod-worker": cmd_pod_worker}
@@ -245,17 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pod", nargs="*", default=["base_paper:2048", "upsample_paper:512"],
                    help="CONFIG:GLOBAL_BATCH to estimate on the pod")
     t.add_argument("--chips", type=int, default=256, help="TPU v4 chips (fsdp spans all of them)")
+    t.add_argument("--tensor", type=int, default=1, help="tensor-parallel size of the pod mesh")
     t.add_argument("--mesh-devices", type=int, default=8,
-                   help="fake CPU devices to compile the per-chip program on (same per-chip batch)")
+                   help="fake CPU devices to compile the per-chip program on (same images per fsdp shard)")
     t.add_argument("--peak-tflops", type=float, default=TPU_V4["peak_tflops"])
     t.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
     t.add_argument("--ici-gbps", type=float, default=100.0, help="assumed all-gather bandwidth per chip, GB/s")
     t.add_argument("--set", action="append", default=[], help="config override applied to every config")
     w = sub.add_parser("pod-worker", help=argparse.SUPPRESS)
     w.add_argument("config")
-    w.add_argument("--chips", type=int, required=True)
-    w.add_argument("--per-chip-batch", type=int, required=True)
+    w.add_argument("--per-shard-batch", type=int, required=True)
     w.add_argument("--mesh-devices", type=int, required=True)
+    w.add_argument("--tensor", type=int, default=1)
     w.add_argument("--set", action="append", default=[])
     return p
 

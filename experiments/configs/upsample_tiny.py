@@ -23,5 +23,5 @@ def get_config() -> ExperimentConfig:
         data=DataConfig(source="shapes", num_examples=20000, caption_dropout=0.2, tokenizer="sentencepiece"),
         train=TrainConfig(steps=1000, batch_size=16, lr=1e-3, warmup_steps=100, ema_rate=0.995,
                           log_every=50, checkpoint_every=500, keep_last=2, sample_every=0),
-        sample=SampleConfig(num_images=4, steps=25, sampler="ddim", guidance_scale=1.0),
+        sample=SampleConfig(num_images=4, steps=50, sampler="ddpm", guidance_scale=1.0),
     )

@@ -93,9 +93,22 @@ def _inherited_tokenizer(cfg: ExperimentConfig) -> Optional[str]:
     return f"sentencepiece:{candidate}" if candidate.exists() else None
 
 
-def _check_resumable(saved: Dict, cfg: ExperimentConfig) -> None:
-    if saved and saved.get("model") != config_lib.to_dict(cfg)["model"]:
-        raise ValueError("the workdir holds a run of a different model; use a new workdir or the same model config")
+def check_resumable(workdir: Path, cfg: ExperimentConfig) -> None:
+    """Refuse, before anything is read or moved, to continue a workdir's run with an incompatible config.
+
+    A different model, or switching weight decay or clipping on or off (which
+    changes the optimiser state's structure), cannot restore the checkpoints.
+    """
+    path = workdir / EXPERIMENT_FILE
+    if not path.exists():
+        return
+    saved, new = json.loads(path.read_text()), config_lib.to_dict(cfg)
+    problems = [k for k in ("task", "model") if saved.get(k) != new[k]]
+    problems += [f"train.{k} on/off" for k in ("weight_decay", "grad_clip")
+                 if bool(saved.get("train", {}).get(k)) != bool(new["train"][k])]
+    if problems:
+        raise ValueError(f"{workdir} holds a run with a different {', '.join(problems)} than this config; "
+                         "use a new workdir or the run's own config (see its experiment.json)")
 
 
 def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
@@ -103,6 +116,7 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
     sh.maybe_initialize_distributed()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    check_resumable(workdir, cfg)
     tc = cfg.train
     mesh = sh.make_mesh(cfg.mesh)
     if tc.batch_size % sh.data_parallel_size(mesh):
@@ -121,8 +135,7 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
     iterator = data_lib.make_iterator(cfg, source, tokenize)
     restored = checkpointer.restore(abstract, iterator)
     if restored is not None:
-        state, saved = restored
-        _check_resumable(saved, cfg)
+        state, _ = restored
         print(f"resumed from step {int(state.step)} in {checkpointer.directory}", flush=True)
     else:
         iterator = data_lib.make_iterator(cfg, source, tokenize)
