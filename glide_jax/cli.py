@@ -31,9 +31,11 @@ def _common(ap, inpaint: bool = False):
     ap.add_argument("--model", default="openai", help="'openai' or a model directory / training workdir")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
     ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
-    _stage_args(ap, "", "ddpm", "100")
-    _stage_args(ap, "upsample-", "ddpm", "fast27")
-    ap.add_argument("--upsample-temperature", type=float, default=0.997)
+    from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+
+    _stage_args(ap, "", BASE_DEFAULT.sampler, str(BASE_DEFAULT.steps))
+    _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT.sampler, str(UPSAMPLE_DEFAULT.steps))
+    ap.add_argument("--upsample-temperature", type=float, default=UPSAMPLE_DEFAULT.temperature)
     ap.add_argument("--no-progress", action="store_true")
 
 

@@ -9,8 +9,8 @@ allocated), and XLA's cost and memory analyses of the per-device program give
 FLOPs and bytes per chip. The step time follows from assumed hardware numbers
 (``--peak-tflops``, ``--mfu``, ``--ici-gbps``), all reported with the result.
 
-Subcommands are registered in ``COMMANDS``; add e.g. a ``sample`` benchmark
-there.
+``python -m tools.benchmark sample`` times full-size sampling (see
+``tools/benchmark_sample.py``). Subcommands are registered in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -243,7 +243,13 @@ def cmd_pod_worker(args) -> Dict[str, Any]:
     return pod_worker(args.config, args.per_shard_batch, args.mesh_devices, args.tensor, args.set)
 
 
-COMMANDS: Dict[str, Callable] = {"train": cmd_train, "pod-worker": cmd_pod_worker}
+def cmd_sample(args) -> Dict[str, Any]:
+    from tools.benchmark_sample import run
+
+    return run(args)
+
+
+COMMANDS: Dict[str, Callable] = {"train": cmd_train, "pod-worker": cmd_pod_worker, "sample": cmd_sample}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
     t.add_argument("--ici-gbps", type=float, default=100.0, help="assumed all-gather bandwidth per chip, GB/s")
     t.add_argument("--set", action="append", default=[], help="config override applied to every config")
+    s = sub.add_parser("sample", help="full-size base/upsample sampling: step time, compile time, GFLOP/s, peak RSS")
+    s.add_argument("--loop-steps", type=int, default=5, help="steps of the timed sampling loop (default 5)")
+    s.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end 256x256 timing")
     w = sub.add_parser("pod-worker", help=argparse.SUPPRESS)
     w.add_argument("config")
     w.add_argument("--per-shard-batch", type=int, required=True)
