@@ -39,7 +39,10 @@ class LoadedModel:
 
     def tokens(self, prompts: Sequence[str]):
         if isinstance(self.config, ClipConfig):
-            return self.tokenizer.encode_batch(list(prompts), self.config.max_text_len)
+            from glide_jax.tokenizers import clip_lengths
+
+            tokens, extra = self.tokenizer.encode_batch(list(prompts), self.config.max_text_len)
+            return tokens, clip_lengths(extra)
         return self.tokenizer.encode_batch(list(prompts), self.config.unet.text.text_ctx)
 
 

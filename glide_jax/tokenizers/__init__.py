@@ -11,11 +11,25 @@ from glide_jax.tokenizers.simple import ClipTokenizer
 from glide_jax.tokenizers.spm import SentencePieceTokenizer, train_sentencepiece
 from glide_jax.tokenizers.vocab import find_vocab_file, get_tokenizer
 
+
+def clip_lengths(extra):
+    """CLIP text lengths from a tokenizer's second output: CLIP's own lengths, or a sentencepiece mask.
+
+    CLIP reads its embedding at ``len - 1``, so an empty caption still counts one position.
+    """
+    import numpy as np
+
+    extra = np.asarray(extra)
+    lens = extra.sum(axis=1) if extra.dtype == bool else extra
+    return np.maximum(lens.astype(np.int32), 1)
+
+
 __all__ = [
     "ClipTokenizer",
     "GlideBPETokenizer",
     "SentencePieceTokenizer",
     "TokenTruncationWarning",
+    "clip_lengths",
     "find_vocab_file",
     "get_tokenizer",
     "train_sentencepiece",

@@ -141,9 +141,9 @@ class Tokenize:
         tokens = np.asarray(tokens, np.int32)
         if not self.clip:
             return {"tokens": tokens, "mask": np.asarray(extra, bool)}
-        lens = extra if np.asarray(extra).dtype != bool else np.asarray(extra).sum(axis=1)
-        # CLIP reads the embedding at lens-1: an empty caption still needs one position.
-        return {"tokens": tokens, "lens": np.maximum(np.asarray(lens, np.int32), 1)}
+        from glide_jax.tokenizers import clip_lengths
+
+        return {"tokens": tokens, "lens": clip_lengths(extra)}
 
 
 def make_tokenize(cfg: ExperimentConfig, spec: str) -> Tokenize:
