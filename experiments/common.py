@@ -47,8 +47,13 @@ def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
         print("error: inpainting fine-tunes a trained model: set train.init_from (a training workdir, a model "
               "directory, a released name such as 'base', or a .pt/.npz file)", file=sys.stderr)
         return 2
+    from glide_jax.train.checkpointing import IncompatibleCheckpointError
     from glide_jax.train.loop import train
 
-    summary = train(cfg, args.workdir)
+    try:
+        summary = train(cfg, args.workdir)
+    except IncompatibleCheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"done: step {summary['step']}", flush=True)
     return 0

@@ -4,7 +4,8 @@ The public face re-exports the few things most users need; submodules are
 imported lazily so ``import glide_jax`` stays cheap.
 
     from glide_jax import load_pipeline
-    images = load_pipeline().generate(["a corgi in a field"], seed=0)
+    images = load_pipeline().generate(["a red circle above a blue square"], seed=0)  # embedded, offline
+    openai = load_pipeline("base", "upsample")  # GLIDE (filtered), after `glide-jax download`
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'glide_jax' has no attribute {name!r}")
 
 
-def sample(prompts, *, base: str = "base", upsampler: str | None = "upsample", **kwargs):
+def sample(prompts, *, base: str = "embedded-base", upsampler: str | None = "embedded-upsample", **kwargs):
     """One-call sampling: load (and cache) a pipeline, then ``Pipeline.generate(prompts, **kwargs)``."""
     from glide_jax.loading import load_pipeline
 

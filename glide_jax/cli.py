@@ -1,46 +1,67 @@
 """The ``glide-jax`` command (also ``python -m glide_jax``): generate, inpaint, edit, upsample, convert, download.
 
-Models are named with ``--model``: ``openai`` (the released GLIDE (filtered)
-checkpoints, downloaded and converted into the cache with ``glide-jax download``),
-or a model directory / training workdir. Bad input prints ``error: ...`` and
-exits with status 2.
+Models are named with ``--model``: ``embedded`` (the default: the tiny
+captioned-shapes models shipped in the package, offline, 32x32 upsampled to
+64x64), ``openai`` (the released GLIDE (filtered) checkpoints, downloaded and
+converted into the cache with ``glide-jax download``), or a model directory /
+training workdir. Bad input prints ``error: ...`` and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 OPENAI_MODELS = {"base": "base", "upsample": "upsample", "inpaint": "base-inpaint",
                  "upsample-inpaint": "upsample-inpaint", "clip": "clip"}
+# The embedded set has no inpainting upsampler: inpainted 32x32 samples go through the plain one.
+EMBEDDED_MODELS = {"base": "embedded-base", "upsample": "embedded-upsample", "inpaint": "embedded-inpaint",
+                   "upsample-inpaint": "embedded-upsample", "clip": "embedded-clip"}
 
 
-def _stage_args(ap, prefix: str, sampler: str, steps: str):
-    ap.add_argument(f"--{prefix}sampler", default=sampler, help=f"ddpm, ddim or dpm++2m (default {sampler})")
-    ap.add_argument(f"--{prefix}steps", default=steps, help=f"steps or respacing spec such as fast27 (default {steps})")
+def _stage_args(ap, prefix: str, fallback):
+    ap.add_argument(f"--{prefix}sampler", default=None,
+                    help=f"ddpm, ddim or dpm++2m (default: the model's recommendation, else {fallback.sampler})")
+    ap.add_argument(f"--{prefix}steps", default=None,
+                    help=f"steps or respacing spec such as fast27 (default: the model's, else {fallback.steps})")
 
 
 def _common(ap, inpaint: bool = False):
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--n", type=int, default=1, help="images per prompt")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale (default: the model's recommendation, else 3)")
     ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--model", default="openai", help="'openai' or a model directory / training workdir")
+    ap.add_argument("--model", default="embedded",
+                    help="'embedded' (default, offline shapes models), 'openai' or a model directory / training workdir")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
     ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
     from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
-    _stage_args(ap, "", BASE_DEFAULT.sampler, str(BASE_DEFAULT.steps))
-    _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT.sampler, str(UPSAMPLE_DEFAULT.steps))
-    ap.add_argument("--upsample-temperature", type=float, default=UPSAMPLE_DEFAULT.temperature)
+    _stage_args(ap, "", BASE_DEFAULT)
+    _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
+    ap.add_argument("--upsample-temperature", type=float, default=None,
+                    help=f"initial noise scale of the upsampler (default: the model's, else {UPSAMPLE_DEFAULT.temperature})")
     ap.add_argument("--no-progress", action="store_true")
 
 
 def _steps(value: str):
     return int(value) if value.isdigit() else value
+
+
+def stage_options(model, fallback, sampler, steps, temperature=None):
+    """The CLI's stage options: the model's recommendation (or the package default) with any flag applied."""
+    from glide_jax.pipeline import DEFAULT
+
+    if sampler is None and steps is None and temperature is None:
+        return DEFAULT
+    base = model.sampling if model is not None and model.sampling is not None else fallback
+    return dataclasses.replace(base, sampler=sampler or base.sampler, steps=_steps(steps) if steps else base.steps,
+                               temperature=base.temperature if temperature is None else temperature)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--strength", type=float, default=0.7, help="fraction of the chain re-run (0, 1]")
     e.add_argument("--prompt", required=True)
     _common(e)
-    u = sub.add_parser("upsample", help="64 → 256 super-resolution of an existing image")
+    u = sub.add_parser("upsample", help="super-resolution of an existing image (64 → 256 with openai, 32 → 64 embedded)")
     u.add_argument("--image", required=True)
     u.add_argument("--prompt", required=True)
     _common(u)
@@ -76,10 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _pipeline(args, inpaint: bool):
     from glide_jax.loading import load_pipeline
 
-    if args.model == "openai":
-        base = "base-inpaint" if inpaint else "base"
-        up = args.upsampler or ("upsample-inpaint" if inpaint else "upsample")
-        clip = args.clip_model or ("clip" if args.clip_guidance else None)
+    if args.model in ("openai", "embedded"):
+        names = OPENAI_MODELS if args.model == "openai" else EMBEDDED_MODELS
+        base = names["inpaint"] if inpaint else names["base"]
+        up = args.upsampler or (names["upsample-inpaint"] if inpaint else names["upsample"])
+        clip = args.clip_model or (names["clip"] if args.clip_guidance else None)
     else:
         base, up, clip = args.model, args.upsampler, args.clip_model
         if args.clip_guidance and not clip:
@@ -91,7 +113,7 @@ def _pipeline(args, inpaint: bool):
 
 def _run_sampling(args) -> int:
     from glide_jax.images import read_image, save_images
-    from glide_jax.pipeline import StageOptions
+    from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     inpaint = args.command == "inpaint"
     pipe = _pipeline(args, inpaint)
@@ -99,9 +121,9 @@ def _run_sampling(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     prompts = [p for p in prompts for _ in range(args.n)]
-    base = StageOptions(args.sampler, _steps(args.steps))
-    up = None if pipe.upsampler is None else StageOptions(args.upsample_sampler, _steps(args.upsample_steps),
-                                                          args.upsample_temperature)
+    base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps)
+    up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,
+                                                            args.upsample_steps, args.upsample_temperature)
     kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up, batch_size=args.batch_size,
                   clip_guidance_scale=args.clip_guidance, progress=not args.no_progress)
     if args.command == "inpaint":

@@ -1,8 +1,11 @@
-"""Loading models for sampling by name: released OpenAI checkpoints, model directories, training workdirs.
+"""Loading models for sampling by name: embedded models, released OpenAI checkpoints, model directories,
+training workdirs.
 
 A model directory (``tools.convert_checkpoint`` output or a training workdir)
 may carry its own sentencepiece tokenizer (``tokenizer.model``); otherwise the
-GLIDE BPE tokenizer is used for diffusion models and CLIP's BPE for CLIP.
+GLIDE BPE tokenizer is used for diffusion models and CLIP's BPE for CLIP. A
+``sampling.json`` there (``{"sampler", "steps", "temperature", "guidance_scale"}``)
+sets the model's recommended sampling, used when callers ask for the defaults.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from glide_jax.config import ClipConfig
-from glide_jax.pipeline import LoadedModel, Pipeline
+from glide_jax.pipeline import LoadedModel, Pipeline, read_sampling
 
 
 def tokenizer_for(config, directory: Optional[Path] = None, vocab_dir=None):
@@ -23,18 +26,28 @@ def tokenizer_for(config, directory: Optional[Path] = None, vocab_dir=None):
 
 
 def load(name_or_path: str, cache_dir=None, vocab_dir=None) -> LoadedModel:
-    """Load one model: a released name (``base``, ``upsample``, ``base-inpaint``, ...), or a directory."""
+    """Load one model: an embedded name (``embedded-base``, ...), a released name (``base``,
+    ``upsample``, ``base-inpaint``, ...), or a directory."""
+    from glide_jax import embedded
     from glide_jax.checkpoints.store import converted_dir, load_model
 
     config, params = load_model(name_or_path, cache_dir)
     path = Path(name_or_path)
-    directory = path if path.exists() else converted_dir(name_or_path, cache_dir)
-    return LoadedModel(config, params, tokenizer_for(config, directory, vocab_dir))
+    if embedded.is_embedded(name_or_path):
+        directory = embedded.embedded_dir(name_or_path)
+    else:
+        directory = path if path.exists() else converted_dir(name_or_path, cache_dir)
+    sampling, guidance = read_sampling(directory) if directory is not None and directory.exists() else (None, None)
+    return LoadedModel(config, params, tokenizer_for(config, directory, vocab_dir), sampling, guidance)
 
 
-def load_pipeline(base: str = "base", upsampler: Optional[str] = "upsample", clip: Optional[str] = None,
-                  cache_dir=None, vocab_dir=None) -> Pipeline:
-    """A ``Pipeline`` from model names or directories (``upsampler=None`` for base-size samples)."""
+def load_pipeline(base: str = "embedded-base", upsampler: Optional[str] = "embedded-upsample",
+                  clip: Optional[str] = None, cache_dir=None, vocab_dir=None) -> Pipeline:
+    """A ``Pipeline`` from model names or directories (``upsampler=None`` for base-size samples).
+
+    The defaults are the package's embedded shapes models (offline); GLIDE's released
+    weights are ``load_pipeline("base", "upsample", "clip")`` after ``glide-jax download``.
+    """
     return Pipeline(
         load(base, cache_dir, vocab_dir),
         load(upsampler, cache_dir, vocab_dir) if upsampler else None,

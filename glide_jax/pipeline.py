@@ -31,11 +31,18 @@ from glide_jax.progress import ProgressBar
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A diffusion model (or CLIP) ready to sample: config, parameters and its tokenizer."""
+    """A diffusion model (or CLIP) ready to sample: config, parameters and its tokenizer.
+
+    ``sampling`` and ``guidance_scale`` are the settings recommended for this model
+    (a model directory's ``sampling.json``), used wherever a caller asks for the
+    defaults; None falls back to the package's defaults.
+    """
 
     config: Union[ModelConfig, ClipConfig]
     params: Any
     tokenizer: Any
+    sampling: Optional["StageOptions"] = None
+    guidance_scale: Optional[float] = None
 
     def tokens(self, prompts: Sequence[str]):
         if isinstance(self.config, ClipConfig):
@@ -67,6 +74,13 @@ class StageOptions:
     def respacing(self) -> str:
         return str(self.steps)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "StageOptions":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown sampling settings {sorted(unknown)}")
+        return cls(**d)
+
 
 # Defaults trade the reference notebooks' settings (100 ancestral steps for the base model, the
 # upsampler's fast27 schedule at temperature 0.997) for DPM-Solver++(2M), a second-order solver that
@@ -75,6 +89,30 @@ class StageOptions:
 # remain one argument away: StageOptions("ddpm", 100) and StageOptions("ddpm", "fast27", 0.997).
 BASE_DEFAULT = StageOptions("dpm++2m", 20)
 UPSAMPLE_DEFAULT = StageOptions("dpm++2m", 6, 0.997)
+GUIDANCE_DEFAULT = 3.0
+# Stage options meaning "what this model recommends" (LoadedModel.sampling), else the defaults above.
+DEFAULT = "default"
+
+
+def read_sampling(directory) -> tuple:
+    """``(StageOptions or None, guidance scale or None)`` from a model directory's ``sampling.json``."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / "sampling.json"
+    if not path.exists():
+        return None, None
+    d = dict(json.loads(path.read_text()))
+    guidance = d.pop("guidance_scale", None)
+    return StageOptions.from_dict(d), guidance
+
+
+def resolve_stage(opts, model: Optional[LoadedModel], fallback: StageOptions) -> StageOptions:
+    if isinstance(opts, str) and opts == DEFAULT:
+        return (model.sampling if model is not None and model.sampling is not None else fallback)
+    if not isinstance(opts, StageOptions):
+        raise ValueError(f"stage options must be StageOptions or {DEFAULT!r}, got {opts!r}")
+    return opts
 
 
 def _check_prompts(prompts) -> list:
@@ -171,9 +209,9 @@ class Pipeline:
         prompts: Union[str, Sequence[str]],
         *,
         seed: Union[int, jax.Array] = 0,
-        guidance_scale: float = 3.0,
-        base: StageOptions = BASE_DEFAULT,
-        upsample: Optional[StageOptions] = UPSAMPLE_DEFAULT,
+        guidance_scale: Optional[float] = None,
+        base: Union[StageOptions, str] = DEFAULT,
+        upsample: Union[StageOptions, str, None] = DEFAULT,
         batch_size: Optional[int] = None,
         init_image: Optional[I.ImageLike] = None,
         strength: float = 0.7,
@@ -184,7 +222,10 @@ class Pipeline:
     ) -> np.ndarray:
         """Sample one image per prompt; returns uint8 ``[N, S, S, 3]`` (S = upsampler size, or base size).
 
-        ``guidance_scale`` is the classifier-free guidance scale (1 = plain conditional).
+        ``guidance_scale`` is the classifier-free guidance scale (1 = plain conditional);
+        None takes the base model's recommendation, else 3. ``base`` / ``upsample``
+        default to each model's recommended ``StageOptions`` (else ``BASE_DEFAULT`` /
+        ``UPSAMPLE_DEFAULT``).
         ``init_image`` + ``strength`` edit a sketch or photo (SDEdit): the image is
         noised to ``strength`` of the chain and denoised with the prompt.
         ``inpaint_image`` + ``inpaint_mask`` (1 = keep) need inpainting models.
@@ -192,6 +233,14 @@ class Pipeline:
         ``upsample=None`` returns the base samples.
         """
         prompts = _check_prompts(prompts)
+        if guidance_scale is None:
+            guidance_scale = self.base.guidance_scale if self.base.guidance_scale is not None else GUIDANCE_DEFAULT
+        base = resolve_stage(base, self.base, BASE_DEFAULT)
+        if upsample is not None:
+            if self.upsampler is None and isinstance(upsample, str) and upsample == DEFAULT:
+                upsample = None  # no upsampler loaded: base-size samples
+            else:
+                upsample = resolve_stage(upsample, self.upsampler, UPSAMPLE_DEFAULT)
         if not 0.0 <= guidance_scale <= 100.0:
             raise ValueError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
         if clip_guidance_scale is not None and not 0.0 < clip_guidance_scale <= 1000.0:
@@ -246,11 +295,12 @@ class Pipeline:
         return np.concatenate(outputs)
 
     def upsample_images(self, prompts, image: I.ImageLike, *, seed: Union[int, jax.Array] = 0,
-                        options: StageOptions = UPSAMPLE_DEFAULT, progress: bool = False) -> np.ndarray:
+                        options: Union[StageOptions, str] = DEFAULT, progress: bool = False) -> np.ndarray:
         """Super-resolve one given image once per prompt; returns uint8 ``[N, S, S, 3]``."""
         prompts = _check_prompts(prompts)
         if self.upsampler is None:
             raise ValueError("no upsampler is loaded")
+        options = resolve_stage(options, self.upsampler, UPSAMPLE_DEFAULT)
         options.validate("upsample")
         cfg = self.upsampler.config
         low = cfg.low_res_size or self.base.config.unet.image_size

@@ -218,6 +218,8 @@ class _PerfectPipe:
     """Stands in for a Pipeline: draws each caption's scene (or returns the inpainting source unchanged)."""
 
     class base:
+        sampling, guidance_scale = None, None
+
         class config:
             class unet:
                 image_size = 64
@@ -242,6 +244,8 @@ def test_evaluate_with_a_perfect_model(tmp_path, inpaint):
     assert [r["caption"] for r in result["samples"]] == [p for p in prompts for _ in range(2)]
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 12
     assert "correct" in run_shapes.format_table(summary)
+    assert result["settings"] == {"sampler": "dpm++2m", "steps": 20, "guidance": 3.0, "clip_guidance": None,
+                                  "upsample": None}
 
 
 def _random_model_dir(path, preset):
@@ -273,7 +277,8 @@ def test_tool_runs_end_to_end(tmp_path, monkeypatch, capsys):
                  "--n-per-prompt", "2", "--inpaint", "--json", "--save-dir", str(tmp_path / "out")])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n"] == 4 and 0.0 <= out["accuracy"] <= 1.0 and out["settings"]["steps"] == "2"
+    assert out["n"] == 4 and 0.0 <= out["accuracy"] <= 1.0 and out["settings"]["steps"] == 2
+    assert out["settings"]["sampler"] == "ddim"
     assert {"count", "color", "shape", "position"} <= set(out["per_attribute"])
     # the pipeline pastes the known pixels, so the keep region survives even random weights
     assert {"keep", "fill"} <= set(out["per_attribute"]) and out["per_attribute"]["keep"] == 1.0

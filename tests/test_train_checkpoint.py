@@ -127,3 +127,22 @@ def test_unreadable_iterator_state_disqualifies_the_checkpoint(tmp_path):
         state, _ = Checkpointer(tmp_path).restore(_abstract(), fresh)
     assert int(state.step) == 1
     np.testing.assert_array_equal(next(fresh)["example_id"], next(make_iterator(cfg, source, None))["example_id"])
+
+
+def test_iterator_state_of_another_dataset_is_an_error_and_nothing_moves(tmp_path):
+    from glide_jax.train.checkpointing import IncompatibleCheckpointError
+
+    cfg = _cfg()
+    it = make_iterator(cfg, ShapesSource(64, 16), None)
+    next(it)
+    ck = Checkpointer(tmp_path, async_save=False)
+    ck.save(_state(1), it.get_state())
+    ck.close()
+    other = make_iterator(cfg, ShapesSource(64, 16, seed=5), None)
+    with pytest.raises(IncompatibleCheckpointError, match="another data source.*Nothing was moved"):
+        Checkpointer(tmp_path).restore(_abstract(), other)
+    assert Checkpointer(tmp_path).all_steps() == [1] and not (tmp_path / "checkpoints.corrupt").exists()
+    # The share of two-object scenes is a rendering option, not another dataset: resuming may change it.
+    mixed = make_iterator(cfg, ShapesSource(64, 16, p_two=0.9), None)
+    state, _ = Checkpointer(tmp_path).restore(_abstract(), mixed)
+    assert int(state.step) == 1

@@ -150,3 +150,19 @@ def test_clip_step_learns_to_pair_images_with_captions():
     assert float(after) < 0.5 * float(before), (float(before), float(after))
     assert float(acc) == 1.0
     assert float(m["logit_scale"]) != pytest.approx(10.0)  # the temperature is a trained parameter
+
+
+def test_ema_warmup_forgets_the_initialisation():
+    plain = TrainConfig(ema_rate=0.999)
+    warm = dataclasses.replace(plain, ema_warmup=True)
+    assert S.ema_decay(plain, jnp.int32(5)) == 0.999
+    decays = np.array([float(S.ema_decay(warm, jnp.int32(s))) for s in range(20000)])
+    np.testing.assert_allclose(decays[[0, 90, 1000]], [0.1, 91 / 100, 1001 / 1010], rtol=1e-6)
+    assert decays.max() == pytest.approx(0.999) and np.all(np.diff(decays) >= 0)
+    # The weight the average still gives the initial parameters after 1000 updates.
+    assert np.prod(decays[:1000]) < 1e-20 < 0.999 ** 1000 * 1e-19
+    params = {"w": jnp.zeros(3)}
+    ema = params
+    for s in range(200):  # tracking a parameter that moved to 1 right after init
+        ema = S.ema_update(ema, {"w": jnp.ones(3)}, S.ema_decay(warm, jnp.int32(s)))
+    assert float(ema["w"][0]) > 0.99

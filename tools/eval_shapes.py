@@ -1,5 +1,6 @@
 """Grade a model on captioned-shapes prompts: generate, score every sample, print accuracy.
 
+    python -m tools.eval_shapes --prompts heldout:128 --guidance 3 --sampler ddpm --steps 100   # embedded model
     python -m tools.eval_shapes --prompts heldout:64 --model WORKDIR --guidance 3 --sampler ddim --steps 50
     python -m tools.eval_shapes --prompts captions.txt --model INPAINT_DIR --inpaint --json
 
@@ -21,21 +22,20 @@ import sys
 from typing import Optional, Sequence
 
 
-def _steps(value: str):
-    return int(value) if value.isdigit() else value
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.eval_shapes", description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", required=True, help="file with one caption a line, or heldout:N")
-    p.add_argument("--model", required=True, help="base (or inpainting) model: name or directory")
+    p.add_argument("--model", default="embedded",
+                   help="base (or inpainting) model: name or directory; 'embedded' (default) picks the shipped "
+                        "embedded-base, or embedded-inpaint with --inpaint, and embedded-clip for --clip-guidance")
     p.add_argument("--upsampler", default=None, help="upsampler model (default: none, base-size samples)")
-    p.add_argument("--upsample-steps", default="fast27", help="upsampler steps or respacing (default fast27)")
+    p.add_argument("--upsample-steps", default=None, help="upsampler steps or respacing (default: the model's)")
     p.add_argument("--clip-model", default=None, help="noise-aware CLIP for --clip-guidance")
     p.add_argument("--clip-guidance", type=float, default=None, help="CLIP guidance scale (replaces --guidance)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
-    p.add_argument("--sampler", default="ddpm", help="ddpm, ddim or dpm++2m (default ddpm)")
-    p.add_argument("--steps", default="100", help="sampling steps or respacing spec (default 100)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's recommendation, else 3)")
+    p.add_argument("--sampler", default=None, help="ddpm, ddim or dpm++2m (default: the model's recommendation)")
+    p.add_argument("--steps", default=None, help="sampling steps or respacing spec (default: the model's)")
     p.add_argument("--inpaint", action="store_true", help="evaluate inpainting of rendered scenes")
     p.add_argument("--n-per-prompt", type=int, default=1, help="samples per caption (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -48,30 +48,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from glide_jax.evaluation.run_shapes import evaluate, format_table, prompts_from
         from glide_jax.loading import load_pipeline
-        from glide_jax.pipeline import UPSAMPLE_DEFAULT, StageOptions
+        from glide_jax.cli import stage_options
+        from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
         prompts = prompts_from(args.prompts)
+        if args.model == "embedded":
+            args.model = "embedded-inpaint" if args.inpaint else "embedded-base"
+            if args.clip_guidance is not None and not args.clip_model:
+                args.clip_model = "embedded-clip"
         if args.clip_guidance is not None and not args.clip_model:
             raise ValueError("--clip-guidance needs --clip-model")
         upsampler = None if args.upsampler in (None, "none") else args.upsampler
         pipe = load_pipeline(args.model, upsampler, args.clip_model)
-        up = None
-        if upsampler:
-            up = StageOptions(UPSAMPLE_DEFAULT.sampler, _steps(args.upsample_steps), UPSAMPLE_DEFAULT.temperature)
+        up = stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, None, args.upsample_steps) if upsampler else None
+        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps)
         result = evaluate(pipe, prompts, n_per_prompt=args.n_per_prompt, seed=args.seed,
-                          guidance_scale=args.guidance, base=StageOptions(args.sampler, _steps(args.steps)),
+                          guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,
                           inpaint=args.inpaint, save_dir=args.save_dir, progress=args.progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = result["summary"]
+    settings = {**result["settings"], "prompts": args.prompts, "model": args.model, "upsampler": args.upsampler,
+                "inpaint": args.inpaint, "n_per_prompt": args.n_per_prompt, "seed": args.seed}
     if args.json:
-        settings = {k: getattr(args, k) for k in ("prompts", "model", "upsampler", "guidance", "sampler", "steps",
-                                                   "clip_guidance", "inpaint", "n_per_prompt", "seed")}
         print(json.dumps({**summary, "settings": settings}, indent=2))
     else:
         print(format_table(summary))
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     return 0
 
 

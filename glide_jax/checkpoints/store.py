@@ -6,8 +6,10 @@ a temporary sibling and are renamed into place, and an existing directory is
 never replaced unless asked, so nothing already saved is lost.
 
 ``load_model`` accepts a model directory, a training workdir (its latest EMA
-weights), or a released checkpoint name (``base``, ``upsample``, ...), which is
-looked up in the cache, converted from the downloaded ``.pt`` on first use.
+weights), an embedded model name (``embedded-base``, ...; see
+:mod:`glide_jax.embedded`), or a released checkpoint name (``base``,
+``upsample``, ...), which is looked up in the cache, converted from the
+downloaded ``.pt`` on first use.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def converted_dir(name: str, cache_dir=None) -> Path:
 
 def load_model(name_or_path: str, cache_dir=None) -> Tuple[Config, Any]:
     """``(config, params)`` from a model directory, a training workdir or a released checkpoint name."""
+    from glide_jax import embedded
+
+    if embedded.is_embedded(name_or_path):
+        return embedded.load_embedded(name_or_path)
     path = Path(name_or_path)
     if path.exists():
         if (path / "config.json").exists():
@@ -95,7 +101,8 @@ def load_model(name_or_path: str, cache_dir=None) -> Tuple[Config, Any]:
             convert_released(name_or_path, cache_dir=cache_dir)
         return read_config(target), load_params(target)
     raise FileNotFoundError(
-        f"no model at {name_or_path!r}: give a model directory, a training workdir, or one of {', '.join(RELEASED)}"
+        f"no model at {name_or_path!r}: give a model directory, a training workdir, one of the released "
+        f"{', '.join(RELEASED)} or one of the embedded {', '.join(embedded.NAMES)}"
     )
 
 

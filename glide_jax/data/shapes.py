@@ -216,7 +216,7 @@ def heldout_prompts(n: int) -> List[str]:
 # ----------------------------------------------------------------------------- scenes
 
 
-def _place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str], relation: str) -> List[PlacedObject]:
+def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str], relation: str) -> List[PlacedObject]:
     """Place ``a`` RELATION ``b`` with separated bounding boxes and aligned centres."""
     d = rng.uniform(*PAIR_EXTENT, size=2)
     first_is_a = relation in ("to the left of", "above")  # which object comes first on the main axis
@@ -245,7 +245,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
     if split == "heldout":
         pool = HELDOUT_PAIR_COMBOS if rng.random() < 0.5 else HELDOUT_COMBOS
         c = pool[rng.integers(len(pool))]
-        return _place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2]), c[2]
+        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2]), c[2]
     if split != "train":
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if rng.random() >= p_two:
@@ -260,7 +260,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
         a, b = _TRAIN_PAIR_OBJECTS[i], _TRAIN_PAIR_OBJECTS[j]
         rel = RELATIONS[rng.integers(len(RELATIONS))]
         if a[0] != b[0] and (a[0], a[1], rel, b[0], b[1]) not in _HELDOUT_COMBO_SET:
-            return _place_pair(rng, a, b, rel), rel
+            return place_pair(rng, a, b, rel), rel
 
 
 def shape_mask(obj: PlacedObject, size: int) -> np.ndarray:

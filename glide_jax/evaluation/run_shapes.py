@@ -53,7 +53,7 @@ def inpaint_case(caption: str, size: int, rng: np.random.Generator) -> Tuple[np.
         objects = [shapes.PlacedObject(o.color, o.shape, o.size, float(cx), float(cy), ext)]
     else:
         a, b = parsed.objects
-        objects = shapes._place_pair(rng, (a.color, a.shape), (b.color, b.shape), parsed.relation)
+        objects = shapes.place_pair(rng, (a.color, a.shape), (b.color, b.shape), parsed.relation)
     index = int(rng.integers(len(objects)))
     x0, y0, x1, y1 = objects[index].bbox
     y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
@@ -71,17 +71,21 @@ def _save(save_dir: Path, i: int, image: np.ndarray, record: dict, extra: Option
         f.write(json.dumps(record) + "\n")
 
 
-def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int = 0, guidance_scale: float = 3.0,
+def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int = 0,
+             guidance_scale: Optional[float] = None,
              base=None, upsample=None, clip_guidance_scale: Optional[float] = None, batch_size: Optional[int] = None,
              inpaint: bool = False, save_dir=None, progress: bool = False) -> dict:
-    """Sample ``n_per_prompt`` images per caption, score them; returns ``{"summary", "samples"}``.
+    """Sample ``n_per_prompt`` images per caption, score them; returns ``{"summary", "samples", "settings"}``.
+
+    Unset ``guidance_scale``/``base``/``upsample`` take the models' recommended
+    settings; ``settings`` reports what was used.
 
     ``summary`` is :func:`shapes_eval.aggregate` of all samples; ``samples``
     holds one record per image (caption, prompt index, the score dict). With
     ``save_dir`` the images (and, for inpainting, each source and mask) are
     written as PNGs next to ``scores.jsonl``.
     """
-    from glide_jax.pipeline import BASE_DEFAULT
+    from glide_jax.pipeline import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, resolve_stage
 
     prompts = list(prompts)
     if not prompts:
@@ -90,7 +94,17 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
         raise ValueError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
     for p in prompts:
         shapes.parse_caption(p)
-    kwargs = dict(guidance_scale=guidance_scale, base=base or BASE_DEFAULT, upsample=upsample,
+    base = resolve_stage(DEFAULT if base is None else base, pipe.base, BASE_DEFAULT)
+    if upsample is not None:
+        upsample = resolve_stage(upsample, pipe.upsampler, UPSAMPLE_DEFAULT)
+    if guidance_scale is None:
+        guidance_scale = pipe.base.guidance_scale if pipe.base.guidance_scale is not None else GUIDANCE_DEFAULT
+    settings = {"sampler": base.sampler, "steps": base.steps,
+                "guidance": None if clip_guidance_scale is not None else guidance_scale,
+                "clip_guidance": clip_guidance_scale,
+                "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
+                                                               temperature=upsample.temperature)}
+    kwargs = dict(guidance_scale=guidance_scale, base=base, upsample=upsample,
                   clip_guidance_scale=clip_guidance_scale, progress=progress)
     if save_dir is not None:
         save_dir = Path(save_dir)
@@ -118,7 +132,7 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 if save_dir is not None:
                     extra = {"source": source, "mask": (mask * 255).astype(np.uint8)} if k == 0 else None
                     _save(save_dir, len(records) - 1, image, rec, extra)
-    return {"summary": E.aggregate(records), "samples": records}
+    return {"summary": E.aggregate(records), "samples": records, "settings": settings}
 
 
 def format_table(summary: dict) -> str:

@@ -22,6 +22,7 @@ is applied only after the whole checkpoint was read.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -77,6 +78,10 @@ def _train_item(state: TrainState) -> Dict[str, Any]:
 
 def checkpoint_dir(workdir: Union[str, Path]) -> Path:
     return Path(workdir).absolute() / CHECKPOINT_DIR
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A readable checkpoint that cannot continue this run (e.g. its data iterator is for another dataset)."""
 
 
 class Checkpointer:
@@ -145,9 +150,10 @@ class Checkpointer:
 
         ``abstract_state`` holds ``jax.ShapeDtypeStruct``s with shardings: the
         arrays are restored directly into that layout. ``data_iterator`` (if
-        given) gets the saved iterator state; a state it rejects makes the
-        checkpoint unreadable too. If None is returned the iterator may have
-        been touched: build a fresh one.
+        given) gets the saved iterator state; a state it rejects (another data
+        source) raises ``IncompatibleCheckpointError`` and leaves every
+        checkpoint in place, since the checkpoint itself is sound. If None is
+        returned the iterator may have been touched: build a fresh one.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
             items = {
@@ -167,7 +173,7 @@ class Checkpointer:
                     raise ValueError(f"checkpoint {step} holds step {int(state.step)}")
                 jax.block_until_ready(state)
                 if data_iterator is not None:
-                    data_iterator.set_state(box.state)
+                    json.loads(box.state)  # a damaged iterator file is corruption, not another dataset
             except Exception as e:  # any unreadable part disqualifies the whole checkpoint
                 warnings.warn(
                     f"checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: "
@@ -178,6 +184,16 @@ class Checkpointer:
                 )
                 self._set_aside(step)
                 continue
+            if data_iterator is not None:
+                try:
+                    data_iterator.set_state(box.state)
+                except Exception as e:  # a readable checkpoint of another dataset: not corruption, keep it
+                    raise IncompatibleCheckpointError(
+                        f"checkpoint step {step} in {self.directory} was written while reading another data "
+                        f"source than this config's ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "resume with the run's data settings (see its experiment.json) or use a new workdir. "
+                        "Nothing was moved."
+                    ) from e
             return state, dict(out["experiment"] or {})
         return None
 

@@ -35,6 +35,7 @@ class DataConfig:
     path: str = ""  # "tfds": folder of a prepared dataset version (.../name/config/1.0.0)
     split: str = "train"
     num_examples: int = 20000  # "shapes": size of the procedural training set
+    two_object_fraction: float = 0.5  # "shapes": share of two-object scenes (the rest: one object with a size)
     seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
     caption_dropout: float = 0.2  # fraction of empty captions (the unconditional branch of guidance)
     # "sentencepiece": learned from the training captions into <workdir>/tokenizer.model on the first run;
@@ -65,6 +66,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     grad_clip: float = 1.0  # global-norm clipping; 0 disables it
     ema_rate: float = 0.9999
+    ema_warmup: bool = False  # decay min(ema_rate, (1 + step) / (10 + step)): short runs forget the init
     loss_type: str = "mse"  # "mse" or "rescaled_mse" (hybrid loss weighting, see diffusion.losses)
     init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune
     log_every: int = 50

@@ -88,12 +88,27 @@ def step_key(state: TrainState) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
-def ema_update(ema: Any, params: Any, rate: float) -> Any:
+def ema_update(ema: Any, params: Any, rate) -> Any:
     return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema, params)
 
 
+def ema_decay(cfg: TrainConfig, step: jax.Array):
+    """The EMA decay of the update that produces ``step + 1``.
+
+    With ``cfg.ema_warmup`` it is ``min(ema_rate, (1 + step) / (10 + step))``
+    (the num_updates rule of TensorFlow's ExponentialMovingAverage): a short run
+    with a long-horizon rate would otherwise keep a sizeable share of the random
+    initialisation in its average (0.999 ** 1000 = 37% after 1000 steps), and an
+    average of parameters that far apart is not a working network.
+    """
+    if not cfg.ema_warmup:
+        return cfg.ema_rate
+    s = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(cfg.ema_rate, (1.0 + s) / (10.0 + s))
+
+
 def apply_gradients(
-    state: TrainState, grads: Any, loss: jax.Array, tx: optax.GradientTransformation, ema_rate: float
+    state: TrainState, grads: Any, loss: jax.Array, tx: optax.GradientTransformation, ema_rate
 ) -> Tuple[TrainState, Dict[str, jax.Array]]:
     """Commit one optimiser step, or skip it (and count it) if ``loss`` or ``grads`` are not finite."""
     grad_norm = optax.tree.norm(grads)

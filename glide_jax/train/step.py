@@ -160,7 +160,7 @@ def make_diffusion_step(
             terms = {k: v.reshape(-1) for k, v in terms.items()}
             t = t.reshape(-1)
 
-        new_state, info = state_lib.apply_gradients(state, grads, loss, tx, train_cfg.ema_rate)
+        new_state, info = state_lib.apply_gradients(state, grads, loss, tx, state_lib.ema_decay(train_cfg, state.step))
         metrics = loss_metrics(t, terms, num_t)
         metrics.update(info, skipped=new_state.skipped, lr=schedule_fn(state.step))
         return new_state, metrics
@@ -203,7 +203,7 @@ def make_clip_step(clip_cfg: ClipConfig, train_cfg: TrainConfig, tx: optax.Gradi
         t, _ = sample_timesteps(k_t, x.shape[0], schedule.num_timesteps)
         noise = jax.random.normal(k_noise, x.shape, jnp.float32)
         (loss, acc), grads = grad_fn(state.params, batch, t, noise)
-        new_state, info = state_lib.apply_gradients(state, grads, loss, tx, train_cfg.ema_rate)
+        new_state, info = state_lib.apply_gradients(state, grads, loss, tx, state_lib.ema_decay(train_cfg, state.step))
         metrics = {"loss": loss, "accuracy": acc, "logit_scale": jnp.exp(state.params["logit_scale"])}
         metrics.update(info, skipped=new_state.skipped, lr=schedule_fn(state.step))
         return new_state, metrics

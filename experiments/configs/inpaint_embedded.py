@@ -1,0 +1,23 @@
+"""The embedded inpainting model: ``base_embedded`` fine-tuned with 4 extra input channels.
+
+As in GLIDE, the inpainting model starts from the trained base model; the new
+input channels (masked image + mask) start at zero, so step 0 reproduces the
+base model, and random box/blob/stroke erasures (glide_jax.data.masks) teach
+it to fill holes consistently with the caption and the kept pixels.
+"""
+
+import dataclasses
+
+from experiments.configs import base_embedded
+
+
+def get_config():
+    cfg = base_embedded.get_config()
+    return dataclasses.replace(
+        cfg,
+        task="inpaint",
+        name="inpaint_embedded",
+        model=dataclasses.replace(cfg.model, unet=dataclasses.replace(cfg.model.unet, inpaint=True)),
+        train=dataclasses.replace(cfg.train, steps=600, lr=3e-4, warmup_steps=50, ema_rate=0.995,
+                                  checkpoint_every=200, init_from="runs/base_embedded"),
+    )

@@ -1,0 +1,80 @@
+"""The embedded default models: packaging, loading, and that the default command obeys its prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glide_jax import embedded
+from glide_jax.config import ClipConfig, ModelConfig
+
+
+def test_save_and_load_round_trip_in_float16(tmp_path):
+    from glide_jax.config import get_preset
+
+    config = get_preset("tiny-base")
+    rng = np.random.default_rng(0)
+    params = {"params": {"a": {"kernel": rng.normal(size=(3, 4)).astype(np.float32)},
+                         "b": rng.normal(size=(5,)).astype(np.float32)}}
+    tok = tmp_path / "tok.model"
+    tok.write_bytes(b"not a real tokenizer")
+    stats = embedded.save_embedded(tmp_path / "m", config, params, tok, {"steps": 7})
+    assert stats["num_params"] == 17
+    assert 0 < stats["float16_max_abs_rounding"] < 2e-3
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["steps"] == 7 and info["num_params"] == 17
+    with pytest.raises(FileExistsError, match="already exists"):
+        embedded.save_embedded(tmp_path / "m", config, params, tok)
+    with pytest.raises(ValueError, match="float16 range.*params/b"):
+        embedded.save_embedded(tmp_path / "n", config, {"params": {"b": np.array([1e6], np.float32)}}, tok)
+    assert not (tmp_path / "n").exists()
+
+
+def test_unknown_name_is_named():
+    with pytest.raises(ValueError, match="unknown embedded model 'embedded-foo'"):
+        embedded.embedded_dir("embedded-foo")
+    from glide_jax.checkpoints.store import load_model
+
+    with pytest.raises(FileNotFoundError, match="embedded-base"):
+        load_model("no-such-model")
+
+
+def test_shipped_models_are_complete_small_and_documented():
+    total = sum(f.stat().st_size for f in embedded.ASSET_DIR.rglob("*") if f.is_file())
+    assert total <= 30 * 2**20, f"embedded assets take {total / 2**20:.1f} MB"
+    kinds = {}
+    for name in embedded.NAMES:
+        config, params = embedded.load_embedded(name)
+        info = embedded.training_info(name)
+        assert info["steps"] > 0 and info["logged_wall_hours"] > 0 and info["num_params"] > 0
+        assert (embedded.embedded_dir(name) / "tokenizer.model").exists()
+        leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(params)]
+        assert all(x.dtype == np.float32 and np.isfinite(x).all() for x in leaves)
+        assert sum(x.size for x in leaves) == info["num_params"]
+        kinds[name] = config
+    assert isinstance(kinds["embedded-clip"], ClipConfig)
+    base, up, inp = kinds["embedded-base"], kinds["embedded-upsample"], kinds["embedded-inpaint"]
+    assert all(isinstance(c, ModelConfig) for c in (base, up, inp))
+    assert not base.unet.inpaint and inp.unet.inpaint and up.unet.super_res
+    assert up.low_res_size == base.unet.image_size == inp.unet.image_size == kinds["embedded-clip"].image_size
+
+
+def test_default_generate_command_writes_pngs_that_match_their_prompts(tmp_path):
+    """The README's first command, on held-out captions: the embedded default must obey them."""
+    from PIL import Image
+
+    from glide_jax.cli import main
+    from glide_jax.data.shapes import heldout_prompts
+    from glide_jax.evaluation import shapes_eval
+
+    prompts = heldout_prompts(6)
+    assert main(["generate", *prompts, "--out", str(tmp_path), "--no-progress"]) == 0
+    paths = sorted(tmp_path.glob("generate_0*.png"))
+    assert len(paths) == len(prompts) and (tmp_path / "generate_grid.png").exists()
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    assert all(im.shape == (64, 64, 3) for im in images)
+    correct = [shapes_eval.score(im, p)["correct"] for im, p in zip(images, prompts)]
+    assert sum(correct) >= 4, f"only {sum(correct)}/{len(prompts)} samples match: {list(zip(prompts, correct))}"
