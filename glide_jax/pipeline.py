@@ -192,10 +192,13 @@ class Pipeline:
         low_res = np.asarray(I.to_model(I.to_uint8(low_res)))  # quantise to 8 bits like the reference
         cond = {"low_res": low_res}
         denoised_fn = None
-        if cfg.inpaint:
-            if inpaint is None:
-                raise ValueError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
-            cond.update(inpaint_image=inpaint[0], inpaint_mask=inpaint[1])
+        if cfg.inpaint and inpaint is None:
+            raise ValueError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
+        if inpaint is not None:
+            # The known pixels are pasted into every x0 prediction with any upsampler; an inpainting
+            # upsampler also sees them (and the mask) as input channels.
+            if cfg.inpaint:
+                cond.update(inpaint_image=inpaint[0], inpaint_mask=inpaint[1])
             denoised_fn = G.inpaint_denoised_fn(*inpaint)
         model_fn = unet_model_fn(cfg, m.params, tokens, mask, **cond)
         schedule = make_schedule(m.config.diffusion, respacing=opts.respacing)

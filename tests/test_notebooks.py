@@ -52,8 +52,9 @@ def test_inpaint_notebook():
     filled, image, mask = ns["filled"], ns["image"], ns["mask"]
     assert filled.shape == (4, 64, 64, 3)
     keep = mask >= 0.5
-    # The known half comes back nearly unchanged (the 32x32 base is upsampled, so not bit-exact).
-    assert np.abs(filled.astype(float) - image.astype(float))[:, keep].mean() < 12.0
+    # The known half is pasted into every x0 at both resolutions, so it comes back as given.
+    assert np.abs(filled.astype(int) - image.astype(int))[:, keep].max() <= 1
+    assert np.abs(filled.astype(int) - image.astype(int))[:, ~keep].mean() > 5  # and the hole was redrawn
 
 
 def test_clip_guided_notebook():

@@ -81,6 +81,23 @@ def test_inpainting_keeps_the_known_region(bpe):
     assert np.abs(out[~keep].astype(int) - image[~keep]).mean() > 10
 
 
+def test_inpainting_through_a_plain_upsampler_keeps_the_known_region(bpe):
+    """Without an inpainting upsampler the known pixels are still pasted into every upsampler x0."""
+    up = _random("tiny-upsample", bpe)
+    pipe = Pipeline(_random("tiny-inpaint", bpe), up)
+    size = up.config.unet.image_size
+    rng = np.random.default_rng(2)
+    image = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    mask = np.ones((size, size), bool)
+    mask[:, size // 2:] = False
+    out = pipe.generate("a red circle", seed=0, base=StageOptions("ddpm", 3), upsample=UP,
+                        inpaint_image=image, inpaint_mask=mask)[0]
+    assert out.shape == (size, size, 3)
+    keep = mask[..., None].repeat(3, -1)
+    assert np.abs(out[keep].astype(int) - image[keep]).max() <= 1
+    assert np.abs(out[~keep].astype(int) - image[~keep]).mean() > 10
+
+
 def test_clip_guidance_changes_samples(bpe):
     from glide_jax.tokenizers.simple import ClipTokenizer
 
