@@ -18,6 +18,6 @@ def get_config():
         task="inpaint",
         name="inpaint_embedded",
         model=dataclasses.replace(cfg.model, unet=dataclasses.replace(cfg.model.unet, inpaint=True)),
-        train=dataclasses.replace(cfg.train, steps=600, lr=3e-4, warmup_steps=50, ema_rate=0.995,
+        train=dataclasses.replace(cfg.train, steps=400, lr=3e-4, warmup_steps=50, ema_rate=0.995, ema_warmup=True,
                                   checkpoint_every=200, init_from="runs/base_embedded"),
     )
