@@ -8,8 +8,10 @@ captioned-shapes data, so they only know that grammar ("a red circle above a
 blue square"). ``tools/export_embedded.py`` writes them here.
 
 Each model is a folder ``glide_jax/assets/embedded/<kind>/`` holding
-``config.json`` (the tagged model config), ``params.npz`` (the EMA parameters
-as float16, keys are ``/``-joined tree paths), ``tokenizer.model`` (its
+``config.json`` (the tagged model config), ``params.zip`` (the EMA parameters
+as float16 in numpy's ``.npz`` zip format, keys are ``/``-joined tree paths;
+named ``.zip`` to keep it apart from the reference fixtures' ``.npz`` files),
+``tokenizer.model`` (its
 SentencePiece vocabulary), ``training.json`` (how it was made) and
 ``sampling.json`` (the sampler settings it is evaluated with). They load by
 name: ``embedded-base``, ``embedded-upsample``, ``embedded-inpaint``,
@@ -30,6 +32,7 @@ import numpy as np
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "embedded"
 KINDS = ("base", "upsample", "inpaint", "clip")
 PREFIX = "embedded-"
+PARAMS_FILE = "params.zip"
 NAMES = tuple(PREFIX + k for k in KINDS)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -73,12 +76,12 @@ def load_embedded(name: str) -> Tuple[Any, Dict[str, Any]]:
     from glide_jax.config import config_from_dict
 
     directory = embedded_dir(name)
-    missing = [f for f in ("config.json", "params.npz") if not (directory / f).exists()]
+    missing = [f for f in ("config.json", PARAMS_FILE) if not (directory / f).exists()]
     if missing:
         raise FileNotFoundError(f"embedded model {name!r} is incomplete: {', '.join(missing)} missing in {directory} "
                                 "(a broken install? reinstall glide-jax, or rebuild with tools/export_embedded.py)")
     config = config_from_dict(json.loads((directory / "config.json").read_text()))
-    with np.load(directory / "params.npz") as npz:
+    with np.load(directory / PARAMS_FILE) as npz:
         flat = {k: npz[k].astype(np.float32) for k in npz.files}
     return config, _unflatten(flat)
 
@@ -115,7 +118,8 @@ def save_embedded(directory, config, params, tokenizer_file, info: Optional[Dict
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        np.savez_compressed(tmp / "params.npz", **half)
+        with open(tmp / PARAMS_FILE, "wb") as f:  # a file object: numpy keeps the name as given
+            np.savez_compressed(f, **half)
         (tmp / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
         (tmp / "training.json").write_text(json.dumps({**(info or {}), **stats}, indent=2) + "\n")

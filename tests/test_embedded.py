@@ -84,3 +84,12 @@ def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(t
     assert all(im.shape == (64, 64, 3) and im.dtype == np.uint8 for im in a + b)
     np.testing.assert_array_equal(a[0], b[0])
     assert np.abs(a[1].astype(int) - b[1].astype(int)).mean() > 5
+
+
+def test_exported_settings_carry_no_machine_paths():
+    from tools.export_embedded import _portable
+
+    assert _portable("sentencepiece:/home/me/runs/base/tokenizer.model") == "sentencepiece:tokenizer.model"
+    assert _portable("/data/tfds/shapes/default/1.0.0") == "1.0.0"
+    assert _portable("sentencepiece") == "sentencepiece" and _portable("runs/base") == "runs/base"
+    assert _portable(0.75) == 0.75

@@ -20,13 +20,23 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+def _portable(value):
+    """Settings without this machine's paths: an absolute path (alone or after ``kind:``) keeps its file name."""
+    if not isinstance(value, str):
+        return value
+    kind, sep, rest = value.rpartition(":") if ":" in value else ("", "", value)
+    if Path(rest).is_absolute():
+        return f"{kind}{sep}{Path(rest).name}"
+    return value
+
+
 def _provenance(workdir: Path, step: int) -> dict:
     """What the workdir says about the run up to ``step``: config name, batch, images seen, logged hours."""
     exp = json.loads((workdir / "experiment.json").read_text())
     batch = int(exp.get("train", {}).get("batch_size") or 0)
     info = {"experiment": exp.get("name"), "task": exp.get("task"),
             "config_file": f"experiments/configs/{exp.get('name')}.py", "batch_size": batch, "steps": step,
-            "images_seen": step * batch, "data": exp.get("data", {})}
+            "images_seen": step * batch, "data": {k: _portable(v) for k, v in exp.get("data", {}).items()}}
     metrics = workdir / "metrics.jsonl"
     rows = []
     if metrics.exists():
