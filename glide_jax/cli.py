@@ -37,7 +37,8 @@ def _common(ap, inpaint: bool = False):
     ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--model", default="embedded",
-                    help="'embedded' (default, offline shapes models), 'openai' or a model directory / training workdir")
+                    help="'embedded' (default, offline shapes models), 'openai', or a model directory "
+                         "/ training workdir")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
     ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
     from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
@@ -45,7 +46,8 @@ def _common(ap, inpaint: bool = False):
     _stage_args(ap, "", BASE_DEFAULT)
     _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
     ap.add_argument("--upsample-temperature", type=float, default=None,
-                    help=f"initial noise scale of the upsampler (default: the model's, else {UPSAMPLE_DEFAULT.temperature})")
+                    help="initial noise scale of the upsampler "
+                         f"(default: the model's, else {UPSAMPLE_DEFAULT.temperature})")
     ap.add_argument("--no-progress", action="store_true")
 
 
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--strength", type=float, default=0.7, help="fraction of the chain re-run (0, 1]")
     e.add_argument("--prompt", required=True)
     _common(e)
-    u = sub.add_parser("upsample", help="super-resolution of an existing image (64 → 256 with openai, 32 → 64 embedded)")
+    u = sub.add_parser("upsample",
+                       help="super-resolution of an existing image (64 → 256 with openai, 32 → 64 embedded)")
     u.add_argument("--image", required=True)
     u.add_argument("--prompt", required=True)
     _common(u)
