@@ -21,9 +21,7 @@ name: ``embedded-base``, ``embedded-upsample``, ``embedded-inpaint``,
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -103,11 +101,9 @@ def save_embedded(directory, config, params, tokenizer_file, info: Optional[Dict
     """
     from flax.core import meta
 
+    from glide_jax.checkpoints.store import atomic_directory
     from glide_jax.config import config_to_dict
 
-    directory = Path(directory).absolute()
-    if directory.exists() and not overwrite:
-        raise FileExistsError(f"{directory} already exists; pass overwrite=True (--overwrite) to replace it")
     flat = _flatten(meta.unbox(params))
     too_big = [k for k, v in flat.items() if np.abs(v).max(initial=0.0) > FLOAT16_MAX]
     if too_big:
@@ -115,9 +111,7 @@ def save_embedded(directory, config, params, tokenizer_file, info: Optional[Dict
     half = {k: v.astype(np.float16) for k, v in flat.items()}
     worst = max(float(np.abs(half[k].astype(np.float32) - v.astype(np.float32)).max(initial=0.0)) for k, v in flat.items())
     stats = {"num_params": int(sum(v.size for v in flat.values())), "float16_max_abs_rounding": worst}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
         with open(tmp / PARAMS_FILE, "wb") as f:  # a file object: numpy keeps the name as given
             np.savez_compressed(f, **half)
         (tmp / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
@@ -125,14 +119,4 @@ def save_embedded(directory, config, params, tokenizer_file, info: Optional[Dict
         (tmp / "training.json").write_text(json.dumps({**(info or {}), **stats}, indent=2) + "\n")
         if sampling:
             (tmp / "sampling.json").write_text(json.dumps(sampling, indent=2) + "\n")
-        if directory.exists():
-            old = directory.with_name(directory.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return stats

@@ -14,12 +14,13 @@ downloaded ``.pt`` on first use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import jax
 import numpy as np
@@ -31,21 +32,20 @@ Config = Union[ModelConfig, ClipConfig]
 RELEASED = ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip")
 
 
-def save_model(directory, params, config: Config, *, overwrite: bool = False) -> Path:
-    """Write ``params`` and ``config`` to ``directory`` atomically."""
-    import orbax.checkpoint as ocp
+@contextlib.contextmanager
+def atomic_directory(directory, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``directory`` to fill; when the block succeeds it
+    takes ``directory``'s place in one rename (the old folder is removed only after that).
 
+    Refuses an existing ``directory`` unless ``overwrite``; on failure nothing is left behind.
+    """
     directory = Path(directory).absolute()
     if directory.exists() and not overwrite:
         raise FileExistsError(f"{directory} already exists; use overwrite=True (CLI: --overwrite) to replace it")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), meta.unbox(params))
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / "params", params)
-            ckptr.wait_until_finished()
-        (tmp / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        yield tmp
         if directory.exists():
             old = directory.with_name(directory.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -56,7 +56,19 @@ def save_model(directory, params, config: Config, *, overwrite: bool = False) ->
             os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+
+
+def save_model(directory, params, config: Config, *, overwrite: bool = False) -> Path:
+    """Write ``params`` and ``config`` to ``directory`` atomically."""
+    import orbax.checkpoint as ocp
+
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), meta.unbox(params))
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / "params", params)
+            ckptr.wait_until_finished()
+        (tmp / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    return Path(directory).absolute()
 
 
 def read_config(directory) -> Config:
