@@ -55,15 +55,16 @@ def _steps(value: str):
     return int(value) if value.isdigit() else value
 
 
-def stage_options(model, fallback, sampler, steps, temperature=None):
+def stage_options(model, fallback, sampler, steps, temperature=None, start=None):
     """The CLI's stage options: the model's recommendation (or the package default) with any flag applied."""
     from glide_jax.pipeline import DEFAULT
 
-    if sampler is None and steps is None and temperature is None:
+    if sampler is None and steps is None and temperature is None and start is None:
         return DEFAULT
     base = model.sampling if model is not None and model.sampling is not None else fallback
     return dataclasses.replace(base, sampler=sampler or base.sampler, steps=_steps(steps) if steps else base.steps,
-                               temperature=base.temperature if temperature is None else temperature)
+                               temperature=base.temperature if temperature is None else temperature,
+                               start=base.start if start is None else start)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="text → image")
     g.add_argument("prompt", nargs="+")
+    g.add_argument("--start", type=float, default=None,
+                   help="fraction of the chain to run, from the model's plain canvas below 1 "
+                        "(default: the model's recommendation, else 1 = from pure noise)")
     _common(g)
     i = sub.add_parser("inpaint", help="fill the masked region of an image from a prompt")
     i.add_argument("--image", required=True)
@@ -124,7 +128,7 @@ def _run_sampling(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     prompts = [p for p in prompts for _ in range(args.n)]
-    base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps)
+    base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
     up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,
                                                             args.upsample_steps, args.upsample_temperature)
     kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up, batch_size=args.batch_size,

@@ -68,6 +68,31 @@ def test_edit_strength_controls_distance_to_init(pipe):
     assert d_near < 12 and d_far > 3 * d_near, (d_near, d_far)
 
 
+def test_truncated_start_is_an_edit_of_the_canvas(pipe):
+    grey = (200, 200, 200)
+    opts = StageOptions("ddim", 20, start=0.5, canvas=grey)
+    out = pipe.generate("a red circle", seed=3, base=opts, upsample=None)
+    canvas = np.full((32, 32, 3), 200, np.uint8)
+    edit = pipe.generate("a red circle", seed=3, base=StageOptions("ddim", 20), upsample=None,
+                         init_image=canvas, strength=0.5)
+    np.testing.assert_array_equal(out, edit)
+    near = pipe.generate("a red circle", seed=3, base=StageOptions("ddim", 20, start=0.05, canvas=grey), upsample=None)
+    full = pipe.generate("a red circle", seed=3, base=StageOptions("ddim", 20, canvas=grey), upsample=None)
+    assert np.abs(near.astype(int) - 200).mean() < 12 < np.abs(full.astype(int) - 200).mean()
+
+
+def test_sampling_json_carries_the_truncated_start(tmp_path):
+    import json
+
+    from glide_jax.pipeline import read_sampling
+
+    (tmp_path / "sampling.json").write_text(json.dumps(
+        {"sampler": "ddpm", "steps": 50, "start": 0.9, "canvas": [200, 200, 200], "guidance_scale": 2.0}))
+    opts, scale = read_sampling(tmp_path)
+    assert opts == StageOptions("ddpm", 50, start=0.9, canvas=(200, 200, 200)) and scale == 2.0
+    opts.validate("base")
+
+
 def test_inpainting_keeps_the_known_region(bpe):
     pipe = Pipeline(_random("tiny-inpaint", bpe))
     rng = np.random.default_rng(1)
@@ -117,6 +142,8 @@ def test_upsample_images(pipe):
     img = np.full((16, 16, 3), 128, np.uint8)
     out = pipe.upsample_images(["a grey square", "a"], img, seed=0, options=UP)
     assert out.shape == (2, 64, 64, 3)
+    with pytest.raises(ValueError, match="base stage only"):
+        pipe.upsample_images(["a"], img, options=StageOptions("ddpm", 3, start=0.5, canvas=(0, 0, 0)))
 
 
 @pytest.mark.parametrize(
@@ -126,6 +153,9 @@ def test_upsample_images(pipe):
         (dict(guidance_scale=-1.0), "guidance_scale"),
         (dict(strength=0.0, init_image=np.zeros((32, 32, 3), np.uint8)), "strength"),
         (dict(base=StageOptions("euler", 4)), "unknown sampler 'euler'"),
+        (dict(base=StageOptions("ddim", 4, start=0.0, canvas=(0, 0, 0))), r"start must be in \(0, 1\]"),
+        (dict(base=StageOptions("ddim", 4, start=0.5)), "needs a canvas colour"),
+        (dict(base=StageOptions("ddim", 4, canvas=(0, 300, 0))), "canvas must be three integers"),
         (dict(init_image=np.zeros((32, 32, 4), np.uint8)), r"RGB array of shape \[H, W, 3\]"),
         (dict(init_image=np.zeros((32, 40, 3), np.uint8)), "must be square"),
         (dict(inpaint_image=np.zeros((32, 32, 3), np.uint8), inpaint_mask=np.ones((16, 16))), "does not match the image"),

@@ -36,6 +36,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="classifier-free guidance scale (default: the model's recommendation, else 3)")
     p.add_argument("--sampler", default=None, help="ddpm, ddim or dpm++2m (default: the model's recommendation)")
     p.add_argument("--steps", default=None, help="sampling steps or respacing spec (default: the model's)")
+    p.add_argument("--start", type=float, default=None,
+                   help="fraction of the chain to run from the model's canvas (default: the model's, else 1)")
     p.add_argument("--inpaint", action="store_true", help="evaluate inpainting of rendered scenes")
     p.add_argument("--n-per-prompt", type=int, default=1, help="samples per caption (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -61,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         upsampler = None if args.upsampler in (None, "none") else args.upsampler
         pipe = load_pipeline(args.model, upsampler, args.clip_model)
         up = stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, None, args.upsample_steps) if upsampler else None
-        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps)
+        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=args.start)
         result = evaluate(pipe, prompts, n_per_prompt=args.n_per_prompt, seed=args.seed,
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,

@@ -100,6 +100,7 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     if guidance_scale is None:
         guidance_scale = pipe.base.guidance_scale if pipe.base.guidance_scale is not None else GUIDANCE_DEFAULT
     settings = {"sampler": base.sampler, "steps": base.steps,
+                "start": None if inpaint or base.start == 1.0 else {"fraction": base.start, "canvas": base.canvas},
                 "guidance": None if clip_guidance_scale is not None else guidance_scale,
                 "clip_guidance": clip_guidance_scale,
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
