@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import importlib
 
+from glide_jax import runtime as _runtime
+
+_runtime.apply_cpu_defaults()  # before any computation initialises XLA: see glide_jax/runtime.py
+
 _EXPORTS = {
     "Pipeline": "glide_jax.pipeline",
     "StageOptions": "glide_jax.pipeline",

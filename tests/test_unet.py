@@ -163,3 +163,21 @@ def test_wrong_input_shapes_raise_clear_errors():
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(KeyError, match="unknown preset 'bsae'.*base"):
         get_preset("bsae")
+
+
+def test_long_attention_in_query_chunks_equals_one_pass():
+    """The 32x32 attention of the full-size models runs in query chunks; the result must not change."""
+    from glide_jax.nn import layers as L
+
+    ks = jax.random.split(jax.random.key(3), 4)
+    t, s, h, d = 2 * L.QUERY_CHUNK, 2 * L.QUERY_CHUNK + 16, 2, 8
+    q = jax.random.normal(ks[0], (2, t, h, d))
+    k = jax.random.normal(ks[1], (2, s, h, d))
+    v = jax.random.normal(ks[2], (2, s, h, d))
+    bias = jax.random.normal(ks[3], (2, h, 1, s))
+    for b in (None, bias):
+        chunked = L.attention(q, k, v, b)
+        whole = L._attention(q, k, v, b)
+        assert chunked.shape == (2, t, h * d)
+        np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=0, atol=2e-6)
+        assert "scan" in str(jax.make_jaxpr(L.attention)(q, k, v, b))  # the chunked path was taken
