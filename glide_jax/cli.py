@@ -48,6 +48,9 @@ def _common(ap, inpaint: bool = False):
     ap.add_argument("--upsample-temperature", type=float, default=None,
                     help="initial noise scale of the upsampler "
                          f"(default: the model's, else {UPSAMPLE_DEFAULT.temperature})")
+    ap.add_argument("--upsample-start", type=float, default=None,
+                    help="fraction of the upsampler's chain to run, from its enlarged input below 1 "
+                         "(default: the model's recommendation, else 1 = from pure noise)")
     ap.add_argument("--no-progress", action="store_true")
 
 
@@ -130,7 +133,8 @@ def _run_sampling(args) -> int:
     prompts = [p for p in prompts for _ in range(args.n)]
     base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
     up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,
-                                                            args.upsample_steps, args.upsample_temperature)
+                                                            args.upsample_steps, args.upsample_temperature,
+                                                            args.upsample_start)
     kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up, batch_size=args.batch_size,
                   clip_guidance_scale=args.clip_guidance, progress=not args.no_progress)
     if args.command == "inpaint":

@@ -67,6 +67,11 @@ class StageOptions:
     saturated colour cast that later steps keep. Starting where the model is
     accurate, from the data's own background, removes that cast. Editing
     (``init_image``) and inpainting start as usual.
+
+    For the upsampler, ``start`` < 1 starts from its own low-resolution input,
+    enlarged (bilinear) and noised to that point -- the super-resolution
+    analogue: the colours and layout are already known, so an under-trained
+    upsampler need not rediscover them from noise. It needs no canvas.
     """
 
     sampler: str = "ddpm"
@@ -92,10 +97,10 @@ class StageOptions:
         if self.canvas is not None and (len(self.canvas) != 3 or not all(
                 isinstance(v, int) and 0 <= v <= 255 for v in self.canvas)):
             raise ValueError(f"{stage}: canvas must be three integers in [0, 255] (RGB), got {self.canvas!r}")
-        if self.start < 1.0 and self.canvas is None:
+        if stage == "upsample" and self.canvas is not None:
+            raise ValueError("upsample: canvas is for the base stage; the upsampler starts from its low-res input")
+        if stage != "upsample" and self.start < 1.0 and self.canvas is None:
             raise ValueError(f"{stage}: start={self.start} needs a canvas colour to start from")
-        if self.start < 1.0 and stage == "upsample":
-            raise ValueError("upsample: a truncated start (start < 1) is for the base stage only")
 
     @property
     def respacing(self) -> str:
@@ -230,8 +235,14 @@ class Pipeline:
         model_fn = unet_model_fn(cfg, m.params, tokens, mask, **cond)
         schedule = make_schedule(m.config.diffusion, respacing=opts.respacing)
         shape = (len(prompts), cfg.image_size, cfg.image_size, 3)
-        return sample_loop(schedule, model_fn, shape, sampler=opts.sampler, key=key, eta=opts.eta,
-                           temperature=opts.temperature, denoised_fn=denoised_fn, progress=progress)
+        x_T = start = None
+        if opts.start < 1.0:
+            key_init, key = jax.random.split(key)
+            enlarged = jax.image.resize(jnp.asarray(low_res), shape, "linear")
+            start, x_T = G.sdedit_start(schedule, enlarged, opts.start, key=key_init)
+        return sample_loop(schedule, model_fn, None if x_T is not None else shape, sampler=opts.sampler, key=key,
+                           x_T=x_T, start_index=start, eta=opts.eta, temperature=opts.temperature,
+                           denoised_fn=denoised_fn, progress=progress)
 
     # ------------------------------------------------------------------ public
     def generate(

@@ -151,8 +151,23 @@ def test_upsample_images(pipe):
     img = np.full((16, 16, 3), 128, np.uint8)
     out = pipe.upsample_images(["a grey square", "a"], img, seed=0, options=UP)
     assert out.shape == (2, 64, 64, 3)
-    with pytest.raises(ValueError, match="base stage only"):
+    with pytest.raises(ValueError, match="canvas is for the base stage"):
         pipe.upsample_images(["a"], img, options=StageOptions("ddpm", 3, start=0.5, canvas=(0, 0, 0)))
+
+
+def test_upsampler_truncated_start_begins_from_the_enlarged_input(pipe):
+    """start < 1 for the upsampler: the chain starts from the bilinear enlargement of its input, noised."""
+    rng = np.random.default_rng(2)
+    img = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+    enlarged = np.asarray(jax.image.resize(img.astype(np.float32), (64, 64, 3), "linear"))
+    opts = lambda start: StageOptions("ddim", 20, start=start)
+    near = pipe.upsample_images(["a"], img, seed=0, options=opts(0.05))
+    full = pipe.upsample_images(["a"], img, seed=0, options=opts(1.0))
+    d_near, d_full = (np.abs(x[0].astype(float) - enlarged).mean() for x in (near, full))
+    assert d_near < 6 and d_full > 4 * d_near, (d_near, d_full)
+    size = samplers._run_loop._cache_size()
+    pipe.upsample_images(["b"], img, seed=1, options=opts(0.05))
+    assert samplers._run_loop._cache_size() == size
 
 
 @pytest.mark.parametrize(
