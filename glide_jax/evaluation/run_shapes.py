@@ -104,7 +104,8 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 "guidance": None if clip_guidance_scale is not None else guidance_scale,
                 "clip_guidance": clip_guidance_scale,
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
-                                                               temperature=upsample.temperature)}
+                                                               temperature=upsample.temperature,
+                                                               start=upsample.start)}
     kwargs = dict(guidance_scale=guidance_scale, base=base, upsample=upsample,
                   clip_guidance_scale=clip_guidance_scale, progress=progress)
     if save_dir is not None:
