@@ -7,7 +7,7 @@ thirds of a sampling step at about 190 GFLOP/s, while XLA's older Eigen
 convolution runs the same shapes at 280-310 GFLOP/s (64x64x192 3x3: 202 vs 310;
 32x32x384: 237 vs 291; the tiny models' 32x32x32 training shapes: 126 vs 178).
 Excluding the two fusion kinds from YNNPACK brings the base CFG step from about
-2.8 s to 2.3 s and the embedded model's training step from 1.45 s to 1.03 s.
+2.8 s to 2.2 s and the embedded model's training step from 1.45 s to 1.03 s.
 
 XLA reads ``XLA_FLAGS`` once, when the first computation initialises the
 backend, so the flags are added to the environment at import time. They only
