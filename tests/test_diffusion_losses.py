@@ -74,3 +74,41 @@ def test_sampler_and_quartiles():
     np.testing.assert_array_equal(np.asarray(counts), [2, 1, 0, 2])
     np.testing.assert_allclose(np.asarray(means)[[0, 1, 3]], [2.0, 5.0, 8.0])
     assert np.isnan(np.asarray(means)[2])
+
+
+def test_mse_weights_follow_the_snr():
+    from glide_jax.diffusion import mse_weights
+
+    s = make_schedule("squaredcos_cap_v2", 1000)
+    t = jnp.array([0, 300, 500, 700, 900, 999])
+    ab = np.asarray(s.alphas_cumprod)[np.asarray(t)].astype(np.float64)
+    snr = ab / (1 - ab)
+    np.testing.assert_array_equal(mse_weights(s, t), np.ones(6))
+    trunc = np.asarray(mse_weights(s, t, "truncated_snr", 20.0))
+    np.testing.assert_allclose(trunc, np.clip(1 / snr, 1, 20), rtol=1e-4)
+    assert trunc[0] == 1.0 and trunc[-1] == 20.0 and 3.0 < trunc[3] < 5.0  # 1/SNR at t=700 is about 4
+    minsnr = np.asarray(mse_weights(s, t, "min_snr", 5.0))
+    np.testing.assert_allclose(minsnr, np.minimum(snr, 5) / snr, rtol=1e-4)
+    assert minsnr[0] < 1e-3 and minsnr[-1] == 1.0
+    with pytest.raises(ValueError, match="weighting"):
+        mse_weights(s, t, "snr")
+    with pytest.raises(ValueError, match="clip"):
+        mse_weights(s, t, "truncated_snr", 0.0)
+
+
+def test_mse_weight_scales_only_the_loss():
+    from glide_jax.diffusion import mse_weights
+
+    s = make_schedule("linear", 100)
+    key = jax.random.PRNGKey(3)
+    x0 = jax.random.uniform(key, (4, 8, 8, 3), minval=-1, maxval=1)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), x0.shape)
+    t = jnp.array([1, 30, 70, 99])
+    model_fn = lambda x, tm: jnp.concatenate([0.5 * x, jnp.zeros_like(x)], axis=-1)  # noqa: E731
+    plain = training_losses(s, model_fn, x0, t, noise)
+    w = mse_weights(s, t, "truncated_snr", 10.0)
+    weighted = training_losses(s, model_fn, x0, t, noise, mse_weight=w)
+    np.testing.assert_allclose(weighted["mse"], plain["mse"])
+    np.testing.assert_allclose(weighted["vb"], plain["vb"])
+    np.testing.assert_allclose(weighted["loss"], w * plain["mse"] + plain["vb"], rtol=1e-6)
+    assert float(w[-1]) == 10.0 and float(weighted["loss"][-1]) > float(plain["loss"][-1])

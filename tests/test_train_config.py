@@ -124,3 +124,13 @@ def test_widened_first_conv_keeps_old_channels_and_zeroes_new_ones():
     assert not wide[:, :, 3:7].any()
     with pytest.raises(ValueError, match="input channels"):
         finetune.widen_first_conv(base, 3, super_res=True)
+
+
+def test_mse_weighting_is_checked():
+    from glide_jax.train.config import TrainConfig
+
+    assert TrainConfig(mse_weighting="truncated_snr", mse_weight_clip=20.0).mse_weight_clip == 20.0
+    with pytest.raises(ValueError, match="mse_weighting"):
+        TrainConfig(mse_weighting="snr")
+    with pytest.raises(ValueError, match="mse_weight_clip"):
+        TrainConfig(mse_weighting="min_snr", mse_weight_clip=0.0)

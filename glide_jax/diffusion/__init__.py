@@ -23,6 +23,7 @@ from glide_jax.diffusion.guidance import (
 )
 from glide_jax.diffusion.losses import (
     losses_from_output,
+    mse_weights,
     quartile_means,
     sample_timesteps,
     training_losses,

@@ -6,12 +6,18 @@ bound). The bound term sees the eps prediction through ``stop_gradient`` so it
 shapes only the variance, and with ``rescaled_mse`` it is weighted by
 ``T/1000`` so that its size does not depend on the number of diffusion steps.
 Everything is per sample so callers can reweight, average or log by timestep.
+
+``mse_weights`` offers the one reweighting the embedded model needed: the
+plain eps MSE scores an error in the predicted image at noise level t by
+``SNR(t)``, so at high noise, where the layout of a scene is decided (and
+with it "above" versus "left of"), it barely counts. Salimans & Ho's
+truncated-SNR weighting ``max(1, 1/SNR)`` (capped) restores those steps.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +26,7 @@ from glide_jax.diffusion.gaussian import p_mean_variance, q_posterior, q_sample,
 from glide_jax.diffusion.schedule import Schedule
 
 LOSS_TYPES = ("mse", "rescaled_mse")
+MSE_WEIGHTINGS = ("eps", "truncated_snr", "min_snr")
 _LN2 = math.log(2.0)
 
 
@@ -92,6 +99,28 @@ def losses_from_output(
     return {"mse": mse, "vb": vb, "loss": mse + vb}
 
 
+def mse_weights(s: Schedule, t: jnp.ndarray, weighting: str = "eps", clip: float = 5.0) -> jnp.ndarray:
+    """Per-sample weights ``[B]`` of the eps MSE at diffusion indices ``t``.
+
+    ``eps``: all ones (GLIDE). ``truncated_snr``: ``min(max(1, 1/SNR), clip)``,
+    i.e. an image-space loss weighted by ``max(SNR, 1)`` (Salimans & Ho 2022),
+    capped because ``1/SNR`` grows without bound at the last steps.
+    ``min_snr``: ``min(SNR, clip) / SNR`` (Hang et al. 2023), which instead
+    takes weight off the low-noise steps.
+    """
+    if weighting not in MSE_WEIGHTINGS:
+        raise ValueError(f"mse weighting must be one of {MSE_WEIGHTINGS}, got {weighting!r}")
+    if weighting != "eps" and not clip > 0:
+        raise ValueError(f"the {weighting} weighting needs a positive clip, got {clip}")
+    ab = jnp.take(s.alphas_cumprod, t)
+    snr = ab / (1.0 - ab)
+    if weighting == "eps":
+        return jnp.ones(t.shape, jnp.float32)
+    if weighting == "truncated_snr":
+        return jnp.clip(1.0 / snr, 1.0, clip).astype(jnp.float32)
+    return (jnp.minimum(snr, clip) / snr).astype(jnp.float32)
+
+
 def training_losses(
     s: Schedule,
     model_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
@@ -99,11 +128,19 @@ def training_losses(
     t: jnp.ndarray,
     noise: jnp.ndarray,
     loss_type: str = "mse",
+    mse_weight: Optional[jnp.ndarray] = None,
 ) -> Dict[str, jnp.ndarray]:
-    """Noise ``x_start`` to index ``t``, run ``model_fn(x_t, timestep_map[t])`` and return the loss terms."""
+    """Noise ``x_start`` to index ``t``, run ``model_fn(x_t, timestep_map[t])`` and return the loss terms.
+
+    ``mse_weight`` (``[B]``, see :func:`mse_weights`) scales the MSE inside
+    ``loss`` only; the reported ``mse`` stays unweighted so runs compare.
+    """
     x_t = q_sample(s, x_start, t, noise)
     out = model_fn(x_t, jnp.take(s.timestep_map, t))
-    return losses_from_output(s, out, x_start, x_t, t, noise, loss_type)
+    terms = losses_from_output(s, out, x_start, x_t, t, noise, loss_type)
+    if mse_weight is not None:
+        terms["loss"] = mse_weight * terms["mse"] + terms["vb"]
+    return terms
 
 
 def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int) -> Tuple[jnp.ndarray, jnp.ndarray]:

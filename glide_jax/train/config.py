@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from glide_jax.config import ClipConfig, ModelConfig, config_from_dict, config_to_dict
+from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 
 TASKS = ("base", "upsample", "inpaint", "clip")
 
@@ -68,6 +69,8 @@ class TrainConfig:
     ema_rate: float = 0.9999
     ema_warmup: bool = False  # decay min(ema_rate, (1 + step) / (10 + step)): short runs forget the init
     loss_type: str = "mse"  # "mse" or "rescaled_mse" (hybrid loss weighting, see diffusion.losses)
+    mse_weighting: str = "eps"  # "eps" (GLIDE), "truncated_snr" or "min_snr" (see diffusion.losses.mse_weights)
+    mse_weight_clip: float = 5.0  # cap of truncated_snr's weight, gamma of min_snr
     init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune
     log_every: int = 50
     checkpoint_every: int = 1000
@@ -79,6 +82,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.batch_size % self.microbatches:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
+        if self.mse_weighting not in MSE_WEIGHTINGS:
+            raise ValueError(f"train.mse_weighting must be one of {MSE_WEIGHTINGS}, got {self.mse_weighting!r}")
+        if self.mse_weighting != "eps" and not self.mse_weight_clip > 0:
+            raise ValueError(f"train.mse_weight_clip must be positive, got {self.mse_weight_clip}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 

@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.diffusion.gaussian import q_sample
-from glide_jax.diffusion.losses import quartile_means, sample_timesteps, training_losses
+from glide_jax.diffusion.losses import mse_weights, quartile_means, sample_timesteps, training_losses
 from glide_jax.diffusion.schedule import make_schedule
 from glide_jax.nn.clip import ClipModel
 from glide_jax.nn.unet import GlideUNet
@@ -124,7 +124,10 @@ def make_diffusion_step(
                 rngs={"dropout": key},
             )
 
-        return training_losses(schedule, model_fn, mb["image"], mb["t"], mb["noise"], train_cfg.loss_type)
+        weight = None
+        if train_cfg.mse_weighting != "eps":
+            weight = mse_weights(schedule, mb["t"], train_cfg.mse_weighting, train_cfg.mse_weight_clip)
+        return training_losses(schedule, model_fn, mb["image"], mb["t"], mb["noise"], train_cfg.loss_type, weight)
 
     def mean_loss(params, mb, key):
         terms = per_sample_losses(params, mb, key)
