@@ -71,7 +71,8 @@ class TrainConfig:
     loss_type: str = "mse"  # "mse" or "rescaled_mse" (hybrid loss weighting, see diffusion.losses)
     mse_weighting: str = "eps"  # "eps" (GLIDE), "truncated_snr" or "min_snr" (see diffusion.losses.mse_weights)
     mse_weight_clip: float = 5.0  # cap of truncated_snr's weight, gamma of min_snr
-    init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune
+    init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune;
+    # base/upsample: a trained model of the same config, or of one level fewer (see train.deepen)
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_last: int = 3  # checkpoints kept ...

@@ -86,8 +86,8 @@ def state_from_params(params, cfg: ExperimentConfig, tx, shardings):
 
 
 def _inherited_tokenizer(cfg: ExperimentConfig) -> Optional[str]:
-    """An inpainting fine-tune keeps the vocabulary of the model it starts from."""
-    if cfg.task != "inpaint" or not cfg.train.init_from or cfg.data.tokenizer != "sentencepiece":
+    """A fine-tune or warm start keeps the vocabulary of the model it starts from."""
+    if cfg.task == "clip" or not cfg.train.init_from or cfg.data.tokenizer != "sentencepiece":
         return None
     candidate = Path(cfg.train.init_from).expanduser() / data_lib.TOKENIZER_FILE
     return f"sentencepiece:{candidate}" if candidate.exists() else None
@@ -143,6 +143,10 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
             from glide_jax.train.finetune import load_inpaint_init
 
             state = state_from_params(load_inpaint_init(tc.init_from, cfg.model), cfg, tx, shardings)
+        elif cfg.task in ("base", "upsample") and tc.init_from:
+            from glide_jax.train.deepen import load_warm_start
+
+            state = state_from_params(load_warm_start(tc.init_from, cfg.model), cfg, tx, shardings)
         else:
             state = init_state()
     if jax.process_index() == 0:

@@ -1,0 +1,168 @@
+"""Warm-starting a text-to-image U-Net from a trained one, possibly one resolution level deeper.
+
+Why: a trained U-Net whose coarsest level is still large (8×8 for the
+embedded 32×32 base) sees the image borders only weakly, so it cannot make
+its output depend on *where* a pixel is -- and a caption's "above" or "left
+of" is exactly that: the mean image of "a red circle above a blue square" is
+red at the top and blue at the bottom. GLIDE's own 64×64 base goes down to
+8×8 (an eighth of the side); the 32×32 analogue is a 4×4 level. Rather than
+retraining from scratch, a model can be deepened by one level and trained on:
+
+* every block of the source keeps its name and weights, except that the
+  output blocks shift by one level's worth (``num_res_blocks + 1``);
+* the new level's blocks (a downsampling block, ``num_res_blocks`` input
+  blocks and ``num_res_blocks + 1`` output blocks) start as copies of the
+  source's coarsest level (and of its last downsampling block), which needs
+  the new level to have the same width (``channel_mult[-1]`` repeated) and
+  the source's two coarsest levels to share it (so the copied blocks fit);
+* the middle block moves down to the new level unchanged.
+
+The deepened network computes something different at step 0 (its middle
+block now runs at 4×4), but it starts from everything the source learnt about
+colours, shapes and the text. ``train.init_from`` of a ``base`` or
+``upsample`` experiment uses this when the source has one level fewer, and
+copies the parameters unchanged when the configs agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Dict, Hashable, Tuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from glide_jax.config import ModelConfig, UNetConfig
+from glide_jax.nn.unet import init_params
+
+_BLOCK = re.compile(r"^(input_blocks|output_blocks)_(\d+)_(\d+)$")
+# Fields that may differ between a model and its warm-started continuation (same weights apply).
+_FREE_FIELDS = ("dropout", "dtype", "remat")
+
+
+def block_roles(cfg: UNetConfig) -> Dict[Hashable, Tuple[str, int]]:
+    """What each numbered U-Net block does: role -> (kind, index).
+
+    Roles are ``("stem",)``, ``("in", level, k)``, ``("down", level)`` (the block
+    after ``level``) and ``("out", level, i)``, mirroring the loops of
+    :class:`glide_jax.nn.unet.UNetTorso`.
+    """
+    roles: Dict[Hashable, Tuple[str, int]] = {("stem",): ("input_blocks", 0)}
+    block = 1
+    levels = len(cfg.channel_mult)
+    for level in range(levels):
+        for k in range(cfg.num_res_blocks):
+            roles[("in", level, k)] = ("input_blocks", block)
+            block += 1
+        if level != levels - 1:
+            roles[("down", level)] = ("input_blocks", block)
+            block += 1
+    block = 0
+    for level in reversed(range(levels)):
+        for i in range(cfg.num_res_blocks + 1):
+            roles[("out", level, i)] = ("output_blocks", block)
+            block += 1
+    return roles
+
+
+def _unet(cfg: ModelConfig) -> UNetConfig:
+    return dataclasses.replace(cfg.unet, **{f: getattr(UNetConfig(), f) for f in _FREE_FIELDS})
+
+
+def levels_added(source: ModelConfig, target: ModelConfig) -> int:
+    """0 when ``target`` continues ``source`` as is, 1 when it is ``source`` deepened by one level.
+
+    Raises ValueError naming the difference for anything else.
+    """
+    s, t = _unet(source), _unet(target)
+    if s == t:
+        if source.diffusion != target.diffusion:
+            raise ValueError(f"diffusion settings differ: {source.diffusion} vs {target.diffusion}")
+        return 0
+    deeper = dataclasses.replace(
+        s,
+        channel_mult=s.channel_mult + (s.channel_mult[-1],),
+        attention_resolutions=t.attention_resolutions,
+    )
+    coarsest = s.image_size // 2 ** len(s.channel_mult)
+    kept = tuple(r for r in t.attention_resolutions if r != coarsest)
+    if deeper != t or set(kept) != set(s.attention_resolutions):
+        diff = [f"{f.name}: {getattr(s, f.name)!r} vs {getattr(t, f.name)!r}"
+                for f in dataclasses.fields(UNetConfig) if getattr(s, f.name) != getattr(t, f.name)]
+        raise ValueError("the target U-Net is neither the source's config nor the source deepened by one level "
+                         "(channel_mult with its last entry repeated, the same attention plus optionally "
+                         f"{coarsest}): " + "; ".join(diff))
+    if len(s.channel_mult) < 2 or s.channel_mult[-1] != s.channel_mult[-2]:
+        raise ValueError(f"deepening copies the source's coarsest level and last downsampling block, so its two "
+                         f"coarsest levels need the same width; channel_mult is {s.channel_mult}")
+    if source.diffusion != target.diffusion:
+        raise ValueError(f"diffusion settings differ: {source.diffusion} vs {target.diffusion}")
+    return 1
+
+
+def _source_role(role: Hashable, source_levels: int) -> Hashable:
+    """The source block a deepened target block starts from."""
+    last = source_levels - 1
+    if role[0] == "in" and role[1] == last + 1:
+        return ("in", last, role[2])
+    if role == ("down", last):
+        return ("down", last - 1)
+    if role[0] == "out" and role[1] == last + 1:
+        return ("out", last, role[2])
+    return role
+
+
+def deepen_unet_params(unet: Dict[str, Any], source: UNetConfig, target: UNetConfig) -> Dict[str, Any]:
+    """Map a source U-Net parameter dict onto the block names of ``target`` (one level deeper)."""
+    src_roles = block_roles(source)
+    name_of = {}
+    for role, (kind, idx) in block_roles(target).items():
+        src_kind, src_idx = src_roles[_source_role(role, len(source.channel_mult))]
+        name_of[(kind, idx)] = (src_kind, src_idx)
+    by_block: Dict[Tuple[str, int], Dict[str, Any]] = {}
+    out = {}
+    for name, value in unet.items():
+        m = _BLOCK.match(name)
+        if m:
+            by_block.setdefault((m[1], int(m[2])), {})[m[3]] = value
+        else:
+            out[name] = value
+    for (kind, idx), (src_kind, src_idx) in name_of.items():
+        for layer, value in by_block[(src_kind, src_idx)].items():
+            out[f"{kind}_{idx}_{layer}"] = jax.tree.map(np.array, value)
+    return out
+
+
+def _check_shapes(params: Dict[str, Any], target: ModelConfig) -> None:
+    want = jax.eval_shape(lambda k: nn.unbox(init_params(target.unet, k)["params"]), jax.random.key(0))
+    got_flat = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
+    want_flat = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in jax.tree_util.tree_leaves_with_path(want)}
+    missing = sorted(set(want_flat) - set(got_flat))
+    extra = sorted(set(got_flat) - set(want_flat))
+    wrong = sorted(k for k in set(want_flat) & set(got_flat) if want_flat[k] != got_flat[k])
+    if missing or extra or wrong:
+        raise ValueError(f"warm-start parameters do not fit the target model: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}, wrong shapes {[(k, got_flat[k], want_flat[k]) for k in wrong[:5]]}")
+
+
+def warm_start_params(source_params: Dict[str, Any], source: ModelConfig, target: ModelConfig) -> Dict[str, Any]:
+    """The target's parameter tree (no ``{"params": }`` wrapper) from a trained source's."""
+    tree = jax.tree.map(np.asarray, source_params.get("params", source_params))
+    if levels_added(source, target):
+        tree = dict(tree, unet=deepen_unet_params(dict(tree["unet"]), source.unet, target.unet))
+    _check_shapes(tree, target)
+    return tree
+
+
+def load_warm_start(init_from: str, target: ModelConfig) -> Dict[str, Any]:
+    """Parameters to start a base or upsampler run of ``target`` from the model at ``init_from``."""
+    from glide_jax.checkpoints.store import load_model
+
+    source, params = load_model(str(init_from))
+    if not isinstance(source, ModelConfig):
+        raise ValueError(f"{init_from} holds a {type(source).__name__}, not a diffusion model")
+    if source.unet.inpaint != target.unet.inpaint or source.unet.super_res != target.unet.super_res:
+        raise ValueError(f"{init_from} is a {source.kind} model; this run trains a {target.kind} model")
+    return warm_start_params(params, source, target)

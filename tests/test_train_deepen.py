@@ -1,0 +1,82 @@
+"""Warm starts of a U-Net from a trained one, and deepening it by one resolution level."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig
+from glide_jax.nn.unet import GlideUNet, example_inputs, init_params
+from glide_jax.train.deepen import block_roles, levels_added, warm_start_params
+
+SOURCE = ModelConfig(
+    UNetConfig(image_size=16, num_channels=32, num_res_blocks=1, channel_mult=(1, 1), attention_resolutions=(8,),
+               num_head_channels=16, text=TextConfig(text_ctx=8, width=32, layers=1, heads=2, n_vocab=32)),
+    DiffusionConfig(steps=100),
+)
+DEEP = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, channel_mult=(1, 1, 1),
+                                                            attention_resolutions=(8, 4)))
+
+
+def _params(cfg, seed=0):
+    init = jax.jit(lambda k: nn.unbox(init_params(cfg.unet, k)["params"]))
+    return jax.tree.map(np.asarray, init(jax.random.key(seed, impl="rbg")))  # rbg: compiles fast; any init does
+
+
+def _param_names(cfg):
+    return jax.eval_shape(lambda k: nn.unbox(init_params(cfg, k)["params"]), jax.random.key(0))["unet"]
+
+
+def test_block_roles_name_every_block_of_the_network():
+    for cfg in (SOURCE.unet, DEEP.unet, dataclasses.replace(DEEP.unet, num_res_blocks=2)):
+        names = {k.rsplit("_", 1)[0] for k in _param_names(cfg)
+                 if k.startswith(("input_blocks", "output_blocks"))}
+        assert {f"{kind}_{i}" for kind, i in block_roles(cfg).values()} == names
+
+
+@pytest.fixture(scope="module")
+def src():
+    return _params(SOURCE)
+
+
+def test_deepening_keeps_the_source_blocks_and_copies_the_coarsest_level(src):
+    deep = warm_start_params(src, SOURCE, DEEP)
+    u, s = deep["unet"], src["unet"]
+    same = lambda a, b: jax.tree.all(jax.tree.map(np.array_equal, a, b))  # noqa: E731
+    # 16x16: input 0-3 as they were (stem, res@16, down, res@8); 8x8 -> 4x4 down copies the 16 -> 8 one.
+    for k in ("input_blocks_0_0", "input_blocks_1_0", "input_blocks_2_0", "input_blocks_3_0", "input_blocks_3_1"):
+        assert same(u[k], s[k])
+    assert same(u["input_blocks_4_0"], s["input_blocks_2_0"])
+    assert same(u["input_blocks_5_0"], s["input_blocks_3_0"]) and same(u["input_blocks_5_1"], s["input_blocks_3_1"])
+    # output blocks shift by one level (two blocks); the new level's start as the old coarsest level's
+    for new, old in ((0, 0), (1, 1), (2, 0), (3, 1), (4, 2), (5, 3)):
+        layers = [k for k in s if k.startswith(f"output_blocks_{old}_")]
+        assert layers and all(same(u[f"output_blocks_{new}_{k.rsplit('_', 1)[1]}"], s[k]) for k in layers)
+    for k in ("middle_block_0", "middle_block_1", "middle_block_2", "out_2", "time_embed_0"):
+        assert same(u[k], s[k])
+    assert same(deep["text"], src["text"])
+    # the deepened tree is exactly what the deeper network expects, and it runs
+    args = example_inputs(DEEP.unet, 2)
+    out = jax.jit(lambda p: GlideUNet(DEEP.unet).apply({"params": p}, *args, **args.kwargs))(deep)
+    assert out.shape == (2, 16, 16, 6) and bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_same_config_copies_and_other_configs_are_refused(src):
+    copy = warm_start_params({"params": src}, SOURCE, dataclasses.replace(SOURCE, unet=dataclasses.replace(
+        SOURCE.unet, dropout=0.1)))
+    assert jax.tree.all(jax.tree.map(np.array_equal, copy, src))
+    assert levels_added(SOURCE, DEEP) == 1
+    wider = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, num_channels=64))
+    with pytest.raises(ValueError, match="num_channels"):
+        warm_start_params(src, SOURCE, wider)
+    wider_level = dataclasses.replace(DEEP, unet=dataclasses.replace(DEEP.unet, channel_mult=(1, 1, 2)))
+    with pytest.raises(ValueError, match="channel_mult"):
+        levels_added(SOURCE, wider_level)
+    with pytest.raises(ValueError, match="diffusion"):
+        levels_added(SOURCE, dataclasses.replace(DEEP, diffusion=DiffusionConfig(steps=200)))
+    narrowing = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, channel_mult=(1, 2)))
+    with pytest.raises(ValueError, match="same width"):
+        levels_added(narrowing, dataclasses.replace(DEEP, unet=dataclasses.replace(DEEP.unet, channel_mult=(1, 2, 2))))
