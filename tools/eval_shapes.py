@@ -3,6 +3,7 @@
     python -m tools.eval_shapes --prompts heldout:128 --guidance 3 --sampler ddpm --steps 100   # embedded model
     python -m tools.eval_shapes --prompts heldout:64 --model WORKDIR --guidance 3 --sampler ddim --steps 50
     python -m tools.eval_shapes --prompts captions.txt --model INPAINT_DIR --inpaint --json
+    python -m tools.eval_shapes --relation-probe --model WORKDIR      # seconds: does "above" change anything?
 
 ``--prompts`` is a file with one caption a line, or ``heldout:N`` for the first
 N held-out captions of :mod:`glide_jax.data.shapes`. With ``--inpaint`` each
@@ -24,7 +25,10 @@ from typing import Optional, Sequence
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.eval_shapes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", required=True, help="file with one caption a line, or heldout:N")
+    p.add_argument("--prompts", default=None, help="file with one caption a line, or heldout:N")
+    p.add_argument("--relation-probe", action="store_true",
+                   help="instead of sampling, measure how much the base model's high-noise image estimate "
+                        "changes when a caption's relation is mirrored (glide_jax.evaluation.relation_probe)")
     p.add_argument("--model", default="embedded",
                    help="base (or inpainting) model: name or directory; 'embedded' (default) picks the shipped "
                         "embedded-base, or embedded-inpaint with --inpaint, and embedded-clip for --clip-guidance")
@@ -53,6 +57,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from glide_jax.cli import stage_options
         from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
+        if args.relation_probe:
+            from glide_jax.evaluation.relation_probe import relation_sensitivity
+            from glide_jax.loading import load
+
+            model = load("embedded-base" if args.model == "embedded" else args.model)
+            captions = prompts_from(args.prompts) if args.prompts else None
+            out = relation_sensitivity(model, **({"captions": captions} if captions else {}), seed=args.seed)
+            print(json.dumps({"relation_probe": out, "model": args.model}, indent=2))
+            return 0
+        if not args.prompts:
+            raise ValueError("--prompts is required (a file with one caption a line, or heldout:N)")
         prompts = prompts_from(args.prompts)
         if args.model == "embedded":
             args.model = "embedded-inpaint" if args.inpaint else "embedded-base"
