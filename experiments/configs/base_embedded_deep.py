@@ -6,8 +6,8 @@ same image, where the true mean images differ more than those of two colours
 (see docs/training.md). Two changes, both aimed at where layout is decided:
 
 * a fourth level at 4×4 (``channel_mult=(1, 2, 2, 2)``, attention at 16, 8
-  and 4), the 32×32 analogue of GLIDE's 64 → 8 base, so the network can
-  tell top from bottom; the run starts from ``base_embedded``'s weights
+  and 4), the 32×32 analogue of GLIDE's 64 → 8 base, whose convolutions see
+  the whole image at once; the run starts from ``base_embedded``'s weights
   (``--set train.init_from=runs/base_embedded``, see ``glide_jax.train.deepen``);
 * ``train.mse_weighting="truncated_snr"`` (cap 20), which gives the
   high-noise steps, where the scene's layout is chosen, the weight that the

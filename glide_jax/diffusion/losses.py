@@ -7,11 +7,12 @@ shapes only the variance, and with ``rescaled_mse`` it is weighted by
 ``T/1000`` so that its size does not depend on the number of diffusion steps.
 Everything is per sample so callers can reweight, average or log by timestep.
 
-``mse_weights`` offers the one reweighting the embedded model needed: the
-plain eps MSE scores an error in the predicted image at noise level t by
-``SNR(t)``, so at high noise, where the layout of a scene is decided (and
-with it "above" versus "left of"), it barely counts. Salimans & Ho's
-truncated-SNR weighting ``max(1, 1/SNR)`` (capped) restores those steps.
+``mse_weights`` offers reweightings of the MSE: the plain eps MSE scores an
+error in the predicted image at noise level t by ``SNR(t)``, so at high noise,
+where the layout of a scene is chosen, it barely counts; Salimans & Ho's
+truncated-SNR weighting ``max(1, 1/SNR)`` (capped) gives those steps weight,
+Min-SNR the opposite. (On the embedded base, 1,000 truncated-SNR steps did
+not teach relations; docs/training.md has the measurements.)
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Warm-starting a text-to-image U-Net from a trained one, possibly one resolution level deeper.
 
-Why: a trained U-Net whose coarsest level is still large (8×8 for the
-embedded 32×32 base) sees the image borders only weakly, so it cannot make
-its output depend on *where* a pixel is -- and a caption's "above" or "left
-of" is exactly that: the mean image of "a red circle above a blue square" is
-red at the top and blue at the bottom. GLIDE's own 64×64 base goes down to
-8×8 (an eighth of the side); the 32×32 analogue is a 4×4 level. Rather than
-retraining from scratch, a model can be deepened by one level and trained on:
+Why: GLIDE's own 64×64 base goes down to 8×8 (an eighth of the side); the
+embedded 32×32 base stops at 8×8 (a quarter), whose convolutions see less of
+the image at once. To try the deeper layout without retraining from scratch
+(it was tried for relations, where it did not help within 1,000 steps; see
+docs/training.md), a model can be deepened by one level and trained on:
 
 * every block of the source keeps its name and weights, except that the
   output blocks shift by one level's worth (``num_res_blocks + 1``);
