@@ -80,3 +80,11 @@ def test_same_config_copies_and_other_configs_are_refused(src):
     narrowing = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, channel_mult=(1, 2)))
     with pytest.raises(ValueError, match="same width"):
         levels_added(narrowing, dataclasses.replace(DEEP, unet=dataclasses.replace(DEEP.unet, channel_mult=(1, 2, 2))))
+
+
+def test_parameters_that_do_not_fit_are_named(src):
+    from glide_jax.checkpoints.torch_layout import CheckpointMismatchError
+
+    broken = dict(src, unet={k: v for k, v in src["unet"].items() if k != "out_2"})
+    with pytest.raises(CheckpointMismatchError, match="out_2"):
+        warm_start_params(broken, SOURCE, SOURCE)

@@ -28,10 +28,10 @@ import dataclasses
 import re
 from typing import Any, Dict, Hashable, Tuple
 
-import flax.linen as nn
 import jax
 import numpy as np
 
+from glide_jax.checkpoints.torch_layout import CheckpointMismatchError, flat_shapes
 from glide_jax.config import ModelConfig, UNetConfig
 from glide_jax.nn.unet import init_params
 
@@ -74,10 +74,10 @@ def levels_added(source: ModelConfig, target: ModelConfig) -> int:
 
     Raises ValueError naming the difference for anything else.
     """
+    if source.diffusion != target.diffusion:
+        raise ValueError(f"diffusion settings differ: {source.diffusion} vs {target.diffusion}")
     s, t = _unet(source), _unet(target)
     if s == t:
-        if source.diffusion != target.diffusion:
-            raise ValueError(f"diffusion settings differ: {source.diffusion} vs {target.diffusion}")
         return 0
     deeper = dataclasses.replace(
         s,
@@ -95,8 +95,6 @@ def levels_added(source: ModelConfig, target: ModelConfig) -> int:
     if len(s.channel_mult) < 2 or s.channel_mult[-1] != s.channel_mult[-2]:
         raise ValueError(f"deepening copies the source's coarsest level and last downsampling block, so its two "
                          f"coarsest levels need the same width; channel_mult is {s.channel_mult}")
-    if source.diffusion != target.diffusion:
-        raise ValueError(f"diffusion settings differ: {source.diffusion} vs {target.diffusion}")
     return 1
 
 
@@ -134,15 +132,13 @@ def deepen_unet_params(unet: Dict[str, Any], source: UNetConfig, target: UNetCon
 
 
 def _check_shapes(params: Dict[str, Any], target: ModelConfig) -> None:
-    want = jax.eval_shape(lambda k: nn.unbox(init_params(target.unet, k)["params"]), jax.random.key(0))
-    got_flat = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
-    want_flat = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in jax.tree_util.tree_leaves_with_path(want)}
-    missing = sorted(set(want_flat) - set(got_flat))
-    extra = sorted(set(got_flat) - set(want_flat))
-    wrong = sorted(k for k in set(want_flat) & set(got_flat) if want_flat[k] != got_flat[k])
-    if missing or extra or wrong:
-        raise ValueError(f"warm-start parameters do not fit the target model: missing {missing[:5]}, "
-                         f"unexpected {extra[:5]}, wrong shapes {[(k, got_flat[k], want_flat[k]) for k in wrong[:5]]}")
+    want = flat_shapes(jax.eval_shape(lambda k: init_params(target.unet, k)["params"], jax.random.key(0)))
+    got = flat_shapes(params)
+    misshaped = [f"{'/'.join(k)}: warm start {got[k]} vs model {want[k]}" for k in sorted(set(want) & set(got))
+                 if want[k] != got[k]]
+    missing, unexpected = ("/".join(k) for k in set(want) - set(got)), ("/".join(k) for k in set(got) - set(want))
+    if set(want) != set(got) or misshaped:
+        raise CheckpointMismatchError("warm start", missing, unexpected, misshaped)
 
 
 def warm_start_params(source_params: Dict[str, Any], source: ModelConfig, target: ModelConfig) -> Dict[str, Any]:
