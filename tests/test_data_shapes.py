@@ -147,6 +147,45 @@ def test_relation_geometry_from_pixels(split):
     assert checked > 150
 
 
+def test_placed_single_objects():
+    rng = np.random.default_rng(4)
+    seen = set()
+    place_re = re.compile(rf"^(a|an) ((small|large) )?({_COL}) ({_SHP}) (at the top|at the bottom|on the left|on the right)$")
+    for _ in range(400):
+        img, cap, meta = shapes.render_example(rng, 64, p_two=0.0, p_place=1.0)
+        assert place_re.match(cap), cap
+        p = shapes.parse_caption(cap)
+        assert p.relation is None and p.placement == meta["placement"]
+        assert shapes.format_caption(p.objects, p.relation, p.placement) == cap
+        (y, x) = np.argwhere(_color_mask(img, meta["objects"][0]["color"])).mean(0) / 64
+        axis_value = {"at the top": 0.5 - y, "at the bottom": y - 0.5, "on the left": 0.5 - x, "on the right": x - 0.5}
+        assert axis_value[p.placement] > 0.02, (cap, x, y)  # centroid inside the named half, off the midline
+        seen.add(p.placement)
+    assert seen == set(shapes.PLACEMENTS)
+    mixed = [shapes.render_example(rng, 32, p_two=0.5, p_place=0.5)[2] for _ in range(800)]
+    one = [m for m in mixed if m["relation"] is None]
+    assert 0.35 < np.mean([m["placement"] is not None for m in one]) < 0.65
+    assert all(m["placement"] is None for m in mixed if m["relation"] is not None)
+
+
+def test_no_placements_leave_the_example_stream_unchanged():
+    # p_place=0 draws no extra random numbers: the captions of existing datasets and resumed runs stay the same.
+    a = [shapes.render_example(np.random.default_rng([0, 0, i]), 32)[1] for i in range(200)]
+    b = [shapes.render_example(np.random.default_rng([0, 0, i]), 32, p_place=0.0)[1] for i in range(200)]
+    assert a == b and not any(" at the " in c or " on the " in c for c in a)
+    assert a[:3] == ["a purple circle", "a red circle below a yellow square", "a small blue square"]
+
+
+def test_placement_errors():
+    with pytest.raises(ValueError, match="placed single objects"):
+        shapes.render_example(np.random.default_rng(0), 32, p_place=1.5)
+    with pytest.raises(ValueError, match="placement"):
+        shapes.format_caption([shapes.ObjectSpec("red", "circle"), shapes.ObjectSpec("blue", "square")],
+                              "above", "at the top")
+    with pytest.raises(ValueError):
+        shapes.parse_caption("a red circle above a blue square at the top")
+
+
 def test_size_words_are_visible():
     extent = {"small": [], None: [], "large": []}  # side of the bounding box, in pixels
     for img, cap, meta in _samples(600, size=64, seed=4):

@@ -76,7 +76,7 @@ def _other(value, options, avoid):
 def test_wrong_captions_fail_on_the_right_attribute():
     checked = {"color": 0, "shape": 0, "size": 0, "position": 0, "count": 0}
     for img, cap, _ in _renders(64, 60, seed=7):
-        objs, rel = parse_caption(cap)
+        objs, rel, _ = parse_caption(cap)
         colors = [o.color for o in objs]
         for attr in checked:
             new, new_rel = list(objs), rel
@@ -111,6 +111,25 @@ def test_wrong_captions_fail_on_the_right_attribute():
             checked[attr] += 1
         assert E.score(img, cap)["correct"], cap
     assert min(checked.values()) >= 10, checked
+
+
+def test_placement_is_scored_from_the_centroid():
+    rng = np.random.default_rng(11)
+    checked = 0
+    for _ in range(300):
+        img, cap, meta = shapes.render_example(rng, 64, p_two=0.0, p_place=1.0)
+        place = meta["placement"]
+        assert place is not None and cap.endswith(" " + place)
+        s = E.score(img, cap)
+        assert s["position"] is True and s["correct"], (cap, s)
+        objs = parse_caption(cap).objects
+        opposite = {"at the top": "at the bottom", "at the bottom": "at the top",
+                    "on the left": "on the right", "on the right": "on the left"}[place]
+        s = E.score(img, format_caption(objs, None, opposite))
+        assert s["position"] is False and not s["correct"], (cap, opposite)
+        assert E.score(img, format_caption(objs))["position"] is None
+        checked += 1
+    assert checked == 300
 
 
 def test_background_and_noise_score_incorrect():

@@ -11,8 +11,11 @@ def test_caption_rewrites():
     assert R.mirrored("an orange square to the left of a red circle") == "an orange square to the right of a red circle"
     recoloured = R.recoloured("a red circle above a blue square")
     assert recoloured.endswith("circle above a blue square") and not recoloured.startswith("a red")
+    assert R.swapped("a red circle above an orange square") == "an orange square above a red circle"
     with pytest.raises(ValueError, match="two-object"):
         R.mirrored("a red circle")
+    with pytest.raises(ValueError, match="two-object"):
+        R.swapped("a red circle at the top")
 
 
 def test_data_mean_images_put_the_first_object_where_the_relation_says():
@@ -36,3 +39,8 @@ def test_probe_of_the_embedded_base(capsys):
         assert v["colour"] > 0.03  # the model follows colour words at every probed noise level
         assert 0.0 <= v["model"] < 1.0
     assert main([]) == 2 and "--prompts is required" in capsys.readouterr().err
+    text = R.text_sensitivity(load("embedded-base"), R.DEFAULT_CAPTIONS)
+    assert sorted(text) == ["colour", "order", "relation"]
+    # The shipped base reads captions nearly as bags of words (docs/training.md): a colour word
+    # moves the pooled embedding by more than ten times as much as reordering the noun phrases.
+    assert text["colour"] > 0.1 and 0.0 < text["order"] < text["colour"] / 10 and text["relation"] < text["colour"] / 10

@@ -12,6 +12,7 @@ import pytest
 from glide_jax.train import state as S
 from glide_jax.train.checkpointing import CORRUPT_DIR, Checkpointer, CorruptCheckpointWarning
 from glide_jax.train.config import load_config_file
+from glide_jax.data import shapes
 from glide_jax.train.data import ShapesSource, make_iterator
 
 # A failed Orbax read leaves TensorStore handles and an event-loop callback to be collected later.
@@ -146,3 +147,9 @@ def test_iterator_state_of_another_dataset_is_an_error_and_nothing_moves(tmp_pat
     mixed = make_iterator(cfg, ShapesSource(64, 16, p_two=0.9), None)
     state, _ = Checkpointer(tmp_path).restore(_abstract(), mixed)
     assert int(state.step) == 1
+    placed = ShapesSource(64, 16, p_two=0.0, p_place=1.0)  # so is the share of placed single objects
+    state, _ = Checkpointer(tmp_path).restore(_abstract(), make_iterator(cfg, placed, None))
+    assert int(state.step) == 1
+    assert all(shapes.parse_caption(placed[i]["caption"].decode()).placement for i in range(8))
+    with pytest.raises(ValueError, match="placed single objects"):
+        ShapesSource(64, 16, p_place=-0.1)

@@ -58,13 +58,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
         if args.relation_probe:
-            from glide_jax.evaluation.relation_probe import relation_sensitivity
+            from glide_jax.evaluation.relation_probe import relation_sensitivity, text_sensitivity
             from glide_jax.loading import load
 
             model = load("embedded-base" if args.model == "embedded" else args.model)
-            captions = prompts_from(args.prompts) if args.prompts else None
-            out = relation_sensitivity(model, **({"captions": captions} if captions else {}), seed=args.seed)
-            print(json.dumps({"relation_probe": out, "model": args.model}, indent=2))
+            captions = {"captions": prompts_from(args.prompts)} if args.prompts else {}
+            out = relation_sensitivity(model, **captions, seed=args.seed)
+            print(json.dumps({"relation_probe": out, "text": text_sensitivity(model, **captions),
+                              "model": args.model}, indent=2))
             return 0
         if not args.prompts:
             raise ValueError("--prompts is required (a file with one caption a line, or heldout:N)")

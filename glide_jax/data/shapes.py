@@ -7,10 +7,13 @@ light-grey background ``BACKGROUND = (200, 200, 200)`` with no antialiasing, so
 an evaluator can recover each object by colour, and every caption follows one
 small grammar (parsed back by :func:`parse_caption`)::
 
-    one object:   a [small |large ]COLOR SHAPE
+    one object:   a [small |large ]COLOR SHAPE[ PLACEMENT]
     two objects:  a COLOR SHAPE RELATION a COLOR SHAPE
 
-with the article ``an`` before a vowel ("an orange square"). In two-object
+with the article ``an`` before a vowel ("an orange square"). A PLACEMENT ("at
+the top", "on the left", ...) puts a single object's area centroid in that half
+of the image, at least ``PLACEMENT_GAP`` from the midline (placed objects are
+never large). In two-object
 scenes the colours differ, the first object stands in RELATION to the second,
 their bounding boxes are separated by at least ``MIN_GAP`` along the relation's
 axis and their centres differ by at most ``MAX_CROSS`` across it, and every
@@ -48,6 +51,11 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
 }
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle")
 RELATIONS: Tuple[str, ...] = ("to the left of", "to the right of", "above", "below")
+# Absolute placement of a single object: (axis, which half); axis 0 = x (right), 1 = y (down).
+PLACEMENTS: Dict[str, Tuple[int, int]] = {
+    "at the top": (1, 0), "at the bottom": (1, 1), "on the left": (0, 0), "on the right": (0, 1),
+}
+PLACEMENT_GAP = 0.05
 # Extent (side of the bounding square, fraction of the image side) by size word;
 # None is an unsized single object. The bands do not overlap, so size is checkable.
 SIZES: Dict[Optional[str], Tuple[float, float]] = {
@@ -83,6 +91,7 @@ class ObjectSpec:
 class ParsedCaption(NamedTuple):
     objects: List[ObjectSpec]
     relation: Optional[str]  # None for one-object captions
+    placement: Optional[str] = None  # a key of PLACEMENTS, one-object captions only
 
 
 @dataclass(frozen=True)
@@ -114,10 +123,13 @@ def _noun_phrase(obj: ObjectSpec) -> str:
     return f"{article(words[0])} {' '.join(words)}"
 
 
-def format_caption(objects: List[ObjectSpec], relation: Optional[str] = None) -> str:
-    """The caption of one object, or of two objects in ``relation`` (inverse of parse_caption)."""
+def format_caption(objects: List[ObjectSpec], relation: Optional[str] = None,
+                   placement: Optional[str] = None) -> str:
+    """The caption of one object (optionally placed), or of two objects in ``relation`` (inverse of parse_caption)."""
+    if placement is not None and (len(objects) != 1 or placement not in PLACEMENTS):
+        raise ValueError(f"a placement ({', '.join(PLACEMENTS)}) goes with one object, got {objects}, {placement!r}")
     if len(objects) == 1 and relation is None:
-        return _noun_phrase(objects[0])
+        return _noun_phrase(objects[0]) + (f" {placement}" if placement else "")
     if len(objects) == 2 and relation in RELATIONS:
         if any(o.size for o in objects):
             raise ValueError("two-object captions carry no size words")
@@ -130,7 +142,8 @@ _S = "|".join(SHAPES)
 _NP1 = rf"(?P<art>an?) (?:(?P<size>small|large) )?(?P<color>{_C}) (?P<shape>{_S})"
 _NP = r"(?P<art{i}>an?) (?P<color{i}>" + _C + r") (?P<shape{i}>" + _S + r")"
 _REL = "|".join(re.escape(r) for r in RELATIONS)
-ONE_OBJECT_RE = re.compile(rf"^{_NP1}$")
+_PLACE = "|".join(re.escape(p) for p in PLACEMENTS)
+ONE_OBJECT_RE = re.compile(rf"^{_NP1}(?: (?P<place>{_PLACE}))?$")
 TWO_OBJECT_RE = re.compile(rf"^{_NP.format(i=1)} (?P<rel>{_REL}) {_NP.format(i=2)}$")
 
 
@@ -143,17 +156,17 @@ def parse_caption(text: str) -> ParsedCaption:
     m = ONE_OBJECT_RE.match(t)
     if m:
         objs = [ObjectSpec(m["color"], m["shape"], m["size"])]
-        arts, rel = [m["art"]], None
+        arts, rel, place = [m["art"]], None, m["place"]
     else:
         m = TWO_OBJECT_RE.match(t)
         if not m:
             raise ValueError(f"caption outside the shapes grammar: {text!r}")
         objs = [ObjectSpec(m["color1"], m["shape1"]), ObjectSpec(m["color2"], m["shape2"])]
-        arts, rel = [m["art1"], m["art2"]], m["rel"]
+        arts, rel, place = [m["art1"], m["art2"]], m["rel"], None
     for a, o in zip(arts, objs):
         if a != article(o.size or o.color):
             raise ValueError(f"wrong article {a!r} in {text!r}")
-    return ParsedCaption(objs, rel)
+    return ParsedCaption(objs, rel, place)
 
 
 # ----------------------------------------------------------------------------- held-out split
@@ -240,27 +253,49 @@ def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str],
     return out
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = P_TWO_OBJECTS):
-    """Draw a scene: (placed objects, relation or None). Geometry is size-independent."""
+def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = P_TWO_OBJECTS,
+                 p_place: float = 0.0):
+    """Draw a scene: (placed objects, relation or None, placement or None). Geometry is size-independent.
+
+    ``p_place``: the share of one-object scenes whose caption names the half of
+    the image the object is in. Why: a caption read as a bag of words cannot
+    tell "A above B" from "B above A", so the word order behind a relation is
+    learnt only once the model already maps some words to places; a placed
+    single object ties a word to a place directly. With ``p_place=0`` no extra
+    random numbers are drawn, so existing example streams are unchanged.
+    """
+    if not 0.0 <= p_place <= 1.0:
+        raise ValueError(f"the fraction of placed single objects must be in [0, 1], got {p_place}")
     if split == "heldout":
         pool = HELDOUT_PAIR_COMBOS if rng.random() < 0.5 else HELDOUT_COMBOS
         c = pool[rng.integers(len(pool))]
-        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2]), c[2]
+        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2]), c[2], None
     if split != "train":
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if rng.random() >= p_two:
+        placement = None
+        if p_place > 0 and rng.random() < p_place:
+            placement = list(PLACEMENTS)[rng.integers(len(PLACEMENTS))]
         color = list(COLORS)[rng.integers(len(COLORS))]
         shape = SHAPES[rng.integers(len(SHAPES))]
-        size = (None, "small", "large")[rng.integers(3)]
+        # A placed object is never "large": a large triangle cannot keep its centroid off the midline.
+        size = (None, "small", "large")[rng.integers(3 if placement is None else 2)]
         ext = rng.uniform(*SIZES[size])
-        cx, cy = rng.uniform(MARGIN + ext / 2, 1 - MARGIN - ext / 2, size=2)
-        return [PlacedObject(color, shape, size, float(cx), float(cy), float(ext))], None
+        lo, hi = MARGIN + ext / 2, 1 - MARGIN - ext / 2
+        centre = rng.uniform(lo, hi, size=2)
+        if placement is not None:
+            # Place the area centroid (what a viewer and the evaluator see): a triangle's lies ext/6 below its box centre.
+            axis, half = PLACEMENTS[placement]
+            off = ext / 6 if (shape == "triangle" and axis == 1) else 0.0
+            a, b = (lo + off, 0.5 - PLACEMENT_GAP) if half == 0 else (0.5 + PLACEMENT_GAP, hi + off)
+            centre[axis] = a + (b - a) * (centre[axis] - lo) / (hi - lo) - off
+        return [PlacedObject(color, shape, size, float(centre[0]), float(centre[1]), float(ext))], None, placement
     while True:
         i, j = rng.integers(len(_TRAIN_PAIR_OBJECTS), size=2)
         a, b = _TRAIN_PAIR_OBJECTS[i], _TRAIN_PAIR_OBJECTS[j]
         rel = RELATIONS[rng.integers(len(RELATIONS))]
         if a[0] != b[0] and (a[0], a[1], rel, b[0], b[1]) not in _HELDOUT_COMBO_SET:
-            return place_pair(rng, a, b, rel), rel
+            return place_pair(rng, a, b, rel), rel, None
 
 
 def shape_mask(obj: PlacedObject, size: int) -> np.ndarray:
@@ -285,21 +320,23 @@ def render_scene(objects: List[PlacedObject], size: int) -> np.ndarray:
     return img
 
 
-def render_example(rng: np.random.Generator, size: int, split: str = "train", p_two: float = P_TWO_OBJECTS):
+def render_example(rng: np.random.Generator, size: int, split: str = "train", p_two: float = P_TWO_OBJECTS,
+                   p_place: float = 0.0):
     """One example: (uint8 [size, size, 3] image, caption, metadata).
 
-    Metadata: ``{"objects": [{color, shape, size, center, extent, bbox}], "relation"}``
+    Metadata: ``{"objects": [{color, shape, size, center, extent, bbox}], "relation", "placement"}``
     with centre, extent and bbox (x0, y0, x1, y1) as fractions of the image side.
     """
     if size < 16:
         raise ValueError(f"image size {size} is too small for legible shapes (need >= 16)")
-    objects, relation = sample_scene(rng, split, p_two)
-    caption = format_caption([ObjectSpec(o.color, o.shape, o.size) for o in objects], relation)
+    objects, relation, placement = sample_scene(rng, split, p_two, p_place)
+    caption = format_caption([ObjectSpec(o.color, o.shape, o.size) for o in objects], relation, placement)
     meta = {
         "objects": [
             {"color": o.color, "shape": o.shape, "size": o.size, "center": (o.cx, o.cy), "extent": o.extent, "bbox": o.bbox}
             for o in objects
         ],
         "relation": relation,
+        "placement": placement,
     }
     return render_scene(objects, size), caption, meta

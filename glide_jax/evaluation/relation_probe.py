@@ -19,6 +19,12 @@ A model that has learnt relations has ``model`` approaching ``data`` at high
 noise; one that reads captions as a bag of colours and shapes has ``model``
 near zero. ``colour`` gives the model's difference for a changed colour word,
 as a yardstick of how strongly it follows the words it does use.
+
+:func:`text_sensitivity` asks the same of the text encoder alone. A bag of
+words cannot carry a relation ("A above B" and "B above A" share their words
+and have opposite layouts), so it reports how far the pooled embedding moves
+when the two noun phrases trade places (:func:`swapped`), next to the moves
+for a mirrored relation and a new colour word.
 """
 
 from __future__ import annotations
@@ -46,6 +52,14 @@ def mirrored(caption: str) -> str:
     if parsed.relation is None:
         raise ValueError(f"the relation probe needs two-object captions, got {caption!r}")
     return shapes.format_caption(parsed.objects, MIRROR[parsed.relation])
+
+
+def swapped(caption: str) -> str:
+    """The caption with its two noun phrases exchanged: the same words, the opposite layout."""
+    parsed = shapes.parse_caption(caption)
+    if parsed.relation is None:
+        raise ValueError(f"the relation probe needs two-object captions, got {caption!r}")
+    return shapes.format_caption(parsed.objects[::-1], parsed.relation)
 
 
 def recoloured(caption: str) -> str:
@@ -117,3 +131,21 @@ def relation_sensitivity(model, captions: Sequence[str] = DEFAULT_CAPTIONS, ts: 
             "colour": float(np.mean([_rms(x0[i], x0[2 * k + i]) for i in range(k)])),
         }
     return out
+
+
+def text_sensitivity(model, captions: Sequence[str] = DEFAULT_CAPTIONS) -> Dict[str, float]:
+    """Mean relative change of the pooled text embedding (``xf_proj``, which drives every residual
+    block) for a mirrored relation, swapped noun phrases and a new colour word: ``{"relation",
+    "order", "colour"}``, each ``|e(c') - e(c)| / |e(c)|`` averaged over ``captions``."""
+    from glide_jax.model_fns import text_encoder
+
+    k = len(captions)
+    variants = list(captions) + [mirrored(c) for c in captions] + [swapped(c) for c in captions] + \
+        [recoloured(c) for c in captions]
+    tokens, mask = model.tokens(variants)
+    pooled = np.asarray(text_encoder(model.config.unet)(model.params, jnp.asarray(tokens), jnp.asarray(mask))[0],
+                        np.float64)
+    base = pooled[:k]
+    change = lambda j: float(np.mean(np.linalg.norm(pooled[j * k:(j + 1) * k] - base, axis=-1)  # noqa: E731
+                                     / np.linalg.norm(base, axis=-1)))
+    return {"relation": change(1), "order": change(2), "colour": change(3)}

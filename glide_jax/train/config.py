@@ -37,6 +37,7 @@ class DataConfig:
     split: str = "train"
     num_examples: int = 20000  # "shapes": size of the procedural training set
     two_object_fraction: float = 0.5  # "shapes": share of two-object scenes (the rest: one object with a size)
+    placement_fraction: float = 0.0  # "shapes": share of one-object captions naming the object's half ("at the top")
     seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
     caption_dropout: float = 0.2  # fraction of empty captions (the unconditional branch of guidance)
     # "sentencepiece": learned from the training captions into <workdir>/tokenizer.model on the first run;
