@@ -202,7 +202,8 @@ def test_aggregate_math():
 def test_inpaint_case_and_scoring():
     rng = np.random.default_rng(0)
     captions = ["a small red circle", "a blue square above a white triangle", "an orange triangle to the left of a "
-                "black circle", "a yellow square below a green circle"]
+                "black circle", "a yellow square below a green circle", "a green triangle at the top",
+                "a small white square on the right"]
     for cap in captions * 3:
         source, mask, erased = run_shapes.inpaint_case(cap, 64, rng)
         assert E.score(source, cap)["correct"]
@@ -225,6 +226,11 @@ def test_inpaint_case_and_scoring():
 
 def test_prompts_from(tmp_path):
     assert run_shapes.prompts_from("heldout:5") == shapes.heldout_prompts(5)
+    placed = run_shapes.prompts_from("placed:96")
+    assert placed == shapes.placed_prompts(96) and len(set(placed)) == 96
+    assert all(parse_caption(p).placement for p in placed) and placed[:4] == shapes.placed_prompts(4)
+    with pytest.raises(ValueError, match="only 96"):
+        shapes.placed_prompts(97)
     f = tmp_path / "p.txt"
     f.write_text("a red circle\n\n  a large blue square \n")
     assert run_shapes.prompts_from(str(f)) == ["a red circle", "a large blue square"]

@@ -214,6 +214,15 @@ def is_heldout(objects: List[ObjectSpec], relation: Optional[str]) -> bool:
     return (a.color, a.shape) in HELDOUT_PAIRS or (b.color, b.shape) in HELDOUT_PAIRS or combo in _HELDOUT_COMBO_SET
 
 
+def placed_prompts(n: int) -> List[str]:
+    """``n`` distinct placed single-object captions ("a red circle at the top"), the same for every call."""
+    combos = [(c, s, p) for c in COLORS for s in SHAPES for p in PLACEMENTS]
+    if n > len(combos):
+        raise ValueError(f"only {len(combos)} placed prompts exist, asked for {n}")
+    order = np.random.default_rng(_HELDOUT_SEED + 2).permutation(len(combos))[:n]
+    return [format_caption([ObjectSpec(*combos[i][:2])], None, combos[i][2]) for i in order]
+
+
 def heldout_prompts(n: int) -> List[str]:
     """``n`` distinct held-out captions, the same for every call: pair and combination
     hold-outs alternate, each in a fixed shuffled order."""
@@ -253,6 +262,22 @@ def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str],
     return out
 
 
+def place_single(rng: np.random.Generator, obj: ObjectSpec, placement: Optional[str] = None) -> PlacedObject:
+    """Place one object of its size band anywhere, or with its area centroid in the half ``placement`` names."""
+    if placement is not None and (placement not in PLACEMENTS or obj.size == "large"):
+        raise ValueError(f"cannot place {obj} {placement!r}: placements are {list(PLACEMENTS)}, for objects not large")
+    ext = rng.uniform(*SIZES[obj.size])
+    lo, hi = MARGIN + ext / 2, 1 - MARGIN - ext / 2
+    centre = rng.uniform(lo, hi, size=2)
+    if placement is not None:
+        # The area centroid is what a viewer and the evaluator see: a triangle's lies ext/6 below its box centre.
+        axis, half = PLACEMENTS[placement]
+        off = ext / 6 if (obj.shape == "triangle" and axis == 1) else 0.0
+        a, b = (lo + off, 0.5 - PLACEMENT_GAP) if half == 0 else (0.5 + PLACEMENT_GAP, hi + off)
+        centre[axis] = a + (b - a) * (centre[axis] - lo) / (hi - lo) - off
+    return PlacedObject(obj.color, obj.shape, obj.size, float(centre[0]), float(centre[1]), float(ext))
+
+
 def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = P_TWO_OBJECTS,
                  p_place: float = 0.0):
     """Draw a scene: (placed objects, relation or None, placement or None). Geometry is size-independent.
@@ -280,16 +305,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
         shape = SHAPES[rng.integers(len(SHAPES))]
         # A placed object is never "large": a large triangle cannot keep its centroid off the midline.
         size = (None, "small", "large")[rng.integers(3 if placement is None else 2)]
-        ext = rng.uniform(*SIZES[size])
-        lo, hi = MARGIN + ext / 2, 1 - MARGIN - ext / 2
-        centre = rng.uniform(lo, hi, size=2)
-        if placement is not None:
-            # Place the area centroid (what a viewer and the evaluator see): a triangle's lies ext/6 below its box centre.
-            axis, half = PLACEMENTS[placement]
-            off = ext / 6 if (shape == "triangle" and axis == 1) else 0.0
-            a, b = (lo + off, 0.5 - PLACEMENT_GAP) if half == 0 else (0.5 + PLACEMENT_GAP, hi + off)
-            centre[axis] = a + (b - a) * (centre[axis] - lo) / (hi - lo) - off
-        return [PlacedObject(color, shape, size, float(centre[0]), float(centre[1]), float(ext))], None, placement
+        return [place_single(rng, ObjectSpec(color, shape, size), placement)], None, placement
     while True:
         i, j = rng.integers(len(_TRAIN_PAIR_OBJECTS), size=2)
         a, b = _TRAIN_PAIR_OBJECTS[i], _TRAIN_PAIR_OBJECTS[j]

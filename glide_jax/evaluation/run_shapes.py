@@ -29,12 +29,15 @@ ERASE_PAD = 0.025  # border added around the erased object's bounding box, fract
 
 
 def prompts_from(spec: str) -> List[str]:
-    """Captions from ``heldout:N`` (``shapes.heldout_prompts(N)``) or a file with one caption a line."""
+    """Captions from ``heldout:N`` (``shapes.heldout_prompts(N)``), ``placed:N`` (``shapes.placed_prompts(N)``)
+    or a file with one caption a line."""
     if spec.startswith("heldout:"):
         return shapes.heldout_prompts(int(spec.split(":", 1)[1]))
+    if spec.startswith("placed:"):
+        return shapes.placed_prompts(int(spec.split(":", 1)[1]))
     path = Path(spec)
     if not path.exists():
-        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N)")
+        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N or placed:N)")
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompts file {spec} has no captions")
@@ -47,10 +50,7 @@ def inpaint_case(caption: str, size: int, rng: np.random.Generator) -> Tuple[np.
     """(uint8 [S, S, 3] scene of ``caption``, float32 [S, S] mask with 0 over one object, its index)."""
     parsed = shapes.parse_caption(caption)
     if parsed.relation is None:
-        o = parsed.objects[0]
-        ext = float(rng.uniform(*shapes.SIZES[o.size]))
-        cx, cy = rng.uniform(shapes.MARGIN + ext / 2, 1 - shapes.MARGIN - ext / 2, size=2)
-        objects = [shapes.PlacedObject(o.color, o.shape, o.size, float(cx), float(cy), ext)]
+        objects = [shapes.place_single(rng, parsed.objects[0], parsed.placement)]
     else:
         a, b = parsed.objects
         objects = shapes.place_pair(rng, (a.color, a.shape), (b.color, b.shape), parsed.relation)
