@@ -311,3 +311,16 @@ def test_tool_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert len(records) == 4 and len(list((tmp_path / "out").glob("000[0-3].png"))) == 4
     assert main(["--prompts", "heldout:1", "--model", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_tool_starts_a_model_without_a_canvas_from_the_shapes_background(tmp_path, monkeypatch, capsys):
+    from tools.eval_shapes import main
+
+    monkeypatch.setenv("GLIDE_JAX_CACHE", str(require_fixture("tokenizer")))
+    model = _random_model_dir(tmp_path / "model", "tiny-base")
+    code = main(["--prompts", "placed:1", "--model", model, "--sampler", "ddim", "--steps", "4", "--start", "0.5",
+                 "--n-per-prompt", "1", "--json"])
+    assert code == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 1 and out["settings"]["start"] == {"fraction": 0.5, "canvas": list(shapes.BACKGROUND)}
+    assert out["per_attribute"]["position"] is not None  # a placed caption has its position scored

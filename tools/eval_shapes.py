@@ -5,8 +5,9 @@
     python -m tools.eval_shapes --prompts captions.txt --model INPAINT_DIR --inpaint --json
     python -m tools.eval_shapes --relation-probe --model WORKDIR      # seconds: does "above" change anything?
 
-``--prompts`` is a file with one caption a line, or ``heldout:N`` for the first
-N held-out captions of :mod:`glide_jax.data.shapes`. With ``--inpaint`` each
+``--prompts`` is a file with one caption a line, ``heldout:N`` for the first
+N held-out captions of :mod:`glide_jax.data.shapes`, or ``placed:N`` for N
+single objects with a placement ("a red circle at the top"). With ``--inpaint`` each
 caption's scene is rendered, one object erased and the model asked to fill it;
 keep-region fidelity and fill accuracy are reported too. Prints a table of the
 overall and per-attribute accuracy (``--json``: the aggregate as JSON); bad
@@ -18,6 +19,7 @@ input prints ``error: ...`` and exits with status 2. Thin wrapper over
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Optional, Sequence
@@ -25,7 +27,7 @@ from typing import Optional, Sequence
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.eval_shapes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", default=None, help="file with one caption a line, or heldout:N")
+    p.add_argument("--prompts", default=None, help="file with one caption a line, heldout:N or placed:N")
     p.add_argument("--relation-probe", action="store_true",
                    help="instead of sampling, measure how much the base model's high-noise image estimate "
                         "changes when a caption's relation is mirrored (glide_jax.evaluation.relation_probe)")
@@ -41,7 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sampler", default=None, help="ddpm, ddim or dpm++2m (default: the model's recommendation)")
     p.add_argument("--steps", default=None, help="sampling steps or respacing spec (default: the model's)")
     p.add_argument("--start", type=float, default=None,
-                   help="fraction of the chain to run from the model's canvas (default: the model's, else 1)")
+                   help="fraction of the chain to run from the model's canvas, or the shapes' background "
+                        "for a model without one (default: the model's, else 1)")
     p.add_argument("--inpaint", action="store_true", help="evaluate inpainting of rendered scenes")
     p.add_argument("--n-per-prompt", type=int, default=1, help="samples per caption (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -55,7 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from glide_jax.evaluation.run_shapes import evaluate, format_table, prompts_from
         from glide_jax.loading import load_pipeline
         from glide_jax.cli import stage_options
-        from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+        from glide_jax.data import shapes
+        from glide_jax.pipeline import BASE_DEFAULT, DEFAULT, UPSAMPLE_DEFAULT
 
         if args.relation_probe:
             from glide_jax.evaluation.relation_probe import relation_sensitivity, text_sensitivity
@@ -68,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               "model": args.model}, indent=2))
             return 0
         if not args.prompts:
-            raise ValueError("--prompts is required (a file with one caption a line, or heldout:N)")
+            raise ValueError("--prompts is required (a file with one caption a line, heldout:N or placed:N)")
         prompts = prompts_from(args.prompts)
         if args.model == "embedded":
             args.model = "embedded-inpaint" if args.inpaint else "embedded-base"
@@ -79,7 +83,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         upsampler = None if args.upsampler in (None, "none") else args.upsampler
         pipe = load_pipeline(args.model, upsampler, args.clip_model)
         up = stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, None, args.upsample_steps) if upsampler else None
-        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=args.start)
+        own = pipe.base.sampling
+        needs_canvas = args.start is not None and args.start < 1.0 and (own is None or own.canvas is None)
+        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps,
+                             start=None if needs_canvas else args.start)
+        if needs_canvas:  # a model without a recommended canvas (a training workdir) starts from the shapes' background
+            base = dataclasses.replace((own or BASE_DEFAULT) if base == DEFAULT else base, start=args.start,
+                                       canvas=shapes.BACKGROUND)
         result = evaluate(pipe, prompts, n_per_prompt=args.n_per_prompt, seed=args.seed,
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,
