@@ -6,6 +6,8 @@ the architecture of ``base_tiny`` (32 channels, text transformer 2 x 64 over
 16 tokens) at 16x16 with every scene a related pair, so a few thousand steps
 show whether, and how fast, relations are learnt; the relation probe
 (``python -m tools.eval_shapes --relation-probe --model WORKDIR``) is the measure.
+Measured (session 5, stopped at 1,200 of 3,000 steps for time): relation probe
+0.0006 at step 1,000, where the data's mean images differ by 0.22.
 """
 
 import dataclasses

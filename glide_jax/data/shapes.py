@@ -284,10 +284,11 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
 
     ``p_place``: the share of one-object scenes whose caption names the half of
     the image the object is in. Why: a caption read as a bag of words cannot
-    tell "A above B" from "B above A", so the word order behind a relation is
-    learnt only once the model already maps some words to places; a placed
-    single object ties a word to a place directly. With ``p_place=0`` no extra
-    random numbers are drawn, so existing example streams are unchanged.
+    tell "A above B" from "B above A", but it does carry "at the top", so a
+    placement tests and trains the link from a word to a place without word
+    order (docs/training.md has what it did for the embedded base). With
+    ``p_place=0`` no extra random numbers are drawn, so existing example
+    streams are unchanged.
     """
     if not 0.0 <= p_place <= 1.0:
         raise ValueError(f"the fraction of placed single objects must be in [0, 1], got {p_place}")

@@ -56,9 +56,9 @@ class ShapesSource:
 
     def __repr__(self) -> str:
         # The repr is what grain checks when a run resumes: it names the index space (which examples
-        # exist and their random streams), not the scene mix, so the share of two-object scenes may be
-        # or the share of placed single objects changed between resumed runs (a curriculum) while the
-        # iterator position stays valid.
+        # exist and their random streams), not the scene mix, so the shares of two-object scenes and of
+        # placed single objects may be changed between resumed runs (a curriculum) while the iterator
+        # position stays valid.
         return f"ShapesSource(n={self.num_examples}, size={self.size}, seed={self.seed}, split={self.split})"
 
 
