@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from glide_jax.config import ClipConfig
+from glide_jax.config import ClipConfig, config_from_dict
 from glide_jax.data.pipeline import global_batch
 from glide_jax.train import config as config_lib
 from glide_jax.train import data as data_lib
@@ -103,7 +103,12 @@ def check_resumable(workdir: Path, cfg: ExperimentConfig) -> None:
     if not path.exists():
         return
     saved, new = json.loads(path.read_text()), config_lib.to_dict(cfg)
-    problems = [k for k in ("task", "model") if saved.get(k) != new[k]]
+    problems = ["task"] if saved.get("task") != new["task"] else []
+    try:  # parsed, so that a field added since the run was saved compares as its default
+        same_model = config_from_dict(saved["model"]) == cfg.model
+    except (KeyError, TypeError, ValueError):
+        same_model = False
+    problems += [] if same_model else ["model"]
     problems += [f"train.{k} on/off" for k in ("weight_decay", "grad_clip")
                  if bool(saved.get("train", {}).get(k)) != bool(new["train"][k])]
     if problems:
