@@ -77,6 +77,9 @@ class UNetConfig:
     text: TextConfig = field(default_factory=TextConfig)
     dtype: str = "float32"  # compute dtype; params always stay float32
     remat: bool = False  # rematerialise residual blocks (saves activation memory in training)
+    # Not in GLIDE: two extra input channels holding each pixel's (row, column) in [-1, 1], so the
+    # first convolution already knows where it is (the released U-Nets only see zero padding).
+    coord_channels: bool = False
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -101,6 +104,8 @@ class UNetConfig:
             c += self.in_channels + 1
         if self.super_res:
             c += self.in_channels
+        if self.coord_channels:
+            c += 2
         return c
 
     @property

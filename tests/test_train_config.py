@@ -134,3 +134,21 @@ def test_mse_weighting_is_checked():
         TrainConfig(mse_weighting="snr")
     with pytest.raises(ValueError, match="mse_weight_clip"):
         TrainConfig(mse_weighting="min_snr", mse_weight_clip=0.0)
+
+
+def test_resuming_a_run_saved_before_a_config_field_existed(tmp_path):
+    import json
+
+    from glide_jax.train.loop import EXPERIMENT_FILE, check_resumable
+
+    cfg = C.load_config_file(REPO / "experiments" / "configs" / "base_micro.py")
+    saved = C.to_dict(cfg)
+    del saved["model"]["unet"]["coord_channels"]  # experiment.json written before the field was added
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps(saved))
+    check_resumable(tmp_path, cfg)
+    with pytest.raises(ValueError, match="different model"):
+        check_resumable(tmp_path, C.apply_overrides(cfg, ["model.unet.coord_channels=true"]))
+    saved["model"]["unet"]["no_such_field"] = 1
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different model"):
+        check_resumable(tmp_path, cfg)

@@ -88,3 +88,63 @@ def test_parameters_that_do_not_fit_are_named(src):
     broken = dict(src, unet={k: v for k, v in src["unet"].items() if k != "out_2"})
     with pytest.raises(CheckpointMismatchError, match="out_2"):
         warm_start_params(broken, SOURCE, SOURCE)
+
+
+COORDS = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, coord_channels=True))
+
+
+def test_coordinate_grid_marks_rows_and_columns():
+    from glide_jax.nn.unet import coordinate_grid
+
+    g = np.asarray(coordinate_grid(2, 4))
+    assert g.shape == (2, 4, 4, 2)
+    np.testing.assert_allclose(g[0, :, 0, 0], [-1, -1 / 3, 1 / 3, 1], atol=1e-6)  # row: top -1 .. bottom +1
+    np.testing.assert_allclose(g[0, 0, :, 1], [-1, -1 / 3, 1 / 3, 1], atol=1e-6)  # column: left -1 .. right +1
+    assert np.all(g[:, :, :, 0] == g[:, :, :1, 0]) and np.all(g[1] == g[0])
+
+
+def test_adding_coordinate_channels_starts_where_the_source_was(src):
+    # out_2 is zero at init, which would hide any difference: give it weights first
+    rng = np.random.default_rng(1)
+    src = dict(src, unet=dict(src["unet"], out_2=jax.tree.map(
+        lambda a: rng.normal(scale=0.1, size=a.shape).astype(a.dtype), src["unet"]["out_2"])))
+    warm = warm_start_params(src, SOURCE, COORDS)
+    kernel = warm["unet"]["input_blocks_0_0"]["kernel"]
+    assert kernel.shape[2] == 5 and not kernel[:, :, 3:].any()
+    np.testing.assert_array_equal(kernel[:, :, :3], src["unet"]["input_blocks_0_0"]["kernel"])
+    args = example_inputs(SOURCE.unet, 2)
+    x = jax.random.normal(jax.random.key(3), args[0].shape)
+    run = lambda cfg, p: GlideUNet(cfg.unet).apply({"params": p}, x, *args[1:])  # noqa: E731
+    before, after = run(SOURCE, src), run(COORDS, warm)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    # the coordinate channels do reach the network once their weights move
+    nudged = kernel.copy()
+    nudged[:, :, 3:] = 0.1
+    moved = dict(warm, unet=dict(warm["unet"], input_blocks_0_0=dict(warm["unet"]["input_blocks_0_0"], kernel=nudged)))
+    assert float(jnp.abs(run(COORDS, moved) - before).max()) > 1e-3
+    with pytest.raises(ValueError, match="coord_channels"):
+        warm_start_params(warm, COORDS, SOURCE)
+
+
+def test_inpaint_widening_keeps_coordinate_channels_last():
+    from glide_jax.train import finetune
+
+    k = np.random.default_rng(0).normal(size=(3, 3, 5, 8)).astype(np.float32)  # [x, coords]
+    wide = finetune.widen_first_conv(k, 3, super_res=False, coords=True)  # [x, image*mask, mask, coords]
+    assert wide.shape == (3, 3, 9, 8)
+    np.testing.assert_array_equal(wide[:, :, :3], k[:, :, :3])
+    np.testing.assert_array_equal(wide[:, :, 7:], k[:, :, 3:])
+    assert not wide[:, :, 3:7].any()
+    inpaint = dataclasses.replace(COORDS.unet, inpaint=True)
+    assert inpaint.model_in_channels == 9
+    shapes = jax.eval_shape(lambda key: nn.unbox(init_params(inpaint, key)["params"]), jax.random.key(0))
+    assert shapes["unet"]["input_blocks_0_0"]["kernel"].shape[2] == 9
+
+
+def test_coordinate_channels_survive_a_config_round_trip():
+    from glide_jax.config import config_from_dict, config_to_dict
+
+    assert config_from_dict(config_to_dict(COORDS)).unet.coord_channels
+    old = config_to_dict(SOURCE)
+    old["unet"].pop("coord_channels", None)  # a config.json written before the field existed
+    assert config_from_dict(old) == SOURCE

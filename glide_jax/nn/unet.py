@@ -174,6 +174,14 @@ class UNetTorso(nn.Module):
         return h.astype(jnp.float32)
 
 
+def coordinate_grid(batch: int, size: int, dtype=jnp.float32) -> jax.Array:
+    """``[batch, size, size, 2]``: each pixel centre's (row, column), -1 at the top/left edge pixel, +1 at the
+    bottom/right one; the ``coord_channels`` input."""
+    axis = jnp.linspace(-1.0, 1.0, size, dtype=jnp.float32)
+    grid = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), axis=-1).astype(dtype)
+    return jnp.broadcast_to(grid, (batch, size, size, 2))
+
+
 def resize_bilinear(low_res: jax.Array, size: int) -> jax.Array:
     """Bilinear resize with half-pixel centres and edge clamping (PyTorch ``align_corners=False``)."""
     b, _, _, c = low_res.shape
@@ -234,6 +242,8 @@ class GlideUNet(nn.Module):
             if low_res.ndim != 4 or low_res.shape[0] != b or low_res.shape[-1] != c:
                 raise ValueError(f"low_res must have shape [{b}, h, w, {c}] (NHWC), got {tuple(low_res.shape)}")
             parts.append(resize_bilinear(low_res, size).astype(x.dtype))
+        if cfg.coord_channels:
+            parts.append(coordinate_grid(b, size, x.dtype))
         h = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else x
         text = None
         if cfg.text.width:

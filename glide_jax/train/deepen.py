@@ -19,7 +19,8 @@ The deepened network computes something different at step 0 (its middle
 block now runs at 4×4), but it starts from everything the source learnt about
 colours, shapes and the text. ``train.init_from`` of a ``base`` or
 ``upsample`` experiment uses this when the source has one level fewer, and
-copies the parameters unchanged when the configs agree.
+copies the parameters unchanged when the configs agree. A target that adds
+``coord_channels`` gets them as zero-weight inputs of the first convolution.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from glide_jax.checkpoints.torch_layout import CheckpointMismatchError, flat_sha
 from glide_jax.config import ModelConfig, UNetConfig
 from glide_jax.nn.unet import init_params
 
+FIRST_CONV = "input_blocks_0_0"
 _BLOCK = re.compile(r"^(input_blocks|output_blocks)_(\d+)_(\d+)$")
 # Fields that may differ between a model and its warm-started continuation (same weights apply).
 _FREE_FIELDS = ("dropout", "dtype", "remat")
@@ -77,6 +79,9 @@ def levels_added(source: ModelConfig, target: ModelConfig) -> int:
     if source.diffusion != target.diffusion:
         raise ValueError(f"diffusion settings differ: {source.diffusion} vs {target.diffusion}")
     s, t = _unet(source), _unet(target)
+    if s.coord_channels and not t.coord_channels:
+        raise ValueError("the source U-Net reads coordinate channels and the target does not (coord_channels)")
+    s = dataclasses.replace(s, coord_channels=t.coord_channels)
     if s == t:
         return 0
     deeper = dataclasses.replace(
@@ -131,6 +136,15 @@ def deepen_unet_params(unet: Dict[str, Any], source: UNetConfig, target: UNetCon
     return out
 
 
+def add_coordinate_inputs(unet: Dict[str, Any]) -> Dict[str, Any]:
+    """The U-Net parameters with two zero input channels appended to the first convolution, so a model
+    given ``coord_channels`` computes at step 0 exactly what its source did."""
+    conv = dict(unet[FIRST_CONV])
+    kernel = np.asarray(conv["kernel"])
+    conv["kernel"] = np.concatenate([kernel, np.zeros(kernel.shape[:2] + (2,) + kernel.shape[3:], kernel.dtype)], 2)
+    return dict(unet, **{FIRST_CONV: conv})
+
+
 def _check_shapes(params: Dict[str, Any], target: ModelConfig) -> None:
     want = flat_shapes(jax.eval_shape(lambda k: init_params(target.unet, k)["params"], jax.random.key(0)))
     got = flat_shapes(params)
@@ -146,6 +160,8 @@ def warm_start_params(source_params: Dict[str, Any], source: ModelConfig, target
     tree = jax.tree.map(np.asarray, source_params.get("params", source_params))
     if levels_added(source, target):
         tree = dict(tree, unet=deepen_unet_params(dict(tree["unet"]), source.unet, target.unet))
+    if target.unet.coord_channels and not source.unet.coord_channels:
+        tree = dict(tree, unet=add_coordinate_inputs(dict(tree["unet"])))
     _check_shapes(tree, target)
     return tree
 

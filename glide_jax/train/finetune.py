@@ -74,18 +74,17 @@ def check_compatible(source: ModelConfig, target: ModelConfig) -> None:
         raise ValueError(f"low_res_size differs: {source.low_res_size} vs {target.low_res_size}")
 
 
-def widen_first_conv(kernel: np.ndarray, in_channels: int, super_res: bool) -> np.ndarray:
-    """``[kh, kw, c_in, c_out]`` kernel of ``[x, (low_res)]`` -> ``[x, image*mask, mask, (low_res)]``,
-    the new input channels zero."""
+def widen_first_conv(kernel: np.ndarray, in_channels: int, super_res: bool, coords: bool = False) -> np.ndarray:
+    """``[kh, kw, c_in, c_out]`` kernel of ``[x, (low_res), (coords)]`` ->
+    ``[x, image*mask, mask, (low_res), (coords)]``, the new input channels zero."""
     kernel = np.asarray(kernel)
     c = in_channels
-    expected = c * (2 if super_res else 1)
+    expected = c * (2 if super_res else 1) + (2 if coords else 0)
     if kernel.shape[2] != expected:
         raise ValueError(f"first conv has {kernel.shape[2]} input channels, expected {expected}")
-    out = np.zeros(kernel.shape[:2] + (2 * c + 1 + (c if super_res else 0),) + kernel.shape[3:], kernel.dtype)
+    out = np.zeros(kernel.shape[:2] + (expected + c + 1,) + kernel.shape[3:], kernel.dtype)
     out[:, :, :c] = kernel[:, :, :c]
-    if super_res:
-        out[:, :, 2 * c + 1:] = kernel[:, :, c:]
+    out[:, :, 2 * c + 1:] = kernel[:, :, c:]
     return out
 
 
@@ -96,7 +95,8 @@ def inpaint_params_from(source_params: Dict[str, Any], source: ModelConfig, targ
     tree = jax.tree.map(np.asarray, tree)
     unet = dict(tree["unet"])
     conv = dict(unet[FIRST_CONV])
-    conv["kernel"] = widen_first_conv(conv["kernel"], target.unet.in_channels, target.unet.super_res)
+    conv["kernel"] = widen_first_conv(conv["kernel"], target.unet.in_channels, target.unet.super_res,
+                                      target.unet.coord_channels)
     unet[FIRST_CONV] = conv
     return dict(tree, unet=unet)
 
