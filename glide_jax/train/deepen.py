@@ -35,8 +35,8 @@ import numpy as np
 from glide_jax.checkpoints.torch_layout import CheckpointMismatchError, flat_shapes
 from glide_jax.config import ModelConfig, UNetConfig
 from glide_jax.nn.unet import init_params
+from glide_jax.train.finetune import FIRST_CONV
 
-FIRST_CONV = "input_blocks_0_0"
 _BLOCK = re.compile(r"^(input_blocks|output_blocks)_(\d+)_(\d+)$")
 # Fields that may differ between a model and its warm-started continuation (same weights apply).
 _FREE_FIELDS = ("dropout", "dtype", "remat")
