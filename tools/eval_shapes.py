@@ -44,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", default=None, help="sampling steps or respacing spec (default: the model's)")
     p.add_argument("--start", type=float, default=None,
                    help="fraction of the chain to run from the model's canvas, or the shapes' background "
-                        "for a model without one (default: the model's, else 1)")
+                        "for a model without a sampling recommendation (default: the model's, else 1)")
     p.add_argument("--inpaint", action="store_true", help="evaluate inpainting of rendered scenes")
     p.add_argument("--n-per-prompt", type=int, default=1, help="samples per caption (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from glide_jax.loading import load_pipeline
         from glide_jax.cli import stage_options
         from glide_jax.data import shapes
-        from glide_jax.pipeline import BASE_DEFAULT, DEFAULT, UPSAMPLE_DEFAULT
+        from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
         if args.relation_probe:
             from glide_jax.evaluation.relation_probe import relation_sensitivity, text_sensitivity
@@ -83,13 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         upsampler = None if args.upsampler in (None, "none") else args.upsampler
         pipe = load_pipeline(args.model, upsampler, args.clip_model)
         up = stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, None, args.upsample_steps) if upsampler else None
-        own = pipe.base.sampling
-        needs_canvas = args.start is not None and args.start < 1.0 and (own is None or own.canvas is None)
-        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps,
-                             start=None if needs_canvas else args.start)
-        if needs_canvas:  # a model without a recommended canvas (a training workdir) starts from the shapes' background
-            base = dataclasses.replace((own or BASE_DEFAULT) if base == DEFAULT else base, start=args.start,
-                                       canvas=shapes.BACKGROUND)
+        # A model without its own recommendation (a training workdir) starts a truncated chain from the background.
+        fallback = dataclasses.replace(BASE_DEFAULT, canvas=shapes.BACKGROUND)
+        base = stage_options(pipe.base, fallback, args.sampler, args.steps, start=args.start)
         result = evaluate(pipe, prompts, n_per_prompt=args.n_per_prompt, seed=args.seed,
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,
