@@ -1,4 +1,4 @@
-"""The relation probe: caption rewrites, the training geometry's mean images, and the tool on the embedded base."""
+"""The relation probe: caption rewrites, the training geometry's mean images, and (slow) the probe of the embedded base."""
 
 import numpy as np
 import pytest
@@ -28,9 +28,15 @@ def test_data_mean_images_put_the_first_object_where_the_relation_says():
     np.testing.assert_array_equal(above, R.data_mean_image("a red circle above a blue square", 32, n=300))
 
 
-def test_probe_of_the_embedded_base(capsys):
-    from glide_jax.loading import load
+def test_eval_tool_requires_prompts(capsys):
     from tools.eval_shapes import main
+
+    assert main([]) == 2 and "--prompts is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~15 s, mostly compiling the base at the probe's batch; a research diagnostic
+def test_probe_of_the_embedded_base():
+    from glide_jax.loading import load
 
     out = R.relation_sensitivity(load("embedded-base"), R.DEFAULT_CAPTIONS[:2], ts=(950, 800), n=4, data_n=200)
     assert sorted(out) == [800, 950]
@@ -38,7 +44,6 @@ def test_probe_of_the_embedded_base(capsys):
         assert v["data"] > 0.15  # mirrored captions' true mean images differ strongly
         assert v["colour"] > 0.03  # the model follows colour words at every probed noise level
         assert 0.0 <= v["model"] < 1.0
-    assert main([]) == 2 and "--prompts is required" in capsys.readouterr().err
     text = R.text_sensitivity(load("embedded-base"), R.DEFAULT_CAPTIONS)
     assert sorted(text) == ["colour", "order", "relation"]
     # The shipped base reads captions nearly as bags of words (docs/training.md): a colour word
