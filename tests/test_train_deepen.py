@@ -103,6 +103,7 @@ def test_coordinate_grid_marks_rows_and_columns():
     assert np.all(g[:, :, :, 0] == g[:, :, :1, 0]) and np.all(g[1] == g[0])
 
 
+@pytest.mark.slow  # ~10 s of compilation for an experimental option that no shipped config uses
 def test_adding_coordinate_channels_starts_where_the_source_was(src):
     # out_2 is zero at init, which would hide any difference: give it weights first
     rng = np.random.default_rng(1)
