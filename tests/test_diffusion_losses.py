@@ -76,6 +76,23 @@ def test_sampler_and_quartiles():
     assert np.isnan(np.asarray(means)[2])
 
 
+def test_high_noise_share_of_the_timestep_draw():
+    key = jax.random.PRNGKey(5)
+    plain, _ = sample_timesteps(key, 64, 1000)
+    # The default draw is unchanged by the option's existence (resumed runs see the same timesteps).
+    np.testing.assert_array_equal(plain, jax.random.randint(key, (64,), 0, 1000, dtype=jnp.int32))
+    t, w = sample_timesteps(key, 4096, 1000, high_noise_fraction=0.75, high_noise_from=500)
+    t = np.asarray(t)
+    assert np.all(np.asarray(w) == 1.0) and t.dtype == np.int32
+    assert t[:3072].min() >= 500 and t.max() <= 999 and abs(t[:3072].mean() - 749.5) < 10
+    assert t[3072:].min() < 20 and abs(t[3072:].mean() - 499.5) < 25  # the rest stays uniform
+    every, _ = sample_timesteps(key, 6, 1000, 1.0, 900)
+    assert int(jnp.min(every)) >= 900
+    for frac, start in ((1.5, 500), (-0.1, 500), (0.5, 1000), (0.5, -1)):
+        with pytest.raises(ValueError, match="high_noise"):
+            sample_timesteps(key, 8, 1000, frac, start)
+
+
 def test_mse_weights_follow_the_snr():
     from glide_jax.diffusion import mse_weights
 

@@ -134,6 +134,11 @@ def test_mse_weighting_is_checked():
         TrainConfig(mse_weighting="snr")
     with pytest.raises(ValueError, match="mse_weight_clip"):
         TrainConfig(mse_weighting="min_snr", mse_weight_clip=0.0)
+    assert TrainConfig(high_noise_fraction=0.75, high_noise_from=0.5).high_noise_fraction == 0.75
+    with pytest.raises(ValueError, match="high_noise_fraction"):
+        TrainConfig(high_noise_fraction=1.2)
+    with pytest.raises(ValueError, match="high_noise_from"):
+        TrainConfig(high_noise_fraction=0.5, high_noise_from=1.0)
 
 
 def test_resuming_a_run_saved_before_a_config_field_existed(tmp_path):

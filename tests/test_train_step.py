@@ -95,6 +95,17 @@ def test_non_finite_loss_skips_the_update_and_counts_it(setup):
     assert math.isfinite(float(metrics["loss"]))
 
 
+@pytest.mark.slow  # a second compilation of the step (~10 s) for a one-line wiring; the draw is tested in test_diffusion_losses
+def test_high_noise_draw_reaches_the_step(setup):
+    tx, _, params = setup
+    cfg = dataclasses.replace(TRAIN, high_noise_fraction=1.0, high_noise_from=0.75)
+    step = jax.jit(make_diffusion_step(MODEL, cfg, tx))
+    _, metrics = step(S.create_state(params, tx, seed=0), _batch())
+    # Every timestep lies in the last quarter of the chain: the other quarters report no samples (NaN).
+    q = [float(metrics[f"mse_q{i}"]) for i in range(4)]
+    assert all(math.isnan(v) for v in q[:3]) and math.isfinite(q[3]), q
+
+
 @pytest.mark.slow  # one more compilation, slow for bfloat16 on CPU
 def test_bfloat16_compute_keeps_float32_params_and_close_loss(setup):
     tx, step, params = setup

@@ -144,9 +144,25 @@ def training_losses(
     return terms
 
 
-def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int) -> Tuple[jnp.ndarray, jnp.ndarray]:
-    """Uniform timestep sampler: int32 indices ``[B]`` and their importance weights (all ones)."""
-    t = jax.random.randint(key, (batch_size,), 0, num_timesteps, dtype=jnp.int32)
+def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, high_noise_fraction: float = 0.0,
+                     high_noise_from: int = 0) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """Timestep indices ``[B]`` (int32) and their importance weights (all ones).
+
+    Uniform over ``[0, num_timesteps)`` by default. With ``high_noise_fraction``
+    > 0, that share of the batch (rounded, the leading rows) is drawn from
+    ``[high_noise_from, num_timesteps)`` instead. This deliberately biases the
+    objective towards high noise: a scene's layout (which object goes where) is
+    decided only there, and under the uniform draw and the eps loss its share
+    of the gradient is too small for a small model to learn a relation word.
+    """
+    if not 0.0 <= high_noise_fraction <= 1.0:
+        raise ValueError(f"high_noise_fraction must be in [0, 1], got {high_noise_fraction}")
+    if not 0 <= high_noise_from < num_timesteps:
+        raise ValueError(f"high_noise_from must be in [0, {num_timesteps}), got {high_noise_from}")
+    n_high = int(round(batch_size * high_noise_fraction))
+    low = 0 if n_high == 0 else jnp.concatenate([jnp.full((n_high,), high_noise_from, jnp.int32),
+                                                 jnp.zeros((batch_size - n_high,), jnp.int32)])
+    t = jax.random.randint(key, (batch_size,), low, num_timesteps, dtype=jnp.int32)
     return t, jnp.ones((batch_size,), jnp.float32)
 
 

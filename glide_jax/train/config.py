@@ -72,6 +72,8 @@ class TrainConfig:
     loss_type: str = "mse"  # "mse" or "rescaled_mse" (hybrid loss weighting, see diffusion.losses)
     mse_weighting: str = "eps"  # "eps" (GLIDE), "truncated_snr" or "min_snr" (see diffusion.losses.mse_weights)
     mse_weight_clip: float = 5.0  # cap of truncated_snr's weight, gamma of min_snr
+    high_noise_fraction: float = 0.0  # share of each batch with t drawn from [high_noise_from * T, T) (0: uniform)
+    high_noise_from: float = 0.5  # fraction of the chain where that range starts
     init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune;
     # base/upsample: a trained model of the same config, or of one level fewer (see train.deepen)
     log_every: int = 50
@@ -88,6 +90,10 @@ class TrainConfig:
             raise ValueError(f"train.mse_weighting must be one of {MSE_WEIGHTINGS}, got {self.mse_weighting!r}")
         if self.mse_weighting != "eps" and not self.mse_weight_clip > 0:
             raise ValueError(f"train.mse_weight_clip must be positive, got {self.mse_weight_clip}")
+        if not 0.0 <= self.high_noise_fraction <= 1.0:
+            raise ValueError(f"train.high_noise_fraction must be in [0, 1], got {self.high_noise_fraction}")
+        if not 0.0 <= self.high_noise_from < 1.0:
+            raise ValueError(f"train.high_noise_from must be in [0, 1), got {self.high_noise_from}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 

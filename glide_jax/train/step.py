@@ -143,7 +143,7 @@ def make_diffusion_step(
             raise ValueError(f"batch of {b} does not split into {m} microbatches")
         key = state_lib.step_key(state)
         k_t, k_noise, k_drop = jax.random.split(key, 3)
-        t, _ = sample_timesteps(k_t, b, num_t)
+        t, _ = sample_timesteps(k_t, b, num_t, train_cfg.high_noise_fraction, int(train_cfg.high_noise_from * num_t))
         inputs = dict(inputs, t=t, noise=jax.random.normal(k_noise, x.shape, jnp.float32))
 
         if m == 1:
