@@ -139,6 +139,11 @@ def test_mse_weighting_is_checked():
         TrainConfig(high_noise_fraction=1.2)
     with pytest.raises(ValueError, match="high_noise_from"):
         TrainConfig(high_noise_fraction=0.5, high_noise_from=1.0)
+    from experiments.configs import clip_micro
+
+    clip = clip_micro.get_config()
+    with pytest.raises(ValueError, match="CLIP step"):
+        dataclasses.replace(clip, train=dataclasses.replace(clip.train, high_noise_fraction=0.5))
 
 
 def test_resuming_a_run_saved_before_a_config_field_existed(tmp_path):

@@ -151,9 +151,10 @@ def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, high_n
     Uniform over ``[0, num_timesteps)`` by default. With ``high_noise_fraction``
     > 0, that share of the batch (rounded, the leading rows) is drawn from
     ``[high_noise_from, num_timesteps)`` instead. This deliberately biases the
-    objective towards high noise: a scene's layout (which object goes where) is
-    decided only there, and under the uniform draw and the eps loss its share
-    of the gradient is too small for a small model to learn a relation word.
+    objective towards high noise, where a scene's layout (which object goes
+    where) is decided and where the uniform draw with the eps loss puts little
+    of the gradient; on the smallest relation task of docs/training.md
+    ("Session 8") a relation word was learnt only with such a draw.
     """
     if not 0.0 <= high_noise_fraction <= 1.0:
         raise ValueError(f"high_noise_fraction must be in [0, 1], got {high_noise_fraction}")

@@ -144,6 +144,9 @@ class ExperimentConfig:
                 raise ValueError("a super-resolution model needs model.low_res_size")
         if want_clip and self.train.microbatches != 1:
             raise ValueError("the contrastive CLIP loss couples the whole batch: train.microbatches must be 1")
+        if want_clip and (self.train.high_noise_fraction or self.train.mse_weighting != "eps"):
+            raise ValueError("train.high_noise_fraction and train.mse_weighting shape the diffusion loss; "
+                             "the CLIP step draws its timesteps uniformly and has no MSE")
 
 
 # ----------------------------------------------------------------------------- JSON
