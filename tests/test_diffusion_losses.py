@@ -81,7 +81,7 @@ def test_high_noise_share_of_the_timestep_draw():
     plain, _ = sample_timesteps(key, 64, 1000)
     # The default draw is unchanged by the option's existence (resumed runs see the same timesteps).
     np.testing.assert_array_equal(plain, jax.random.randint(key, (64,), 0, 1000, dtype=jnp.int32))
-    t, w = sample_timesteps(key, 4096, 1000, high_noise_fraction=0.75, high_noise_from=500)
+    t, w = sample_timesteps(key, 4096, 1000, high_noise_fraction=0.75, high_noise_start=500)
     t = np.asarray(t)
     assert np.all(np.asarray(w) == 1.0) and t.dtype == np.int32
     assert t[:3072].min() >= 500 and t.max() <= 999 and abs(t[:3072].mean() - 749.5) < 10

@@ -145,12 +145,12 @@ def training_losses(
 
 
 def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, high_noise_fraction: float = 0.0,
-                     high_noise_from: int = 0) -> Tuple[jnp.ndarray, jnp.ndarray]:
+                     high_noise_start: int = 0) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """Timestep indices ``[B]`` (int32) and their importance weights (all ones).
 
     Uniform over ``[0, num_timesteps)`` by default. With ``high_noise_fraction``
     > 0, that share of the batch (rounded, the leading rows) is drawn from
-    ``[high_noise_from, num_timesteps)`` instead. This deliberately biases the
+    ``[high_noise_start, num_timesteps)`` instead. This deliberately biases the
     objective towards high noise, where a scene's layout (which object goes
     where) is decided and where the uniform draw with the eps loss puts little
     of the gradient; on the smallest relation task of docs/training.md
@@ -158,10 +158,10 @@ def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, high_n
     """
     if not 0.0 <= high_noise_fraction <= 1.0:
         raise ValueError(f"high_noise_fraction must be in [0, 1], got {high_noise_fraction}")
-    if not 0 <= high_noise_from < num_timesteps:
-        raise ValueError(f"high_noise_from must be in [0, {num_timesteps}), got {high_noise_from}")
+    if not 0 <= high_noise_start < num_timesteps:
+        raise ValueError(f"high_noise_start must be in [0, {num_timesteps}), got {high_noise_start}")
     n_high = int(round(batch_size * high_noise_fraction))
-    low = 0 if n_high == 0 else jnp.concatenate([jnp.full((n_high,), high_noise_from, jnp.int32),
+    low = 0 if n_high == 0 else jnp.concatenate([jnp.full((n_high,), high_noise_start, jnp.int32),
                                                  jnp.zeros((batch_size - n_high,), jnp.int32)])
     t = jax.random.randint(key, (batch_size,), low, num_timesteps, dtype=jnp.int32)
     return t, jnp.ones((batch_size,), jnp.float32)
