@@ -176,6 +176,34 @@ def test_no_placements_leave_the_example_stream_unchanged():
     assert a[:3] == ["a purple circle", "a red circle below a yellow square", "a small blue square"]
 
 
+def test_pairs_in_halves():
+    # layout="halves": each object of a related pair lies wholly (every pixel) in its own half of the
+    # relation's axis, and the relation still reads off the centroids as the caption says.
+    rng = np.random.default_rng(5)
+    size, seen = 64, set()
+    for _ in range(300):
+        img, cap, meta = shapes.render_example(rng, size, p_two=1.0, pair_layout="halves")
+        p = shapes.parse_caption(cap)
+        if p.relation is None:
+            continue
+        seen.add(p.relation)
+        axis = 0 if p.relation in ("to the left of", "to the right of") else 1  # 0: x (columns), 1: y (rows)
+        first, second = p.objects if p.relation in ("to the left of", "above") else p.objects[::-1]
+        lo = np.argwhere(_color_mask(img, first.color))[:, 1 - axis]
+        hi = np.argwhere(_color_mask(img, second.color))[:, 1 - axis]
+        assert lo.size and hi.size, cap
+        assert lo.max() < size // 2 <= hi.min(), (cap, lo.max(), hi.min())
+    assert seen == set(shapes.RELATIONS)
+    # The free layout (the default) lets an object of a pair cross the midline (about 3 pairs in 10).
+    free = [shapes.render_example(rng, 32, p_two=1.0)[2] for _ in range(300)]
+    def crosses(m):
+        axis = 0 if m["relation"] in ("to the left of", "to the right of") else 1
+        return any(o["bbox"][axis] < 0.5 < o["bbox"][axis + 2] for o in m["objects"])
+    assert 50 < sum(crosses(m) for m in free) < 150
+    with pytest.raises(ValueError, match="pair layout"):
+        shapes.render_example(rng, 32, p_two=1.0, pair_layout="diagonal")
+
+
 def test_placement_errors():
     with pytest.raises(ValueError, match="placed single objects"):
         shapes.render_example(np.random.default_rng(0), 32, p_place=1.5)

@@ -42,6 +42,7 @@ def test_overrides_are_typed_by_the_field_they_replace():
         ("train.lr", "key=value"),
         ("model.unet.dtype=float64", "dtype must be"),  # the dataclass' own validation still runs
         ("train.batch_size=30", "not divisible by microbatches"),
+        ("data.pair_layout=diagonal", "pair_layout must be one of"),
     ],
 )
 def test_bad_overrides_fail_before_anything_runs(override, message):

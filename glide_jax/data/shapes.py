@@ -64,6 +64,7 @@ SIZES: Dict[Optional[str], Tuple[float, float]] = {
     "large": (0.50, 0.62),
 }
 PAIR_EXTENT: Tuple[float, float] = (0.22, 0.32)  # objects of two-object scenes
+PAIR_LAYOUTS: Tuple[str, ...] = ("free", "halves")  # see place_pair
 MARGIN = 0.08
 MIN_GAP = 0.06
 MAX_CROSS = 0.06
@@ -238,15 +239,31 @@ def heldout_prompts(n: int) -> List[str]:
 # ----------------------------------------------------------------------------- scenes
 
 
-def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str], relation: str) -> List[PlacedObject]:
-    """Place ``a`` RELATION ``b`` with separated bounding boxes and aligned centres."""
+def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str], relation: str,
+               layout: str = "free") -> List[PlacedObject]:
+    """Place ``a`` RELATION ``b`` with separated bounding boxes and aligned centres.
+
+    ``layout="free"``: the pair sits anywhere along the relation's axis.
+    ``"halves"``: each object lies wholly in its own half of that axis (in the
+    free layout one object of about three pairs in ten crosses the midline), so
+    the relation alone decides which half of the image gets which colour
+    (docs/training.md, "Session 9" has what it did). The free layout draws
+    exactly the random numbers it always drew.
+    """
+    if layout not in PAIR_LAYOUTS:
+        raise ValueError(f"pair layout must be one of {PAIR_LAYOUTS}, got {layout!r}")
     d = rng.uniform(*PAIR_EXTENT, size=2)
     first_is_a = relation in ("to the left of", "above")  # which object comes first on the main axis
     d_lo, d_hi = (d[0], d[1]) if first_is_a else (d[1], d[0])
-    free = 1 - 2 * MARGIN - d_lo - d_hi - MIN_GAP
-    u = np.sort(rng.uniform(0, 1, size=2))
-    start_lo = MARGIN + free * u[0]
-    start_hi = start_lo + d_lo + MIN_GAP + free * (u[1] - u[0])
+    if layout == "halves":
+        u = rng.uniform(0, 1, size=2)
+        start_lo = MARGIN + (0.5 - MIN_GAP / 2 - d_lo - MARGIN) * u[0]
+        start_hi = 0.5 + MIN_GAP / 2 + (0.5 - MIN_GAP / 2 - d_hi - MARGIN) * u[1]
+    else:
+        free = 1 - 2 * MARGIN - d_lo - d_hi - MIN_GAP
+        u = np.sort(rng.uniform(0, 1, size=2))
+        start_lo = MARGIN + free * u[0]
+        start_hi = start_lo + d_lo + MIN_GAP + free * (u[1] - u[0])
     main = (start_lo + d_lo / 2, start_hi + d_hi / 2)
     if not first_is_a:
         main = (main[1], main[0])
@@ -279,7 +296,7 @@ def place_single(rng: np.random.Generator, obj: ObjectSpec, placement: Optional[
 
 
 def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = P_TWO_OBJECTS,
-                 p_place: float = 0.0):
+                 p_place: float = 0.0, pair_layout: str = "free"):
     """Draw a scene: (placed objects, relation or None, placement or None). Geometry is size-independent.
 
     ``p_place``: the share of one-object scenes whose caption names the half of
@@ -288,14 +305,14 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
     placement tests and trains the link from a word to a place without word
     order (docs/training.md has what it did for the embedded base). With
     ``p_place=0`` no extra random numbers are drawn, so existing example
-    streams are unchanged.
+    streams are unchanged. ``pair_layout`` goes to ``place_pair``.
     """
     if not 0.0 <= p_place <= 1.0:
         raise ValueError(f"the fraction of placed single objects must be in [0, 1], got {p_place}")
     if split == "heldout":
         pool = HELDOUT_PAIR_COMBOS if rng.random() < 0.5 else HELDOUT_COMBOS
         c = pool[rng.integers(len(pool))]
-        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2]), c[2], None
+        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2], pair_layout), c[2], None
     if split != "train":
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if rng.random() >= p_two:
@@ -312,7 +329,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
         a, b = _TRAIN_PAIR_OBJECTS[i], _TRAIN_PAIR_OBJECTS[j]
         rel = RELATIONS[rng.integers(len(RELATIONS))]
         if a[0] != b[0] and (a[0], a[1], rel, b[0], b[1]) not in _HELDOUT_COMBO_SET:
-            return place_pair(rng, a, b, rel), rel, None
+            return place_pair(rng, a, b, rel, pair_layout), rel, None
 
 
 def shape_mask(obj: PlacedObject, size: int) -> np.ndarray:
@@ -338,7 +355,7 @@ def render_scene(objects: List[PlacedObject], size: int) -> np.ndarray:
 
 
 def render_example(rng: np.random.Generator, size: int, split: str = "train", p_two: float = P_TWO_OBJECTS,
-                   p_place: float = 0.0):
+                   p_place: float = 0.0, pair_layout: str = "free"):
     """One example: (uint8 [size, size, 3] image, caption, metadata).
 
     Metadata: ``{"objects": [{color, shape, size, center, extent, bbox}], "relation", "placement"}``
@@ -346,7 +363,7 @@ def render_example(rng: np.random.Generator, size: int, split: str = "train", p_
     """
     if size < 16:
         raise ValueError(f"image size {size} is too small for legible shapes (need >= 16)")
-    objects, relation, placement = sample_scene(rng, split, p_two, p_place)
+    objects, relation, placement = sample_scene(rng, split, p_two, p_place, pair_layout)
     caption = format_caption([ObjectSpec(o.color, o.shape, o.size) for o in objects], relation, placement)
     meta = {
         "objects": [

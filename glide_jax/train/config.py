@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from glide_jax.config import ClipConfig, ModelConfig, config_from_dict, config_to_dict
+from glide_jax.data.shapes import PAIR_LAYOUTS
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 
 TASKS = ("base", "upsample", "inpaint", "clip")
@@ -38,6 +39,7 @@ class DataConfig:
     num_examples: int = 20000  # "shapes": size of the procedural training set
     two_object_fraction: float = 0.5  # "shapes": share of two-object scenes (the rest: one object with a size)
     placement_fraction: float = 0.0  # "shapes": share of one-object captions naming the object's half ("at the top")
+    pair_layout: str = "free"  # "shapes": "halves" puts each object of a related pair wholly in its half
     seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
     caption_dropout: float = 0.2  # fraction of empty captions (the unconditional branch of guidance)
     # "sentencepiece": learned from the training captions into <workdir>/tokenizer.model on the first run;
@@ -49,6 +51,8 @@ class DataConfig:
     def __post_init__(self):
         if self.source not in ("shapes", "tfds"):
             raise ValueError(f"data.source must be 'shapes' or 'tfds', got {self.source!r}")
+        if self.pair_layout not in PAIR_LAYOUTS:
+            raise ValueError(f"data.pair_layout must be one of {PAIR_LAYOUTS}, got {self.pair_layout!r}")
 
 
 @dataclass(frozen=True)
