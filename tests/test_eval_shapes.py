@@ -231,6 +231,14 @@ def test_prompts_from(tmp_path):
     assert all(parse_caption(p).placement for p in placed) and placed[:4] == shapes.placed_prompts(4)
     with pytest.raises(ValueError, match="only 96"):
         shapes.placed_prompts(97)
+    single = run_shapes.prompts_from("single:72")
+    assert single == shapes.single_prompts(72) and len(set(single)) == 72 and single[:5] == shapes.single_prompts(5)
+    parsed = [parse_caption(p) for p in single]
+    assert all(len(p.objects) == 1 and p.relation is None and p.placement is None for p in parsed)
+    assert {(o.color, o.shape, o.size) for p in parsed for o in p.objects} == {
+        (c, s, z) for c in shapes.COLORS for s in shapes.SHAPES for z in shapes.SIZES}
+    with pytest.raises(ValueError, match="only 72"):
+        shapes.single_prompts(73)
     f = tmp_path / "p.txt"
     f.write_text("a red circle\n\n  a large blue square \n")
     assert run_shapes.prompts_from(str(f)) == ["a red circle", "a large blue square"]

@@ -6,8 +6,9 @@
     python -m tools.eval_shapes --relation-probe --model WORKDIR      # seconds: does "above" change anything?
 
 ``--prompts`` is a file with one caption a line, ``heldout:N`` for the first
-N held-out captions of :mod:`glide_jax.data.shapes`, or ``placed:N`` for N
-single objects with a placement ("a red circle at the top"). With ``--inpaint`` each
+N held-out captions of :mod:`glide_jax.data.shapes`, ``placed:N`` for N
+single objects with a placement ("a red circle at the top"), or ``single:N`` for N
+plain one-object captions ("a small blue square"). With ``--inpaint`` each
 caption's scene is rendered, one object erased and the model asked to fill it;
 keep-region fidelity and fill accuracy are reported too. Prints a table of the
 overall and per-attribute accuracy (``--json``: the aggregate as JSON); bad
@@ -27,7 +28,7 @@ from typing import Optional, Sequence
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.eval_shapes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", default=None, help="file with one caption a line, heldout:N or placed:N")
+    p.add_argument("--prompts", default=None, help="file with one caption a line, heldout:N, placed:N or single:N")
     p.add_argument("--relation-probe", action="store_true",
                    help="instead of sampling, measure how much the base model's high-noise image estimate "
                         "changes when a caption's relation is mirrored (glide_jax.evaluation.relation_probe)")
@@ -72,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               "model": args.model}, indent=2))
             return 0
         if not args.prompts:
-            raise ValueError("--prompts is required (a file with one caption a line, heldout:N or placed:N)")
+            raise ValueError("--prompts is required (a file with one caption a line, heldout:N, placed:N or single:N)")
         prompts = prompts_from(args.prompts)
         if args.model == "embedded":
             args.model = "embedded-inpaint" if args.inpaint else "embedded-base"

@@ -215,6 +215,20 @@ def is_heldout(objects: List[ObjectSpec], relation: Optional[str]) -> bool:
     return (a.color, a.shape) in HELDOUT_PAIRS or (b.color, b.shape) in HELDOUT_PAIRS or combo in _HELDOUT_COMBO_SET
 
 
+def single_prompts(n: int) -> List[str]:
+    """``n`` distinct one-object captions ("a red circle", "a small blue square"), the same for every call.
+
+    Every colour, shape and size word of the grammar; all of them occur in
+    training (only two-object scenes are held out), so they measure whether the
+    model draws what a caption names, apart from relations.
+    """
+    combos = [(c, s, z) for c in COLORS for s in SHAPES for z in SIZES]
+    if n > len(combos):
+        raise ValueError(f"only {len(combos)} one-object prompts exist, asked for {n}")
+    order = np.random.default_rng(_HELDOUT_SEED + 3).permutation(len(combos))[:n]
+    return [format_caption([ObjectSpec(*combos[i])]) for i in order]
+
+
 def placed_prompts(n: int) -> List[str]:
     """``n`` distinct placed single-object captions ("a red circle at the top"), the same for every call."""
     combos = [(c, s, p) for c in COLORS for s in SHAPES for p in PLACEMENTS]

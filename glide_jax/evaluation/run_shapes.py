@@ -29,15 +29,17 @@ ERASE_PAD = 0.025  # border added around the erased object's bounding box, fract
 
 
 def prompts_from(spec: str) -> List[str]:
-    """Captions from ``heldout:N`` (``shapes.heldout_prompts(N)``), ``placed:N`` (``shapes.placed_prompts(N)``)
-    or a file with one caption a line."""
+    """Captions from ``heldout:N`` (``shapes.heldout_prompts(N)``), ``placed:N`` (``shapes.placed_prompts(N)``),
+    ``single:N`` (``shapes.single_prompts(N)``) or a file with one caption a line."""
     if spec.startswith("heldout:"):
         return shapes.heldout_prompts(int(spec.split(":", 1)[1]))
     if spec.startswith("placed:"):
         return shapes.placed_prompts(int(spec.split(":", 1)[1]))
+    if spec.startswith("single:"):
+        return shapes.single_prompts(int(spec.split(":", 1)[1]))
     path = Path(spec)
     if not path.exists():
-        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N or placed:N)")
+        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N, placed:N or single:N)")
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompts file {spec} has no captions")
