@@ -215,6 +215,13 @@ def is_heldout(objects: List[ObjectSpec], relation: Optional[str]) -> bool:
     return (a.color, a.shape) in HELDOUT_PAIRS or (b.color, b.shape) in HELDOUT_PAIRS or combo in _HELDOUT_COMBO_SET
 
 
+def _fixed_order(combos: list, n: int, kind: str, seed_offset: int) -> list:
+    """The first ``n`` of ``combos`` in one fixed shuffled order (the same for every call)."""
+    if n > len(combos):
+        raise ValueError(f"only {len(combos)} {kind} prompts exist, asked for {n}")
+    return [combos[i] for i in np.random.default_rng(_HELDOUT_SEED + seed_offset).permutation(len(combos))[:n]]
+
+
 def single_prompts(n: int) -> List[str]:
     """``n`` distinct one-object captions ("a red circle", "a small blue square"), the same for every call.
 
@@ -223,19 +230,13 @@ def single_prompts(n: int) -> List[str]:
     model draws what a caption names, apart from relations.
     """
     combos = [(c, s, z) for c in COLORS for s in SHAPES for z in SIZES]
-    if n > len(combos):
-        raise ValueError(f"only {len(combos)} one-object prompts exist, asked for {n}")
-    order = np.random.default_rng(_HELDOUT_SEED + 3).permutation(len(combos))[:n]
-    return [format_caption([ObjectSpec(*combos[i])]) for i in order]
+    return [format_caption([ObjectSpec(*c)]) for c in _fixed_order(combos, n, "one-object", 3)]
 
 
 def placed_prompts(n: int) -> List[str]:
     """``n`` distinct placed single-object captions ("a red circle at the top"), the same for every call."""
     combos = [(c, s, p) for c in COLORS for s in SHAPES for p in PLACEMENTS]
-    if n > len(combos):
-        raise ValueError(f"only {len(combos)} placed prompts exist, asked for {n}")
-    order = np.random.default_rng(_HELDOUT_SEED + 2).permutation(len(combos))[:n]
-    return [format_caption([ObjectSpec(*combos[i][:2])], None, combos[i][2]) for i in order]
+    return [format_caption([ObjectSpec(*c[:2])], None, c[2]) for c in _fixed_order(combos, n, "placed", 2)]
 
 
 def heldout_prompts(n: int) -> List[str]:
