@@ -49,3 +49,26 @@ def test_probe_of_the_embedded_base():
     # The shipped base reads captions nearly as bags of words (docs/training.md): a colour word
     # moves the pooled embedding by more than ten times as much as reordering the noun phrases.
     assert text["colour"] > 0.1 and 0.0 < text["order"] < text["colour"] / 10 and text["relation"] < text["colour"] / 10
+
+
+def test_swap_counterpart_compares_exchanged_phrases(monkeypatch):
+    from types import SimpleNamespace
+
+    seen = []
+
+    def fake_mean_x0(model, captions, t, n, seed):  # a "model" that paints the length of each caption
+        seen.append(list(captions))
+        return np.stack([np.full((16, 16, 3), len(c) / 100.0, np.float32) for c in captions])
+
+    monkeypatch.setattr(R, "model_mean_x0", fake_mean_x0)
+    model = SimpleNamespace(config=SimpleNamespace(unet=SimpleNamespace(image_size=16)))
+    caps = ["a red circle above an orange square"]
+    out = R.relation_sensitivity(model, caps, ts=(900,), n=2, data_n=100, counterpart="swap")
+    assert seen == [caps + ["an orange square above a red circle", "a green circle above an orange square"]]
+    assert out[900]["model"] == pytest.approx(abs(len(caps[0]) - len(seen[0][1])) / 100.0)
+    # Exchanged phrases flip the true layout as a mirrored relation does: the same data difference.
+    mirror = R.relation_sensitivity(model, caps, ts=(900,), n=2, data_n=100)
+    assert out[900]["data"] > 0.05 and out[900]["data"] == pytest.approx(mirror[900]["data"], rel=0.1)
+    assert seen[1][1] == "a red circle below an orange square"
+    with pytest.raises(ValueError, match="unknown counterpart 'flip'"):
+        R.relation_sensitivity(model, caps, counterpart="flip")

@@ -32,6 +32,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--relation-probe", action="store_true",
                    help="instead of sampling, measure how much the base model's high-noise image estimate "
                         "changes when a caption's relation is mirrored (glide_jax.evaluation.relation_probe)")
+    p.add_argument("--probe-counterpart", choices=("mirror", "swap"), default="mirror",
+                   help="relation probe: compare each caption with its relation mirrored (default) or its two "
+                        "noun phrases swapped (the same words, so only phrase-to-place binding shows)")
     p.add_argument("--model", default="embedded",
                    help="base (or inpainting) model: name or directory; 'embedded' (default) picks the shipped "
                         "embedded-base, or embedded-inpaint with --inpaint, and embedded-clip for --clip-guidance")
@@ -68,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             model = load("embedded-base" if args.model == "embedded" else args.model)
             captions = {"captions": prompts_from(args.prompts)} if args.prompts else {}
-            out = relation_sensitivity(model, **captions, seed=args.seed)
+            out = relation_sensitivity(model, **captions, seed=args.seed, counterpart=args.probe_counterpart)
             print(json.dumps({"relation_probe": out, "text": text_sensitivity(model, **captions),
                               "model": args.model}, indent=2))
             return 0

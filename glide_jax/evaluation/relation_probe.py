@@ -112,12 +112,23 @@ def model_mean_x0(model, captions: Sequence[str], t: int, n: int = 16, seed: int
     return np.asarray(x0).reshape((k, n) + x0.shape[1:]).mean(axis=1)
 
 
+COUNTERPARTS = {"mirror": mirrored, "swap": swapped}
+
+
 def relation_sensitivity(model, captions: Sequence[str] = DEFAULT_CAPTIONS, ts: Sequence[int] = (950, 900, 800),
-                         n: int = 16, seed: int = 0, data_n: int = 1000) -> Dict[int, Dict[str, float]]:
+                         n: int = 16, seed: int = 0, data_n: int = 1000,
+                         counterpart: str = "mirror") -> Dict[int, Dict[str, float]]:
     """``{t: {"model", "data", "colour"}}``: mean RMS differences over ``captions`` (see the module docs);
-    ``n`` noise draws per caption for the model, ``data_n`` scenes per caption for the true means."""
+    ``n`` noise draws per caption for the model, ``data_n`` scenes per caption for the true means.
+
+    ``counterpart`` picks the caption each one is compared with: ``"mirror"`` flips the relation
+    word, ``"swap"`` exchanges the noun phrases. Both flip the true layout; the swap keeps the bag
+    of words, so only a model that binds each phrase to its place can tell the two apart (and it
+    stays meaningful for a model trained on a single relation, where a mirrored word is unseen)."""
+    if counterpart not in COUNTERPARTS:
+        raise ValueError(f"unknown counterpart {counterpart!r}; expected one of {sorted(COUNTERPARTS)}")
     size = model.config.unet.image_size
-    swapped = [mirrored(c) for c in captions]
+    swapped = [COUNTERPARTS[counterpart](c) for c in captions]
     recol = [recoloured(c) for c in captions]
     data = float(np.mean([_rms(data_mean_image(c, size, data_n, seed), data_mean_image(m, size, data_n, seed))
                           for c, m in zip(captions, swapped)]))
