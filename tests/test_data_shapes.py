@@ -202,6 +202,25 @@ def test_pairs_in_halves():
         shapes.render_example(rng, 32, p_two=1.0, pair_layout="diagonal")
 
 
+def test_relations_subset():
+    # relations=: two-object training scenes use only the given relations; all four (the default) draw
+    # exactly the stream drawn before the option existed, so earlier runs resume unchanged.
+    a = [shapes.render_example(np.random.default_rng([0, 0, i]), 32)[1] for i in range(200)]
+    b = [shapes.render_example(np.random.default_rng([0, 0, i]), 32, relations=shapes.RELATIONS)[1] for i in range(200)]
+    assert a == b
+    fwd = ("above", "to the left of")
+    rels = [shapes.parse_caption(shapes.render_example(np.random.default_rng([0, 0, i]), 32, p_two=1.0,
+                                                       relations=fwd)[1]).relation for i in range(200)]
+    assert set(rels) == set(fwd) and 70 < rels.count("above") < 130
+    # Held-out scenes keep every relation: they are what the model is graded on.
+    held = {shapes.parse_caption(shapes.render_example(np.random.default_rng([0, 1, i]), 32, "heldout",
+                                                       relations=fwd)[1]).relation for i in range(200)}
+    assert held == set(shapes.RELATIONS)
+    for bad in [(), ("above", "above"), ("above", "on top of")]:
+        with pytest.raises(ValueError, match="relations must be distinct items"):
+            shapes.render_example(np.random.default_rng(0), 32, relations=bad)
+
+
 def test_placement_errors():
     with pytest.raises(ValueError, match="placed single objects"):
         shapes.render_example(np.random.default_rng(0), 32, p_place=1.5)

@@ -43,6 +43,7 @@ def test_overrides_are_typed_by_the_field_they_replace():
         ("model.unet.dtype=float64", "dtype must be"),  # the dataclass' own validation still runs
         ("train.batch_size=30", "not divisible by microbatches"),
         ("data.pair_layout=diagonal", "pair_layout must be one of"),
+        ("data.relations=above,on top of", "data.relations must be distinct items"),
     ],
 )
 def test_bad_overrides_fail_before_anything_runs(override, message):
@@ -52,7 +53,9 @@ def test_bad_overrides_fail_before_anything_runs(override, message):
 
 
 def test_json_round_trip_is_exact():
-    cfg = C.apply_overrides(_tiny(), ["sample.prompts=a,b", "model.unet.attention_resolutions=8"])
+    cfg = C.apply_overrides(_tiny(), ["sample.prompts=a,b", "model.unet.attention_resolutions=8",
+                                      "data.relations=above,to the left of"])
+    assert cfg.data.relations == ("above", "to the left of")
     assert C.from_dict(C.to_dict(cfg)) == cfg
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from glide_jax.config import ClipConfig, ModelConfig, config_from_dict, config_to_dict
-from glide_jax.data.shapes import PAIR_LAYOUTS
+from glide_jax.data.shapes import PAIR_LAYOUTS, RELATIONS, check_relations
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 
 TASKS = ("base", "upsample", "inpaint", "clip")
@@ -40,6 +40,7 @@ class DataConfig:
     two_object_fraction: float = 0.5  # "shapes": share of two-object scenes (the rest: one object with a size)
     placement_fraction: float = 0.0  # "shapes": share of one-object captions naming the object's half ("at the top")
     pair_layout: str = "free"  # "shapes": "halves" puts each object of a related pair wholly in its half
+    relations: Tuple[str, ...] = RELATIONS  # "shapes": relations of two-object training scenes (a curriculum)
     seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
     caption_dropout: float = 0.2  # fraction of empty captions (the unconditional branch of guidance)
     # "sentencepiece": learned from the training captions into <workdir>/tokenizer.model on the first run;
@@ -53,6 +54,7 @@ class DataConfig:
             raise ValueError(f"data.source must be 'shapes' or 'tfds', got {self.source!r}")
         if self.pair_layout not in PAIR_LAYOUTS:
             raise ValueError(f"data.pair_layout must be one of {PAIR_LAYOUTS}, got {self.pair_layout!r}")
+        check_relations(self.relations, "data.relations")
 
 
 @dataclass(frozen=True)

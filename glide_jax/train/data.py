@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import jax
 import numpy as np
@@ -35,7 +35,8 @@ class ShapesSource:
     """Random-access procedural captioned shapes (``{"image": uint8 [S, S, 3], "caption": bytes}``)."""
 
     def __init__(self, num_examples: int, size: int, seed: int = 0, split: str = "train",
-                 p_two: float = shapes.P_TWO_OBJECTS, p_place: float = 0.0, pair_layout: str = "free"):
+                 p_two: float = shapes.P_TWO_OBJECTS, p_place: float = 0.0, pair_layout: str = "free",
+                 relations: Sequence[str] = shapes.RELATIONS):
         self.num_examples, self.size, self.seed, self.split = int(num_examples), int(size), int(seed), split
         if not 0.0 <= p_two <= 1.0:
             raise ValueError(f"the fraction of two-object scenes must be in [0, 1], got {p_two}")
@@ -44,6 +45,7 @@ class ShapesSource:
         if pair_layout not in shapes.PAIR_LAYOUTS:
             raise ValueError(f"pair layout must be one of {shapes.PAIR_LAYOUTS}, got {pair_layout!r}")
         self.p_two, self.p_place, self.pair_layout = float(p_two), float(p_place), pair_layout
+        self.relations = shapes.check_relations(relations)
         self._split_id = {"train": 0, "heldout": 1}[split]
 
     def __len__(self) -> int:
@@ -54,13 +56,13 @@ class ShapesSource:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self._split_id, int(index)])
         image, caption, _ = shapes.render_example(rng, self.size, self.split, self.p_two, self.p_place,
-                                                self.pair_layout)
+                                                self.pair_layout, self.relations)
         return {"image": image, "caption": caption.encode("utf-8")}
 
     def __repr__(self) -> str:
         # The repr is what grain checks when a run resumes: it names the index space (which examples
         # exist and their random streams), not the scene mix, so the shares of two-object scenes and of
-        # placed single objects, and the pair layout, may be changed between resumed runs (a curriculum)
+        # placed single objects, the pair layout and the relations, may be changed between resumed runs (a curriculum)
         # while the iterator position stays valid.
         return f"ShapesSource(n={self.num_examples}, size={self.size}, seed={self.seed}, split={self.split})"
 
@@ -73,7 +75,7 @@ def open_source(cfg: ExperimentConfig):
     data = cfg.data
     if data.source == "shapes":
         return ShapesSource(data.num_examples, image_size(cfg), data.seed, data.split, data.two_object_fraction,
-                            data.placement_fraction, data.pair_layout)
+                            data.placement_fraction, data.pair_layout, data.relations)
     if not data.path:
         raise ValueError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
                          "(see tools/prepare_dataset.py), e.g. --set data.path=/data/tfds/my_set/default/1.0.0")
