@@ -71,13 +71,20 @@ def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 def load_embedded(name: str) -> Tuple[Any, Dict[str, Any]]:
     """``(config, params)`` of an embedded model, parameters as float32 numpy arrays."""
-    from glide_jax.config import config_from_dict
-
     directory = embedded_dir(name)
     missing = [f for f in ("config.json", PARAMS_FILE) if not (directory / f).exists()]
     if missing:
         raise FileNotFoundError(f"embedded model {name!r} is incomplete: {', '.join(missing)} missing in {directory} "
                                 "(a broken install? reinstall glide-jax, or rebuild with tools/export_embedded.py)")
+    return load_embedded_dir(directory)
+
+
+def load_embedded_dir(directory) -> Tuple[Any, Dict[str, Any]]:
+    """``(config, params)`` from a folder in the embedded format (``config.json`` + ``params.zip``),
+    such as an export written by ``tools/export_embedded.py`` before it is copied into the package."""
+    from glide_jax.config import config_from_dict
+
+    directory = Path(directory)
     config = config_from_dict(json.loads((directory / "config.json").read_text()))
     with np.load(directory / PARAMS_FILE) as npz:
         flat = {k: npz[k].astype(np.float32) for k in npz.files}

@@ -42,6 +42,24 @@ def test_unknown_name_is_named():
         load_model("no-such-model")
 
 
+def test_an_embedded_model_can_start_a_training_run():
+    # train.init_from=embedded-base (or the export folder's path) warm-starts from the shipped weights
+    # and keeps their vocabulary; learning a new one would scramble the token embeddings.
+    import dataclasses
+
+    from glide_jax.checkpoints.store import load_model
+    from glide_jax.train.config import load_config_file
+    from glide_jax.train.loop import _inherited_tokenizer
+
+    cfg = load_config_file(Path(__file__).resolve().parents[1] / "experiments/configs/base_embedded_fwd.py")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from="embedded-base"))
+    assert _inherited_tokenizer(cfg) == f"sentencepiece:{embedded.embedded_dir('base') / 'tokenizer.model'}"
+    by_name, by_path = load_model("embedded-base"), load_model(str(embedded.embedded_dir("base")))
+    assert by_name[0] == by_path[0] == cfg.model
+    flat_a, flat_b = embedded._flatten(by_name[1]), embedded._flatten(by_path[1])
+    assert flat_a.keys() == flat_b.keys() and all(np.array_equal(flat_a[k], flat_b[k]) for k in flat_a)
+
+
 def test_shipped_models_are_complete_small_and_documented():
     total = sum(f.stat().st_size for f in embedded.ASSET_DIR.rglob("*") if f.is_file())
     assert total <= 30 * 2**20, f"embedded assets take {total / 2**20:.1f} MB"

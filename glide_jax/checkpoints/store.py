@@ -103,6 +103,8 @@ def load_model(name_or_path: str, cache_dir=None) -> Tuple[Config, Any]:
     path = Path(name_or_path)
     if path.exists():
         if (path / "config.json").exists():
+            if not (path / "params").exists() and (path / embedded.PARAMS_FILE).exists():
+                return embedded.load_embedded_dir(path)
             return read_config(path), load_params(path)
         from glide_jax.train.checkpointing import load_for_sampling
 

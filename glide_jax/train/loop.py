@@ -89,7 +89,11 @@ def _inherited_tokenizer(cfg: ExperimentConfig) -> Optional[str]:
     """A fine-tune or warm start keeps the vocabulary of the model it starts from."""
     if cfg.task == "clip" or not cfg.train.init_from or cfg.data.tokenizer != "sentencepiece":
         return None
-    candidate = Path(cfg.train.init_from).expanduser() / data_lib.TOKENIZER_FILE
+    from glide_jax import embedded
+
+    init = cfg.train.init_from
+    source = embedded.embedded_dir(init) if embedded.is_embedded(init) else Path(init).expanduser()
+    candidate = source / data_lib.TOKENIZER_FILE
     return f"sentencepiece:{candidate}" if candidate.exists() else None
 
 

@@ -1,0 +1,21 @@
+"""Relations, stage 2: ``base_embedded_fwd`` trained on with all four relations.
+
+Once the model sends the first noun phrase of "above"/"to the left of" to the
+top or left, "below" and "to the right of" only have to reverse that routing
+(docs/training.md, "Session 10"). Start from stage 1
+(``--set train.init_from=runs/base_embedded_fwd``).
+"""
+
+import dataclasses
+
+from experiments.configs import base_embedded_fwd
+from glide_jax.data import shapes
+
+
+def get_config():
+    cfg = base_embedded_fwd.get_config()
+    return dataclasses.replace(
+        cfg,
+        name="base_embedded_rel4",
+        data=dataclasses.replace(cfg.data, relations=shapes.RELATIONS),
+    )
