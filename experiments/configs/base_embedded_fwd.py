@@ -12,9 +12,16 @@ training colour and shape (swap probe 0.21 against the data's 0.21;
 docs/training.md, "Session 10"). Stage 2, ``base_embedded_rel4``, adds the
 mirrored relations to a model that already routes each phrase to a place.
 
-Starts from the shipped embedded base (``--set train.init_from=glide_jax/assets/embedded/base``)
-with the high-noise objective of ``base_embedded_relations`` and each object of a
-pair wholly in its half (``pair_layout="halves"``).
+Starts from the embedded base (``--set train.init_from=embedded-base``, the shipped
+weights of ``base_embedded`` at step 10,000) with the high-noise objective of
+``base_embedded_relations`` and each object of a pair wholly in its half
+(``pair_layout="halves"``).
+Measured (session 10; swap probe of the EMA weights at t = 900 on four of these
+captions, the data's difference 0.21): 0.004 / 0.005 / 0.007 at steps 500 / 1,000 /
+1,500 as checked in; resumed to 3,000 with every scene a pair and every t from the
+noisy half (``--set train.steps=3000 --set data.two_object_fraction=1.0 --set
+train.high_noise_fraction=1.0``): 0.034 / 0.062 / 0.161 / 0.196 at 2,000 / 2,250 /
+2,500 / 3,000. The mirrored relations, never seen, stayed at 0.019.
 """
 
 import dataclasses

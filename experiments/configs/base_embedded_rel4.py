@@ -18,4 +18,5 @@ def get_config():
         cfg,
         name="base_embedded_rel4",
         data=dataclasses.replace(cfg.data, relations=shapes.RELATIONS),
+        train=dataclasses.replace(cfg.train, steps=1200),
     )
