@@ -121,6 +121,20 @@ def _pipeline(args, inpaint: bool):
     return load_pipeline(base, up, clip)
 
 
+def relation_warnings(args, prompts) -> list:
+    """Warnings for prompts whose relation the embedded text-to-image model was not trained on."""
+    if args.model != "embedded" or args.command == "upsample":
+        return []
+    from glide_jax import embedded
+
+    name = EMBEDDED_MODELS["inpaint" if args.command == "inpaint" else "base"]
+    trained = embedded.training_info(name).get("data", {}).get("relations", [])
+    return [f"warning: {name} was trained on the relations {', '.join(repr(r) for r in trained)} only and draws "
+            f"{rel!r} reversed; write the same scene with the objects swapped (\"A below B\" is \"B above A\", "
+            f"\"A to the right of B\" is \"B to the left of A\")"
+            for rel in embedded.untrained_relations(name, prompts)]
+
+
 def _run_sampling(args) -> int:
     from glide_jax.images import read_image, save_images
     from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
@@ -130,6 +144,8 @@ def _run_sampling(args) -> int:
     prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    for warning in relation_warnings(args, prompts):
+        print(warning, file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.n)]
     base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
     up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,

@@ -82,11 +82,13 @@ def test_shipped_models_are_complete_small_and_documented():
 
 def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(tmp_path):
     """The README's command with the embedded default: 64x64 PNGs plus a grid, deterministic per seed,
-    and a different caption changes its own image only (the text path is wired, row by row).
+    a different caption changes its own image only (the text path is wired, row by row), and the
+    README prompt's image passes the shapes evaluator.
 
-    How well the images obey their captions is measured by ``tools.eval_shapes`` (README table);
-    the shipped models are still weak at it, so no accuracy is asserted here.
+    How often images obey their captions is measured by ``tools.eval_shapes`` (README table);
+    this checks the one image the README's command shows first.
     """
+    from glide_jax.evaluation.shapes_eval import score
     from PIL import Image
 
     from glide_jax.cli import main
@@ -101,6 +103,8 @@ def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(t
     b = run(tmp_path / "b", "a red circle above a blue square", "a small yellow triangle")
     assert all(im.shape == (64, 64, 3) and im.dtype == np.uint8 for im in a + b)
     np.testing.assert_array_equal(a[0], b[0])
+    graded = score(a[0], "a red circle above a blue square")
+    assert graded["correct"], {k: graded[k] for k in ("count", "color", "shape", "position")}
     assert np.abs(a[1].astype(int) - b[1].astype(int)).mean() > 5
 
 
@@ -111,3 +115,21 @@ def test_exported_settings_carry_no_machine_paths():
     assert _portable("/data/tfds/shapes/default/1.0.0") == "1.0.0"
     assert _portable("sentencepiece") == "sentencepiece" and _portable("runs/base") == "runs/base"
     assert _portable(0.75) == 0.75
+
+
+def test_prompts_with_a_relation_the_model_never_saw_are_warned_about():
+    from types import SimpleNamespace
+
+    from glide_jax.cli import relation_warnings
+
+    # The shipped base learnt relations from "above" and "to the left of" only (docs/training.md, session 10).
+    assert embedded.training_info("embedded-base")["data"]["relations"] == ["above", "to the left of"]
+    gen = SimpleNamespace(model="embedded", command="generate")
+    prompts = ["a red circle below a blue square", "a red circle above a blue square", "an oil painting of a corgi",
+               "a green square to the right of a red circle", "a blue square below a red circle"]
+    warnings = relation_warnings(gen, prompts)
+    assert len(warnings) == 2 and "'below' reversed" in warnings[0] and "'to the right of' reversed" in warnings[1]
+    assert relation_warnings(gen, prompts[1:3]) == []
+    assert relation_warnings(SimpleNamespace(model="openai", command="generate"), prompts) == []
+    # The inpainting model was fine-tuned on all four relations: nothing to warn about.
+    assert relation_warnings(SimpleNamespace(model="embedded", command="inpaint"), prompts) == []
