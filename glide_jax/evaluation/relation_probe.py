@@ -128,13 +128,13 @@ def relation_sensitivity(model, captions: Sequence[str] = DEFAULT_CAPTIONS, ts: 
     if counterpart not in COUNTERPARTS:
         raise ValueError(f"unknown counterpart {counterpart!r}; expected one of {sorted(COUNTERPARTS)}")
     size = model.config.unet.image_size
-    swapped = [COUNTERPARTS[counterpart](c) for c in captions]
+    others = [COUNTERPARTS[counterpart](c) for c in captions]
     recol = [recoloured(c) for c in captions]
     data = float(np.mean([_rms(data_mean_image(c, size, data_n, seed), data_mean_image(m, size, data_n, seed))
-                          for c, m in zip(captions, swapped)]))
+                          for c, m in zip(captions, others)]))
     out = {}
     for t in ts:
-        x0 = model_mean_x0(model, list(captions) + swapped + recol, int(t), n, seed)
+        x0 = model_mean_x0(model, list(captions) + others + recol, int(t), n, seed)
         k = len(captions)
         out[int(t)] = {
             "model": float(np.mean([_rms(x0[i], x0[k + i]) for i in range(k)])),
