@@ -45,16 +45,17 @@ def test_probe_of_the_embedded_base():
     for t, v in out.items():
         assert v["data"] > 0.15  # exchanged noun phrases: the true mean images differ strongly
         assert v["colour"] > 0.03  # the model follows colour words at every probed noise level
-    # Trained on "above" and "to the left of" (docs/training.md, session 10), the base binds each noun
-    # phrase to its place: exchanging the phrases moves its estimate about as much as it moves the data's ...
-    assert out[950]["model"] > 0.5 * out[950]["data"]
-    # ... while "below" is read like "above": mirroring the relation word changes little.
+    # After the relation curriculum (docs/training.md, sessions 10-11; measured: 0.54 of the data's
+    # difference for both) the base binds each noun phrase to its place: exchanging the phrases moves
+    # its estimate by a large share of what it moves the data ...
+    assert out[950]["model"] > 0.35 * out[950]["data"]
+    # ... and so does mirroring the relation word ("below" is no longer read like "above").
     mirror = R.relation_sensitivity(model, forward, ts=(950,), n=4, data_n=200)
-    assert mirror[950]["model"] < 0.25 * mirror[950]["data"]
+    assert mirror[950]["model"] > 0.35 * mirror[950]["data"]
     text = R.text_sensitivity(model, R.DEFAULT_CAPTIONS)
     assert sorted(text) == ["colour", "order", "relation"]
-    # The pooled embedding tells the phrase order apart far more than the relation word.
-    assert text["order"] > 3 * text["relation"] and text["colour"] > text["order"]
+    # The pooled embedding tells colours apart most, then the phrase order, then the relation word.
+    assert text["colour"] > text["order"] > text["relation"] > 0
 
 def test_swap_counterpart_compares_exchanged_phrases(monkeypatch):
     from types import SimpleNamespace
