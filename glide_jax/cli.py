@@ -128,11 +128,14 @@ def relation_warnings(args, prompts) -> list:
     from glide_jax import embedded
 
     name = EMBEDDED_MODELS["inpaint" if args.command == "inpaint" else "base"]
-    trained = embedded.training_info(name).get("data", {}).get("relations", [])
+    missing = embedded.untrained_relations(name, prompts)
+    if not missing:
+        return []
+    trained = embedded.training_info(name)["data"]["relations"]
     return [f"warning: {name} was trained on the relations {', '.join(repr(r) for r in trained)} only and draws "
             f"{rel!r} reversed; write the same scene with the objects swapped (\"A below B\" is \"B above A\", "
             f"\"A to the right of B\" is \"B to the left of A\")"
-            for rel in embedded.untrained_relations(name, prompts)]
+            for rel in missing]
 
 
 def _run_sampling(args) -> int:

@@ -113,6 +113,7 @@ def test_exported_settings_carry_no_machine_paths():
     from tools.export_embedded import _portable
 
     assert _portable("sentencepiece:/home/me/runs/base/tokenizer.model") == "sentencepiece:tokenizer.model"
+    assert _portable("sentencepiece:runs/base_embedded_fwd/tokenizer.model") == "sentencepiece:tokenizer.model"
     assert _portable("/data/tfds/shapes/default/1.0.0") == "1.0.0"
     assert _portable("sentencepiece") == "sentencepiece" and _portable("runs/base") == "runs/base"
     assert _portable(0.75) == 0.75

@@ -21,11 +21,13 @@ from typing import Optional, Sequence
 
 
 def _portable(value):
-    """Settings without this machine's paths: an absolute path (alone or after ``kind:``) keeps its file name."""
+    """Settings without this machine's paths: an absolute path keeps its file name, and so does any
+    path after ``kind:`` (a file setting such as ``sentencepiece:runs/x/tokenizer.model``, whose file
+    the exported folder ships under that name)."""
     if not isinstance(value, str):
         return value
     kind, sep, rest = value.rpartition(":") if ":" in value else ("", "", value)
-    if Path(rest).is_absolute():
+    if Path(rest).is_absolute() or (sep and rest):
         return f"{kind}{sep}{Path(rest).name}"
     return value
 
