@@ -10,8 +10,9 @@ sets the model's recommended sampling, used when callers ask for the defaults.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from glide_jax.config import ClipConfig
 from glide_jax.pipeline import LoadedModel, Pipeline, read_sampling
@@ -23,6 +24,19 @@ def tokenizer_for(config, directory: Optional[Path] = None, vocab_dir=None):
     if directory is not None and (Path(directory) / "tokenizer.model").exists():
         return get_tokenizer("sentencepiece", Path(directory) / "tokenizer.model")
     return get_tokenizer("clip" if isinstance(config, ClipConfig) else "glide-bpe", vocab_dir)
+
+
+def trained_relations(directory: Optional[Path]) -> Optional[Tuple[str, ...]]:
+    """The shapes relations a model was trained on, from an exported model's ``training.json`` or a
+    workdir's ``experiment.json`` (``data.relations``); None when neither records them."""
+    if directory is None:
+        return None
+    for name in ("training.json", "experiment.json"):
+        path = Path(directory) / name
+        if path.exists():
+            relations = json.loads(path.read_text()).get("data", {}).get("relations")
+            return tuple(relations) if relations else None
+    return None
 
 
 def load(name_or_path: str, cache_dir=None, vocab_dir=None) -> LoadedModel:
@@ -37,8 +51,10 @@ def load(name_or_path: str, cache_dir=None, vocab_dir=None) -> LoadedModel:
         directory = embedded.embedded_dir(name_or_path)
     else:
         directory = path if path.exists() else converted_dir(name_or_path, cache_dir)
-    sampling, guidance = read_sampling(directory) if directory is not None and directory.exists() else (None, None)
-    return LoadedModel(config, params, tokenizer_for(config, directory, vocab_dir), sampling, guidance)
+    exists = directory is not None and directory.exists()
+    sampling, guidance = read_sampling(directory) if exists else (None, None)
+    return LoadedModel(config, params, tokenizer_for(config, directory, vocab_dir), sampling, guidance,
+                       trained_relations(directory) if exists else None)
 
 
 def load_pipeline(base: str = "embedded-base", upsampler: Optional[str] = "embedded-upsample",

@@ -35,7 +35,10 @@ class LoadedModel:
 
     ``sampling`` and ``guidance_scale`` are the settings recommended for this model
     (a model directory's ``sampling.json``), used wherever a caller asks for the
-    defaults; None falls back to the package's defaults.
+    defaults; None falls back to the package's defaults. ``relations`` lists the
+    relations of the shapes grammar the model was trained on, when that was a subset
+    (its ``training.json`` or a workdir's ``experiment.json``); ``Pipeline.generate``
+    restates captions into them.
     """
 
     config: Union[ModelConfig, ClipConfig]
@@ -43,6 +46,7 @@ class LoadedModel:
     tokenizer: Any
     sampling: Optional["StageOptions"] = None
     guidance_scale: Optional[float] = None
+    relations: Optional[Tuple[str, ...]] = None  # shapes relations it was trained on (None: all, or not a shapes model)
 
     def tokens(self, prompts: Sequence[str]):
         if isinstance(self.config, ClipConfig):
@@ -175,6 +179,15 @@ class Pipeline:
             raise ValueError("the upsampler must be a super-resolution model")
         self.base, self.upsampler, self.clip = base, upsampler, clip
 
+    def restated(self, prompts: Sequence[str]) -> list:
+        """``prompts`` as ``generate`` samples them: a shapes caption whose relation the base never
+        saw but whose converse it did is said the other way round ("A to the right of B" as "B to the
+        left of A"; ``shapes.restate``), the same scene in words the model was trained on."""
+        from glide_jax.data import shapes
+
+        relations = self.base.relations
+        return [shapes.restate(p, relations) for p in prompts] if relations else list(prompts)
+
     # ------------------------------------------------------------------ stages
     def _base_stage(self, prompts, key, scale, opts: StageOptions, init=None, strength=None, inpaint=None,
                     clip_scale=None, progress=None):
@@ -260,6 +273,7 @@ class Pipeline:
         inpaint_mask: Optional[I.ImageLike] = None,
         clip_guidance_scale: Optional[float] = None,
         progress: bool = False,
+        restate: bool = True,
     ) -> np.ndarray:
         """Sample one image per prompt; returns uint8 ``[N, S, S, 3]`` (S = upsampler size, or base size).
 
@@ -272,8 +286,12 @@ class Pipeline:
         ``inpaint_image`` + ``inpaint_mask`` (1 = keep) need inpainting models.
         ``clip_guidance_scale`` replaces classifier-free guidance by CLIP guidance.
         ``upsample=None`` returns the base samples.
+        ``restate`` says each caption in the relations the base was trained on
+        (see ``restated``); False samples the captions as given.
         """
         prompts = _check_prompts(prompts)
+        if restate:
+            prompts = self.restated(prompts)
         if guidance_scale is None:
             guidance_scale = self.base.guidance_scale if self.base.guidance_scale is not None else GUIDANCE_DEFAULT
         base = resolve_stage(base, self.base, BASE_DEFAULT)

@@ -221,6 +221,23 @@ def test_relations_subset():
             shapes.render_example(np.random.default_rng(0), 32, relations=bad)
 
 
+def test_restate_says_the_same_scene_with_a_trained_relation():
+    trained = ("above", "below", "to the left of")
+    said = shapes.restate("a red circle to the right of an orange square", trained)
+    assert said == "an orange square to the left of a red circle"
+    # The restated caption describes the same layout: the red circle is still the right-hand object.
+    for caption in ("a red circle to the right of an orange square", said):
+        parsed = shapes.parse_caption(caption)
+        right = parsed.objects[0] if parsed.relation == "to the right of" else parsed.objects[1]
+        assert (right.color, right.shape) == ("red", "circle")
+    assert shapes.restate("a green square below a blue circle", ("above",)) == "a blue circle above a green square"
+    # Unchanged: a trained relation, an untrained one whose converse is untrained too, one object, free text.
+    for caption, rels in [("a red circle below a blue square", trained),
+                          ("a red circle to the right of a blue square", ("above", "below")),
+                          ("a large red circle", ("above",)), ("an oil painting of a corgi", ("above",))]:
+        assert shapes.restate(caption, rels) == caption
+
+
 def test_placement_errors():
     with pytest.raises(ValueError, match="placed single objects"):
         shapes.render_example(np.random.default_rng(0), 32, p_place=1.5)

@@ -147,6 +147,24 @@ def test_clip_guidance_changes_samples(bpe):
     assert np.abs(strong.astype(int) - weak.astype(int)).mean() > 0.5
 
 
+def test_captions_are_restated_into_the_relations_the_base_was_trained_on(bpe, monkeypatch):
+    import dataclasses
+
+    base = _random("tiny-base", bpe)
+    trained = Pipeline(dataclasses.replace(base, relations=("above", "below", "to the left of")))
+    prompts = ["a red circle to the right of a blue square", "a red circle above a blue square"]
+    said = ["a blue square to the left of a red circle", "a red circle above a blue square"]
+    assert trained.restated(prompts) == said and Pipeline(base).restated(prompts) == prompts
+    encoded = []
+    real = trained.base.tokens
+    monkeypatch.setattr(trained.base, "tokens", lambda p: encoded.append(list(p)) or real(p))
+    out = trained.generate(prompts, seed=0, base=FAST, upsample=None)
+    assert encoded[-1][:2] == said  # the conditional half of the guidance batch
+    np.testing.assert_array_equal(out, trained.generate(said, seed=0, base=FAST, upsample=None, restate=False))
+    trained.generate(prompts, seed=0, base=FAST, upsample=None, restate=False)
+    assert encoded[-1][:2] == prompts
+
+
 def test_upsample_images(pipe):
     img = np.full((16, 16, 3), 128, np.uint8)
     out = pipe.upsample_images(["a grey square", "a"], img, seed=0, options=UP)

@@ -50,6 +50,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="fraction of the chain to run from the model's canvas, or the shapes' background "
                         "for a model without a sampling recommendation (default: the model's, else 1)")
     p.add_argument("--inpaint", action="store_true", help="evaluate inpainting of rendered scenes")
+    p.add_argument("--no-restate", action="store_true",
+                   help="sample every caption as written, even where the model was trained on its converse only "
+                        "(default: restated, e.g. \"A to the right of B\" as \"B to the left of A\")")
     p.add_argument("--n-per-prompt", type=int, default=1, help="samples per caption (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None)
@@ -93,7 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = evaluate(pipe, prompts, n_per_prompt=args.n_per_prompt, seed=args.seed,
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,
-                          inpaint=args.inpaint, save_dir=args.save_dir, progress=args.progress)
+                          inpaint=args.inpaint, save_dir=args.save_dir, progress=args.progress,
+                          restate=not args.no_restate)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,11 +76,13 @@ def _save(save_dir: Path, i: int, image: np.ndarray, record: dict, extra: Option
 def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int = 0,
              guidance_scale: Optional[float] = None,
              base=None, upsample=None, clip_guidance_scale: Optional[float] = None, batch_size: Optional[int] = None,
-             inpaint: bool = False, save_dir=None, progress: bool = False) -> dict:
+             inpaint: bool = False, save_dir=None, progress: bool = False, restate: bool = True) -> dict:
     """Sample ``n_per_prompt`` images per caption, score them; returns ``{"summary", "samples", "settings"}``.
 
     Unset ``guidance_scale``/``base``/``upsample`` take the models' recommended
-    settings; ``settings`` reports what was used.
+    settings; ``settings`` reports what was used. ``restate`` is ``Pipeline.generate``'s: the
+    model may be asked for a caption's converse (the same scene), and every image is graded
+    against the caption as written.
 
     ``summary`` is :func:`shapes_eval.aggregate` of all samples; ``samples``
     holds one record per image (caption, prompt index, the score dict). With
@@ -105,11 +107,12 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 "start": None if inpaint or base.start == 1.0 else {"fraction": base.start, "canvas": base.canvas},
                 "guidance": None if clip_guidance_scale is not None else guidance_scale,
                 "clip_guidance": clip_guidance_scale,
+                "restated": sum(a != b for a, b in zip(prompts, pipe.restated(prompts))) if restate else 0,
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
                                                                temperature=upsample.temperature,
                                                                start=upsample.start)}
     kwargs = dict(guidance_scale=guidance_scale, base=base, upsample=upsample,
-                  clip_guidance_scale=clip_guidance_scale, progress=progress)
+                  clip_guidance_scale=clip_guidance_scale, progress=progress, restate=restate)
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
