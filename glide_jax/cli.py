@@ -121,21 +121,31 @@ def _pipeline(args, inpaint: bool):
     return load_pipeline(base, up, clip)
 
 
-def relation_warnings(args, prompts) -> list:
-    """Warnings for prompts whose relation the embedded text-to-image model was not trained on."""
-    if args.model != "embedded" or args.command == "upsample":
-        return []
-    from glide_jax import embedded
+def relation_notes(pipe, prompts) -> list:
+    """What to tell the user about prompts whose relation the base model was not trained on:
+    a note for each one ``Pipeline.generate`` restates (the same scene, said with the converse
+    relation), a warning for a relation it cannot restate."""
+    from glide_jax.data import shapes
 
-    name = EMBEDDED_MODELS["inpaint" if args.command == "inpaint" else "base"]
-    missing = embedded.untrained_relations(name, prompts)
-    if not missing:
+    trained = pipe.base.relations
+    if not trained:
         return []
-    trained = embedded.training_info(name)["data"]["relations"]
-    return [f"warning: {name} was trained on the relations {', '.join(repr(r) for r in trained)} only and draws "
-            f"{rel!r} reversed; write the same scene with the objects swapped (\"A below B\" is \"B above A\", "
-            f"\"A to the right of B\" is \"B to the left of A\")"
-            for rel in missing]
+    known = ", ".join(repr(r) for r in trained)
+    notes, warned = [], set()
+    for prompt, said in zip(prompts, pipe.restated(prompts)):
+        if said != prompt:
+            notes.append(f"note: drawing {prompt!r} as {said!r}, the same scene in the relations the model was "
+                         f"trained on ({known})")
+            continue
+        try:
+            relation = shapes.parse_caption(prompt).relation
+        except ValueError:
+            continue
+        if relation and relation not in trained and relation not in warned:
+            warned.add(relation)
+            notes.append(f"warning: the model was trained on the relations {known} only and may draw {relation!r} "
+                         f"wrongly")
+    return notes
 
 
 def _run_sampling(args) -> int:
@@ -147,8 +157,9 @@ def _run_sampling(args) -> int:
     prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    for warning in relation_warnings(args, prompts):
-        print(warning, file=sys.stderr)
+    if args.command != "upsample":
+        for note in relation_notes(pipe, prompts):
+            print(note, file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.n)]
     base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
     up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,

@@ -97,30 +97,6 @@ def training_info(name: str) -> Dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def untrained_relations(name: str, prompts) -> list:
-    """The relation phrases ("below", ...) used by ``prompts`` that the embedded model ``name`` never saw in
-    training (its ``training.json`` lists ``data.relations``; a model without that list saw all four).
-
-    Why: a model trained only on "above" and "to the left of" reads "below" like "above" and draws
-    the scene reversed; the CLI warns instead of letting that pass silently. Prompts outside the
-    shapes grammar are skipped.
-    """
-    from glide_jax.data import shapes
-
-    trained = training_info(name).get("data", {}).get("relations")
-    if not trained:
-        return []
-    out = []
-    for prompt in prompts:
-        try:
-            relation = shapes.parse_caption(prompt).relation
-        except ValueError:
-            continue
-        if relation and relation not in trained and relation not in out:
-            out.append(relation)
-    return out
-
-
 def save_embedded(directory, config, params, tokenizer_file, info: Optional[Dict[str, Any]] = None,
                   *, sampling: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Write one embedded model folder atomically; returns the float16 rounding statistics.

@@ -119,24 +119,38 @@ def test_exported_settings_carry_no_machine_paths():
     assert _portable(0.75) == 0.75
 
 
-def test_prompts_with_a_relation_the_model_never_saw_are_warned_about(monkeypatch):
-    from types import SimpleNamespace
+def test_prompts_in_a_relation_the_base_never_saw_are_restated_and_noted():
+    import dataclasses
 
-    from glide_jax.cli import relation_warnings
+    from glide_jax.cli import relation_notes
+    from glide_jax.loading import load
+    from glide_jax.pipeline import Pipeline
 
-    # The shipped base was trained on all four relations (docs/training.md, session 11): no warning.
-    assert sorted(embedded.training_info("embedded-base")["data"]["relations"]) == sorted(shapes.RELATIONS)
-    gen = SimpleNamespace(model="embedded", command="generate")
-    assert relation_warnings(gen, ["a red circle below a blue square"]) == []
-    # A base trained on "above" and "to the left of" only (session 10's stage 1) is warned about.
-    real = embedded.training_info
-    monkeypatch.setattr(embedded, "training_info", lambda name: {"data": {"relations": ["above", "to the left of"]}}
-                        if name == "embedded-base" else real(name))
-    prompts = ["a red circle below a blue square", "a red circle above a blue square", "an oil painting of a corgi",
-               "a green square to the right of a red circle", "a blue square below a red circle"]
-    warnings = relation_warnings(gen, prompts)
-    assert len(warnings) == 2 and "'below' reversed" in warnings[0] and "'to the right of' reversed" in warnings[1]
-    assert relation_warnings(gen, prompts[1:3]) == []
-    assert relation_warnings(SimpleNamespace(model="openai", command="generate"), prompts) == []
-    # The inpainting model was fine-tuned on all four relations: nothing to warn about.
-    assert relation_warnings(SimpleNamespace(model="embedded", command="inpaint"), prompts) == []
+    # The shipped base was trained on "to the right of" only as its converse (docs/training.md, session 12).
+    base = load("embedded-base")
+    assert base.relations == ("above", "below", "to the left of")
+    assert tuple(embedded.training_info("embedded-base")["data"]["relations"]) == base.relations
+    prompts = ["a red circle below a blue square", "a green square to the right of a red circle",
+               "an oil painting of a corgi", "a green square to the right of a red circle"]
+    notes = relation_notes(Pipeline(base), prompts)
+    assert len(notes) == 2 and all("as 'a red circle to the left of a green square'" in n for n in notes)
+    # A relation that cannot be restated is warned about once; a model trained on all four gets no note.
+    only_above = Pipeline(dataclasses.replace(base, relations=("above",)))
+    notes = relation_notes(only_above, prompts + ["a blue square to the left of a red circle"])
+    assert notes[0].startswith("note: drawing 'a red circle below a blue square' as 'a blue square above a red circle'")
+    assert [n for n in notes if n.startswith("warning")] == [
+        "warning: the model was trained on the relations 'above' only and may draw 'to the right of' wrongly",
+        "warning: the model was trained on the relations 'above' only and may draw 'to the left of' wrongly"]
+    assert relation_notes(Pipeline(dataclasses.replace(base, relations=None)), prompts) == []
+    # The inpainting model was fine-tuned from this base with the same relations, so it restates alike.
+    assert load("embedded-inpaint").relations == base.relations
+
+
+def test_trained_relations_come_from_training_json_or_a_workdirs_experiment_json(tmp_path):
+    from glide_jax.loading import trained_relations
+
+    assert trained_relations(tmp_path) is None and trained_relations(None) is None
+    (tmp_path / "experiment.json").write_text(json.dumps({"data": {"relations": ["above", "to the left of"]}}))
+    assert trained_relations(tmp_path) == ("above", "to the left of")
+    (tmp_path / "training.json").write_text(json.dumps({"data": {}}))
+    assert trained_relations(tmp_path) is None

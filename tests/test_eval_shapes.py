@@ -10,6 +10,7 @@ from glide_jax.data import shapes
 from glide_jax.data.shapes import ObjectSpec, format_caption, parse_caption
 from glide_jax.evaluation import run_shapes
 from glide_jax.evaluation import shapes_eval as E
+from glide_jax.pipeline import Pipeline
 
 
 def _renders(size, n, seed):
@@ -248,19 +249,25 @@ def test_prompts_from(tmp_path):
 
 
 class _PerfectPipe:
-    """Stands in for a Pipeline: draws each caption's scene (or returns the inpainting source unchanged)."""
+    """Stands in for a Pipeline: draws each caption's scene (or returns the inpainting source unchanged).
+    Its base was "trained" without "to the left of", so those captions are restated and drawn as their
+    converse, which must grade as right against the caption as written."""
 
     class base:
         sampling, guidance_scale = None, None
+        relations = ("above", "below", "to the right of")
 
         class config:
             class unet:
                 image_size = 64
 
     upsampler = None
+    restated = Pipeline.restated
 
-    def generate(self, prompts, *, seed, inpaint_image=None, inpaint_mask=None, batch_size=None, **kwargs):
+    def generate(self, prompts, *, seed, inpaint_image=None, inpaint_mask=None, batch_size=None, restate=True,
+                 **kwargs):
         rng = np.random.default_rng(seed)
+        prompts = self.restated(prompts) if restate else prompts
         if inpaint_image is not None:
             return np.stack([inpaint_image] * len(prompts))
         return np.stack([run_shapes.inpaint_case(p, 64, rng)[0] for p in prompts])
@@ -278,7 +285,7 @@ def test_evaluate_with_a_perfect_model(tmp_path, inpaint):
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 12
     assert "correct" in run_shapes.format_table(summary)
     assert result["settings"] == {"sampler": "dpm++2m", "steps": 20, "start": None, "guidance": 3.0,
-                                  "clip_guidance": None, "upsample": None}
+                                  "clip_guidance": None, "restated": 2, "upsample": None}
 
 
 def _random_model_dir(path, preset):
