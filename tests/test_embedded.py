@@ -126,7 +126,7 @@ def test_prompts_in_a_relation_the_base_never_saw_are_restated_and_noted():
     from glide_jax.loading import load
     from glide_jax.pipeline import Pipeline
 
-    # The shipped base was trained on "to the right of" only as its converse (docs/training.md, session 12).
+    # The shipped base never saw "to the right of" in training (docs/training.md, session 12).
     base = load("embedded-base")
     assert base.relations == ("above", "below", "to the left of")
     assert tuple(embedded.training_info("embedded-base")["data"]["relations"]) == base.relations
