@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from glide_jax.train.config import apply_overrides, load_config_file
+from glide_jax.train.experiment import apply_overrides, load_config_file
 
 
 def build_parser(task: str, description: str) -> argparse.ArgumentParser:

@@ -17,15 +17,15 @@ from glide_jax import runtime as _runtime
 _runtime.apply_cpu_defaults()  # before any computation initialises XLA: see glide_jax/runtime.py
 
 _EXPORTS = {
-    "Pipeline": "glide_jax.pipeline",
-    "StageOptions": "glide_jax.pipeline",
-    "LoadedModel": "glide_jax.pipeline",
-    "load": "glide_jax.loading",
-    "load_pipeline": "glide_jax.loading",
+    "Pipeline": "glide_jax.sampling.pipeline",
+    "StageOptions": "glide_jax.sampling.pipeline",
+    "LoadedModel": "glide_jax.sampling.pipeline",
+    "load": "glide_jax.hub.loading",
+    "load_pipeline": "glide_jax.hub.loading",
     "get_preset": "glide_jax.config",
     "PRESETS": "glide_jax.config",
-    "save_images": "glide_jax.images",
-    "make_grid": "glide_jax.images",
+    "save_images": "glide_jax.sampling.images",
+    "make_grid": "glide_jax.sampling.images",
 }
 
 __all__ = sorted(_EXPORTS) + ["sample"]
@@ -39,7 +39,7 @@ def __getattr__(name):
 
 def sample(prompts, *, base: str = "embedded-base", upsampler: str | None = "embedded-upsample", **kwargs):
     """One-call sampling: load (and cache) a pipeline, then ``Pipeline.generate(prompts, **kwargs)``."""
-    from glide_jax.loading import load_pipeline
+    from glide_jax.hub.loading import load_pipeline
 
     key = (base, upsampler)
     cache = sample.__dict__.setdefault("_pipelines", {})

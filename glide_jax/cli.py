@@ -41,7 +41,7 @@ def _common(ap, inpaint: bool = False):
                          "/ training workdir")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
     ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
-    from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+    from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     _stage_args(ap, "", BASE_DEFAULT)
     _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
@@ -60,7 +60,7 @@ def _steps(value: str):
 
 def stage_options(model, fallback, sampler, steps, temperature=None, start=None):
     """The CLI's stage options: the model's recommendation (or the package default) with any flag applied."""
-    from glide_jax.pipeline import DEFAULT
+    from glide_jax.sampling.pipeline import DEFAULT
 
     if sampler is None and steps is None and temperature is None and start is None:
         return DEFAULT
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline(args, inpaint: bool):
-    from glide_jax.loading import load_pipeline
+    from glide_jax.hub.loading import load_pipeline
 
     if args.model in ("openai", "embedded"):
         names = OPENAI_MODELS if args.model == "openai" else EMBEDDED_MODELS
@@ -149,8 +149,8 @@ def relation_notes(pipe, prompts) -> list:
 
 
 def _run_sampling(args) -> int:
-    from glide_jax.images import read_image, save_images
-    from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+    from glide_jax.sampling.images import read_image, save_images
+    from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     inpaint = args.command == "inpaint"
     pipe = _pipeline(args, inpaint)
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "download":
-            from glide_jax.checkpoints.download import CHECKPOINTS, download, known_names
+            from glide_jax.hub.download import CHECKPOINTS, download, known_names
 
             names = []
             for n in args.names:
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
                 print(download(n, cache_dir=args.cache_dir))
             return 0
         if args.command == "convert":
-            from glide_jax.checkpoints.store import convert_released
+            from glide_jax.hub.model_dir import convert_released
 
             for n in args.names:
                 print(convert_released(n))

@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glide_jax.checkpoints.convert_clip import (
+from glide_jax.hub.convert_clip import (
     convert_clip,
     convert_image_encoder,
     export_clip,
     torch_layout,
 )
 from glide_jax.config import ClipConfig, get_preset
-from glide_jax.nn.clip import (
+from glide_jax.models.clip import (
     ClipAttention,
     ClipModel,
     clip_guidance_grad,

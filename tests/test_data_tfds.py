@@ -51,7 +51,7 @@ def test_shapes_builder_roundtrip_through_grain(tmp_path):
 
 
 def test_prepare_reuses_and_reads_from_directory(tmp_path):
-    from glide_jax.data.pipeline import open_source
+    from glide_jax.data.input_pipeline import open_source
 
     b1 = tfds_builders.prepare_shapes(str(tmp_path), size=16, num_train=5, num_heldout=2, seed=1)
     b2 = tfds_builders.prepare_shapes(str(tmp_path), size=16, num_train=5, num_heldout=2, seed=1)

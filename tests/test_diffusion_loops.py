@@ -1,7 +1,7 @@
 """Whole sampling loops with the small reference U-Net and CLIP: classifier-free
 guided DDIM and ancestral sampling, guided inpainting, and one CLIP-guided step.
 
-The computation lives in ``glide_jax.parity_diffusion`` / ``parity_loops`` (the
+The computation lives in ``glide_jax.parity.diffusion`` / ``parity_loops`` (the
 code behind ``python -m tools.parity``); its results are memoised per fixture,
 so these tests and ``test_parity_tool.py`` share one run. Every loop is checked
 twice: teacher-forced (each step started from the reference's previous sample,
@@ -16,7 +16,7 @@ import pytest
 from conftest import require_fixture
 
 from glide_jax import parity_loops
-from glide_jax.parity import check_fixture, load_fixture
+from glide_jax.parity.models import check_fixture, load_fixture
 
 STEP_TOL = 1e-4  # teacher-forced single steps
 LOOP_TOL = 2e-4  # whole 10-step loops (fp32 drift through t=999 amplification)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import require_fixture
 
-from glide_jax.checkpoints import download as dl
+from glide_jax.hub import download as dl
 from glide_jax.tokenizers import ClipTokenizer, GlideBPETokenizer
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glide_jax import embedded
+from glide_jax.hub import embedded
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data import shapes
 
@@ -37,7 +37,7 @@ def test_save_and_load_round_trip_in_float16(tmp_path):
 def test_unknown_name_is_named():
     with pytest.raises(ValueError, match="unknown embedded model 'embedded-foo'"):
         embedded.embedded_dir("embedded-foo")
-    from glide_jax.checkpoints.store import load_model
+    from glide_jax.hub.model_dir import load_model
 
     with pytest.raises(FileNotFoundError, match="embedded-base"):
         load_model("no-such-model")
@@ -48,8 +48,8 @@ def test_an_embedded_model_can_start_a_training_run():
     # and keeps their vocabulary; learning a new one would scramble the token embeddings.
     import dataclasses
 
-    from glide_jax.checkpoints.store import load_model
-    from glide_jax.train.config import load_config_file
+    from glide_jax.hub.model_dir import load_model
+    from glide_jax.train.experiment import load_config_file
     from glide_jax.train.loop import _inherited_tokenizer
 
     cfg = load_config_file(Path(__file__).resolve().parents[1] / "experiments/configs/base_embedded_fwd.py")
@@ -123,8 +123,8 @@ def test_prompts_in_a_relation_the_base_never_saw_are_restated_and_noted():
     import dataclasses
 
     from glide_jax.cli import relation_notes
-    from glide_jax.loading import load
-    from glide_jax.pipeline import Pipeline
+    from glide_jax.hub.loading import load
+    from glide_jax.sampling.pipeline import Pipeline
 
     # The shipped base never saw "to the right of" in training (docs/training.md, session 12).
     base = load("embedded-base")
@@ -147,7 +147,7 @@ def test_prompts_in_a_relation_the_base_never_saw_are_restated_and_noted():
 
 
 def test_trained_relations_come_from_training_json_or_a_workdirs_experiment_json(tmp_path):
-    from glide_jax.loading import trained_relations
+    from glide_jax.hub.loading import trained_relations
 
     assert trained_relations(tmp_path) is None and trained_relations(None) is None
     (tmp_path / "experiment.json").write_text(json.dumps({"data": {"relations": ["above", "to the left of"]}}))

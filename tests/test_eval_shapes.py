@@ -10,7 +10,7 @@ from glide_jax.data import shapes
 from glide_jax.data.shapes import ObjectSpec, format_caption, parse_caption
 from glide_jax.evaluation import run_shapes
 from glide_jax.evaluation import shapes_eval as E
-from glide_jax.pipeline import Pipeline
+from glide_jax.sampling.pipeline import Pipeline
 
 
 def _renders(size, n, seed):
@@ -293,9 +293,9 @@ def _random_model_dir(path, preset):
     import jax
     from flax.core import meta
 
-    from glide_jax.checkpoints.store import save_model
+    from glide_jax.hub.model_dir import save_model
     from glide_jax.config import get_preset
-    from glide_jax.nn.unet import GlideUNet, example_inputs
+    from glide_jax.models.unet import GlideUNet, example_inputs
 
     cfg = get_preset(preset)
     inp = example_inputs(cfg.unet, 1, cfg.low_res_size)

@@ -6,13 +6,13 @@ import pytest
 from conftest import require_fixture
 from flax.core import meta
 
-from glide_jax.checkpoints.store import save_model
+from glide_jax.hub.model_dir import save_model
 from glide_jax.config import get_preset
 from glide_jax.diffusion import samplers
-from glide_jax.nn.clip import ClipModel
-from glide_jax.nn.clip import init_params as clip_init
-from glide_jax.nn.unet import GlideUNet, example_inputs
-from glide_jax.pipeline import LoadedModel, Pipeline, StageOptions
+from glide_jax.models.clip import ClipModel
+from glide_jax.models.clip import init_params as clip_init
+from glide_jax.models.unet import GlideUNet, example_inputs
+from glide_jax.sampling.pipeline import LoadedModel, Pipeline, StageOptions
 
 FAST = StageOptions("ddim", 4)
 UP = StageOptions("ddpm", "3", 0.997)
@@ -20,7 +20,7 @@ UP = StageOptions("ddpm", "3", 0.997)
 
 @pytest.fixture(scope="module")
 def bpe():
-    from glide_jax.tokenizers.bpe import GlideBPETokenizer
+    from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer
 
     return GlideBPETokenizer.load(require_fixture("tokenizer"))
 
@@ -84,7 +84,7 @@ def test_truncated_start_is_an_edit_of_the_canvas(pipe):
 def test_sampling_json_carries_the_truncated_start(tmp_path):
     import json
 
-    from glide_jax.pipeline import read_sampling
+    from glide_jax.sampling.pipeline import read_sampling
 
     (tmp_path / "sampling.json").write_text(json.dumps(
         {"sampler": "ddpm", "steps": 50, "start": 0.9, "canvas": [200, 200, 200], "guidance_scale": 2.0}))
@@ -133,7 +133,7 @@ def test_inpainting_through_a_plain_upsampler_keeps_the_known_region(bpe):
 
 
 def test_clip_guidance_changes_samples(bpe):
-    from glide_jax.tokenizers.simple import ClipTokenizer
+    from glide_jax.tokenizers.clip_bpe import ClipTokenizer
 
     cfg = get_preset("tiny-clip")
     model = ClipModel(cfg)

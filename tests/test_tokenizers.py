@@ -209,7 +209,7 @@ def test_unknown_tokenizer_kind():
 
 def test_importing_reads_and_creates_nothing(tmp_path):
     env = dict(os.environ, HOME=str(tmp_path / "home"), GLIDE_JAX_CACHE=str(tmp_path / "cache"))
-    code = "import glide_jax.tokenizers, glide_jax.checkpoints.download"
+    code = "import glide_jax.tokenizers, glide_jax.hub.download"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     assert list(tmp_path.iterdir()) == []
 

@@ -11,9 +11,9 @@ import pytest
 
 from glide_jax.train import state as S
 from glide_jax.train.checkpointing import CORRUPT_DIR, Checkpointer, CorruptCheckpointWarning
-from glide_jax.train.config import load_config_file
+from glide_jax.train.experiment import load_config_file
 from glide_jax.data import shapes
-from glide_jax.train.data import ShapesSource, make_iterator
+from glide_jax.train.inputs import ShapesSource, make_iterator
 
 # A failed Orbax read leaves TensorStore handles and an event-loop callback to be collected later.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

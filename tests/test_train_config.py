@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, PartitionSpec
 
-from glide_jax.nn import partitioning as P
-from glide_jax.train import config as C
+from glide_jax.models import partitioning as P
+from glide_jax.train import experiment as C
 from glide_jax.train import finetune, sharding, state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_widened_first_conv_keeps_old_channels_and_zeroes_new_ones():
 
 
 def test_mse_weighting_is_checked():
-    from glide_jax.train.config import TrainConfig
+    from glide_jax.train.experiment import TrainConfig
 
     assert TrainConfig(mse_weighting="truncated_snr", mse_weight_clip=20.0).mse_weight_clip == 20.0
     with pytest.raises(ValueError, match="mse_weighting"):

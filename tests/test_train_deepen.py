@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig
-from glide_jax.nn.unet import GlideUNet, example_inputs, init_params
+from glide_jax.models.unet import GlideUNet, example_inputs, init_params
 from glide_jax.train.deepen import block_roles, levels_added, warm_start_params
 
 SOURCE = ModelConfig(
@@ -83,7 +83,7 @@ def test_same_config_copies_and_other_configs_are_refused(src):
 
 
 def test_parameters_that_do_not_fit_are_named(src):
-    from glide_jax.checkpoints.torch_layout import CheckpointMismatchError
+    from glide_jax.hub.torch_layout import CheckpointMismatchError
 
     broken = dict(src, unet={k: v for k, v in src["unet"].items() if k != "out_2"})
     with pytest.raises(CheckpointMismatchError, match="out_2"):
@@ -94,7 +94,7 @@ COORDS = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, coord
 
 
 def test_coordinate_grid_marks_rows_and_columns():
-    from glide_jax.nn.unet import coordinate_grid
+    from glide_jax.models.unet import coordinate_grid
 
     g = np.asarray(coordinate_grid(2, 4))
     assert g.shape == (2, 4, 4, 2)

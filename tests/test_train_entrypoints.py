@@ -29,7 +29,7 @@ import pytest
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.train.checkpointing import load_for_sampling
-from glide_jax.train.config import load_config_file
+from glide_jax.train.experiment import load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
@@ -168,8 +168,8 @@ def test_kill_and_rerun_equals_the_uninterrupted_run(base_run, runs, env):
 
 
 def test_training_workdir_loads_for_sampling(base_run):
-    from glide_jax.checkpoints.store import load_model
-    from glide_jax.nn.unet import GlideUNet
+    from glide_jax.hub.model_dir import load_model
+    from glide_jax.models.unet import GlideUNet
 
     cfg = load_config_file(CONFIGS / "base_micro.py")
     model_cfg, params = load_for_sampling(base_run)
@@ -210,7 +210,7 @@ def test_clip_entry_point(runs):
 
 
 def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
-    from glide_jax.nn.unet import GlideUNet
+    from glide_jax.models.unet import GlideUNet
     from glide_jax.train.finetune import load_inpaint_init
 
     root, _ = runs

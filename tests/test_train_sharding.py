@@ -25,9 +25,9 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import jax, jax.numpy as jnp, numpy as np
     from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig
-    from glide_jax.data.pipeline import global_batch
+    from glide_jax.data.input_pipeline import global_batch
     from glide_jax.train import sharding as sh, state as S
-    from glide_jax.train.config import ExperimentConfig, MeshConfig, TrainConfig
+    from glide_jax.train.experiment import ExperimentConfig, MeshConfig, TrainConfig
     from glide_jax.train.loop import build_state, make_step_fn
 
     out_dir, runs = Path(sys.argv[1]), json.loads(sys.argv[2])

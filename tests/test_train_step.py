@@ -14,11 +14,11 @@ import pytest
 
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, TextConfig, UNetConfig
 from glide_jax.data import shapes
-from glide_jax.nn.clip import ClipModel
-from glide_jax.nn.clip import init_params as clip_init
-from glide_jax.nn.unet import GlideUNet, example_inputs
+from glide_jax.models.clip import ClipModel
+from glide_jax.models.clip import init_params as clip_init
+from glide_jax.models.unet import GlideUNet, example_inputs
 from glide_jax.train import state as S
-from glide_jax.train.config import TrainConfig
+from glide_jax.train.experiment import TrainConfig
 from glide_jax.train.step import contrastive_loss, make_clip_step, make_diffusion_step
 
 B = 4

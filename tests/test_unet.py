@@ -10,11 +10,11 @@ import pytest
 from conftest import require_fixture
 from flax.core import meta
 
-from glide_jax.checkpoints.convert_unet import abstract_params, torch_layout, unet_from_torch, unet_to_torch
-from glide_jax.checkpoints.torch_layout import CheckpointMismatchError
+from glide_jax.hub.convert_unet import abstract_params, torch_layout, unet_from_torch, unet_to_torch
+from glide_jax.hub.torch_layout import CheckpointMismatchError
 from glide_jax.config import UNetConfig, get_preset
-from glide_jax.nn.unet import GlideUNet
-from glide_jax.parity import check_fixture, load_fixture, nhwc, prefixed
+from glide_jax.models.unet import GlideUNet
+from glide_jax.parity.models import check_fixture, load_fixture, nhwc, prefixed
 
 MODEL_FIXTURES = ["text2im", "inpaint", "upsample", "upsample_inpaint"]
 MANIFESTS = {
@@ -167,7 +167,7 @@ def test_unknown_preset_names_the_known_ones():
 
 def test_long_attention_in_query_chunks_equals_one_pass():
     """The 32x32 attention of the full-size models runs in query chunks; the result must not change."""
-    from glide_jax.nn import layers as L
+    from glide_jax.models import layers as L
 
     ks = jax.random.split(jax.random.key(3), 4)
     t, s, h, d = 2 * L.QUERY_CHUNK, 2 * L.QUERY_CHUNK + 16, 2, 8

@@ -37,7 +37,7 @@ def _sig(x: float, digits: int = 4) -> float:
 
 
 def _load(name: str, overrides: List[str]):
-    from glide_jax.train.config import apply_overrides, load_config_file
+    from glide_jax.train.experiment import apply_overrides, load_config_file
 
     return apply_overrides(load_config_file(CONFIG_DIR / f"{name}.py"), overrides)
 
@@ -45,7 +45,7 @@ def _load(name: str, overrides: List[str]):
 def _synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
     import numpy as np
 
-    from glide_jax.train import data as data_lib
+    from glide_jax.train import inputs as data_lib
 
     rng = np.random.default_rng(0)
     s = data_lib.image_size(cfg)
@@ -103,9 +103,9 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
 
     import jax
 
-    from glide_jax.data.pipeline import global_batch
+    from glide_jax.data.input_pipeline import global_batch
     from glide_jax.train import sharding as sh
-    from glide_jax.train.config import MeshConfig
+    from glide_jax.train.experiment import MeshConfig
     from glide_jax.train.state import param_count
 
     cfg = _load(name, overrides)
@@ -147,7 +147,7 @@ def pod_worker(name: str, per_shard_batch: int, mesh_devices: int, tensor: int, 
     import jax
 
     from glide_jax.train import sharding as sh
-    from glide_jax.train.config import MeshConfig
+    from glide_jax.train.experiment import MeshConfig
     from glide_jax.train.state import param_count
 
     cfg = _load(name, overrides)

@@ -45,7 +45,7 @@ def _random_model(preset: str):
     import numpy as np
     from flax.core import meta
 
-    from glide_jax.checkpoints.convert_unet import abstract_params
+    from glide_jax.hub.convert_unet import abstract_params
     from glide_jax.config import get_preset
 
     cfg = get_preset(preset)
@@ -77,7 +77,7 @@ def bench_model(preset: str, batch: int, loop_steps: int, reps: int = 3) -> dict
     from glide_jax.diffusion import guidance as G
     from glide_jax.diffusion.samplers import sample_loop
     from glide_jax.diffusion.schedule import make_schedule
-    from glide_jax.model_fns import unet_apply, unet_model_fn
+    from glide_jax.sampling.networks import unet_apply, unet_model_fn
 
     cfg, params = _random_model(preset)
     u = cfg.unet
@@ -126,7 +126,7 @@ def bench_model(preset: str, batch: int, loop_steps: int, reps: int = 3) -> dict
 
 def bench_end_to_end() -> dict:
     """One 256×256 image from a prompt with the pipeline's default samplers, cold and warm."""
-    from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT, LoadedModel, Pipeline
+    from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT, LoadedModel, Pipeline
 
     class _Tok:  # fixed tokens: the benchmark measures the networks, not the tokenizer
         def encode_batch(self, prompts, ctx):

@@ -14,8 +14,8 @@ import argparse
 import json
 import sys
 
-from glide_jax.checkpoints.convert import convert_pt
-from glide_jax.checkpoints.store import save_model
+from glide_jax.hub.convert import convert_pt
+from glide_jax.hub.model_dir import save_model
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, UNetConfig, get_preset
 
 

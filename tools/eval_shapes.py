@@ -63,14 +63,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         from glide_jax.evaluation.run_shapes import evaluate, format_table, prompts_from
-        from glide_jax.loading import load_pipeline
+        from glide_jax.hub.loading import load_pipeline
         from glide_jax.cli import stage_options
         from glide_jax.data import shapes
-        from glide_jax.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+        from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
         if args.relation_probe:
             from glide_jax.evaluation.relation_probe import relation_sensitivity, text_sensitivity
-            from glide_jax.loading import load
+            from glide_jax.hub.loading import load
 
             model = load("embedded-base" if args.model == "embedded" else args.model)
             captions = {"captions": prompts_from(args.prompts)} if args.prompts else {}

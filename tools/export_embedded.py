@@ -4,7 +4,7 @@
         --inpaint runs/inpaint_embedded --clip runs/clip_embedded [--overwrite]
 
 Each workdir's newest readable EMA weights are stored as float16 next to its
-config and tokenizer (see :mod:`glide_jax.embedded`), with a ``training.json``
+config and tokenizer (see :mod:`glide_jax.hub.embedded`), with a ``training.json``
 that records the experiment config name, the checkpoint's step, the training
 images seen, the data settings and the wall-clock hours the run's metrics log
 accounts for (``logged_from_step`` says where that log starts). Only the kinds
@@ -70,7 +70,7 @@ def latest_step(workdir: Path) -> int:
 
 
 def export(kind: str, workdir, out_dir, overwrite: bool = False, note: str = "", sampling=None) -> dict:
-    from glide_jax import embedded
+    from glide_jax.hub import embedded
     from glide_jax.train.checkpointing import load_for_sampling
 
     workdir = Path(workdir)
@@ -83,7 +83,7 @@ def export(kind: str, workdir, out_dir, overwrite: bool = False, note: str = "",
     if note:
         info["note"] = note
     if sampling:
-        from glide_jax.pipeline import StageOptions
+        from glide_jax.sampling.pipeline import StageOptions
 
         StageOptions.from_dict({k: v for k, v in sampling.items() if k != "guidance_scale"}).validate(kind)
     stats = embedded.save_embedded(Path(out_dir) / kind, config, params, tokenizer, info, sampling=sampling,
@@ -92,7 +92,7 @@ def export(kind: str, workdir, out_dir, overwrite: bool = False, note: str = "",
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from glide_jax import embedded
+    from glide_jax.hub import embedded
 
     p = argparse.ArgumentParser(prog="python -m tools.export_embedded", description=__doc__.split("\n\n")[0])
     for kind in embedded.KINDS:

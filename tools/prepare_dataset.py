@@ -4,7 +4,7 @@
     python -m tools.prepare_dataset folder --src DIR [DIR ...] --size 64 --data-dir DIR
 
 Thin wrapper over :mod:`glide_jax.data.tfds_builders`; prints the folder of the
-prepared dataset version, which :func:`glide_jax.data.pipeline.open_source` reads.
+prepared dataset version, which :func:`glide_jax.data.input_pipeline.open_source` reads.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import dataclasses
 
 from experiments.configs import base_released
 from glide_jax.config import TextConfig
-from glide_jax.train.config import MeshConfig
+from glide_jax.train.experiment import MeshConfig
 
 
 def get_config():

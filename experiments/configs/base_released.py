@@ -6,7 +6,7 @@ pipeline and OpenAI's converted weights can be fine-tuned with it. Point
 """
 
 from glide_jax.config import get_preset
-from glide_jax.train.config import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
 
 def get_config() -> ExperimentConfig:

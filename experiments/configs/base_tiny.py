@@ -8,7 +8,7 @@ sometimes; learning the text conditioning takes several thousand more steps.
 """
 
 from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig
-from glide_jax.train.config import DataConfig, ExperimentConfig, SampleConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, ExperimentConfig, SampleConfig, TrainConfig
 
 TEXT = TextConfig(text_ctx=16, width=64, layers=2, heads=4, n_vocab=128)
 UNET = UNetConfig(

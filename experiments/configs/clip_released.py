@@ -1,7 +1,7 @@
 """The released noise-aware CLIP's architecture (64x64 ViT with timestep token, CLIP BPE text)."""
 
 from glide_jax.config import get_preset
-from glide_jax.train.config import DataConfig, ExperimentConfig, MeshConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, TrainConfig
 
 
 def get_config() -> ExperimentConfig:

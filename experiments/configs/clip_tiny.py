@@ -1,7 +1,7 @@
 """Tiny noise-aware CLIP on captioned shapes (32x32), for CLIP guidance of the tiny base model."""
 
 from glide_jax.config import ClipConfig
-from glide_jax.train.config import DataConfig, ExperimentConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, ExperimentConfig, TrainConfig
 
 CLIP = ClipConfig(
     image_size=32, patch_size=4, n_vocab=128, max_text_len=16, n_embd=64,

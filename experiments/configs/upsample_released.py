@@ -1,7 +1,7 @@
 """The released GLIDE upsampler's architecture: 398M parameters, 64 -> 256, linear noise schedule."""
 
 from glide_jax.config import get_preset
-from glide_jax.train.config import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
 
 def get_config() -> ExperimentConfig:

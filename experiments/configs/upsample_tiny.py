@@ -1,7 +1,7 @@
 """Tiny text-conditional upsampler on captioned shapes: 16x16 -> 64x64."""
 
 from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig
-from glide_jax.train.config import DataConfig, ExperimentConfig, SampleConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, ExperimentConfig, SampleConfig, TrainConfig
 
 UNET = UNetConfig(
     image_size=64,

@@ -1,7 +1,7 @@
 """Generate captioned-shapes samples with a pipeline and grade them: the logic behind ``tools.eval_shapes``.
 
 Why a separate module: :mod:`glide_jax.evaluation.shapes_eval` is pure numpy
-image analysis; this one drives a :class:`glide_jax.pipeline.Pipeline` (text
+image analysis; this one drives a :class:`glide_jax.sampling.pipeline.Pipeline` (text
 to image, or inpainting of rendered ground-truth scenes), scores every sample
 and aggregates, so the command-line tool stays a thin argument parser and the
 same evaluation can run from a notebook or a training loop.
@@ -89,7 +89,7 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     ``save_dir`` the images (and, for inpainting, each source and mask) are
     written as PNGs next to ``scores.jsonl``.
     """
-    from glide_jax.pipeline import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, resolve_stage
+    from glide_jax.sampling.pipeline import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, resolve_stage
 
     prompts = list(prompts)
     if not prompts:

@@ -6,10 +6,10 @@ Importing this package reads no files; vocabularies are loaded when a tokenizer 
 (``glide-jax download tokenizers``).
 """
 
-from glide_jax.tokenizers.bpe import GlideBPETokenizer, TokenTruncationWarning
-from glide_jax.tokenizers.simple import ClipTokenizer
+from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer, TokenTruncationWarning
+from glide_jax.tokenizers.clip_bpe import ClipTokenizer
 from glide_jax.tokenizers.spm import SentencePieceTokenizer, train_sentencepiece
-from glide_jax.tokenizers.vocab import find_vocab_file, get_tokenizer
+from glide_jax.tokenizers.files import find_vocab_file, get_tokenizer
 
 
 def clip_lengths(extra):

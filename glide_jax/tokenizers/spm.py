@@ -4,7 +4,7 @@ A new model does not have to inherit GPT-2's 50257-entry vocabulary: a smaller v
 learned from the training captions shrinks the token embedding and fits the caption domain.
 :func:`train_sentencepiece` learns one from a caption file (one caption per line), and
 :class:`SentencePieceTokenizer` exposes the same interface as
-:class:`glide_jax.tokenizers.bpe.GlideBPETokenizer` (``encode``, ``decode``,
+:class:`glide_jax.tokenizers.glide_bpe.GlideBPETokenizer` (``encode``, ``decode``,
 ``padded_tokens_and_mask``, ``encode_batch``, ``n_vocab``, ``pad_token``), so data
 pipelines and samplers can use either.
 
@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Union
 
 import sentencepiece
 
-from glide_jax.tokenizers.bpe import MaskPaddingMixin
+from glide_jax.tokenizers.glide_bpe import MaskPaddingMixin
 
 PathLike = Union[str, os.PathLike]
 

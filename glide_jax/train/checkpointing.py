@@ -37,7 +37,7 @@ from grain.checkpoint import CheckpointRestore as GrainRestore
 from grain.checkpoint import CheckpointSave as GrainSave
 
 from glide_jax.config import ClipConfig, ModelConfig
-from glide_jax.train import config as config_lib
+from glide_jax.train import experiment as config_lib
 from glide_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -206,12 +206,12 @@ def _abstract_params(model_cfg: Union[ModelConfig, ClipConfig]):
     import flax.linen as nn
 
     if isinstance(model_cfg, ClipConfig):
-        from glide_jax.nn.clip import ClipModel, init_params
+        from glide_jax.models.clip import ClipModel, init_params
 
         model = ClipModel(model_cfg)
         boxed = jax.eval_shape(lambda k: init_params(model, k), jax.random.key(0))
     else:
-        from glide_jax.checkpoints.convert_unet import abstract_params
+        from glide_jax.hub.convert_unet import abstract_params
 
         boxed = abstract_params(model_cfg.unet, model_cfg.low_res_size)["params"]
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

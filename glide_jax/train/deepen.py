@@ -32,9 +32,9 @@ from typing import Any, Dict, Hashable, Tuple
 import jax
 import numpy as np
 
-from glide_jax.checkpoints.torch_layout import CheckpointMismatchError, flat_shapes
+from glide_jax.hub.torch_layout import CheckpointMismatchError, flat_shapes
 from glide_jax.config import ModelConfig, UNetConfig
-from glide_jax.nn.unet import init_params
+from glide_jax.models.unet import init_params
 from glide_jax.train.finetune import FIRST_CONV
 
 _BLOCK = re.compile(r"^(input_blocks|output_blocks)_(\d+)_(\d+)$")
@@ -47,7 +47,7 @@ def block_roles(cfg: UNetConfig) -> Dict[Hashable, Tuple[str, int]]:
 
     Roles are ``("stem",)``, ``("in", level, k)``, ``("down", level)`` (the block
     after ``level``) and ``("out", level, i)``, mirroring the loops of
-    :class:`glide_jax.nn.unet.UNetTorso`.
+    :class:`glide_jax.models.unet.UNetTorso`.
     """
     roles: Dict[Hashable, Tuple[str, int]] = {("stem",): ("input_blocks", 0)}
     block = 1
@@ -168,7 +168,7 @@ def warm_start_params(source_params: Dict[str, Any], source: ModelConfig, target
 
 def load_warm_start(init_from: str, target: ModelConfig) -> Dict[str, Any]:
     """Parameters to start a base or upsampler run of ``target`` from the model at ``init_from``."""
-    from glide_jax.checkpoints.store import load_model
+    from glide_jax.hub.model_dir import load_model
 
     source, params = load_model(str(init_from))
     if not isinstance(source, ModelConfig):

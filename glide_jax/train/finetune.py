@@ -46,12 +46,12 @@ def load_source(init_from: str, target: ModelConfig) -> Tuple[ModelConfig, Dict[
     """``(source_config, {"params": ...})`` of the model to fine-tune."""
     path = Path(init_from).expanduser()
     if path.is_file() and path.suffix in (".pt", ".npz"):
-        from glide_jax.checkpoints.convert import convert_state, read_state
+        from glide_jax.hub.convert import convert_state, read_state
 
         cfg = source_config(target)
         state = read_state(path) if path.suffix == ".pt" else _read_npz_state(path)
         return cfg, convert_state(cfg, {"model": state})
-    from glide_jax.checkpoints.store import load_model
+    from glide_jax.hub.model_dir import load_model
 
     cfg, params = load_model(str(init_from))
     if not isinstance(cfg, ModelConfig):

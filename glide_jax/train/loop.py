@@ -26,13 +26,13 @@ import jax
 import numpy as np
 
 from glide_jax.config import ClipConfig, config_from_dict
-from glide_jax.data.pipeline import global_batch
-from glide_jax.train import config as config_lib
-from glide_jax.train import data as data_lib
+from glide_jax.data.input_pipeline import global_batch
+from glide_jax.train import experiment as config_lib
+from glide_jax.train import inputs as data_lib
 from glide_jax.train import sharding as sh
 from glide_jax.train import state as state_lib
 from glide_jax.train.checkpointing import Checkpointer
-from glide_jax.train.config import ExperimentConfig
+from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.metrics import MetricsWriter, Throughput
 from glide_jax.train.step import make_clip_step, make_diffusion_step
 
@@ -45,11 +45,11 @@ _BATCH_KEYS = ("image", "tokens", "mask", "lens", "low_res", "inpaint_mask")
 def boxed_param_init(cfg: ExperimentConfig) -> Callable[[jax.Array], Any]:
     """``key -> boxed parameter tree`` (logical axis names attached) of the experiment's model."""
     if isinstance(cfg.model, ClipConfig):
-        from glide_jax.nn.clip import ClipModel, init_params
+        from glide_jax.models.clip import ClipModel, init_params
 
         model = ClipModel(cfg.model)
         return lambda key: init_params(model, key)
-    from glide_jax.nn.unet import GlideUNet, example_inputs
+    from glide_jax.models.unet import GlideUNet, example_inputs
 
     model_cfg = cfg.model
     model = GlideUNet(model_cfg.unet)
@@ -89,7 +89,7 @@ def _inherited_tokenizer(cfg: ExperimentConfig) -> Optional[str]:
     """A fine-tune or warm start keeps the vocabulary of the model it starts from."""
     if cfg.task == "clip" or not cfg.train.init_from or cfg.data.tokenizer != "sentencepiece":
         return None
-    from glide_jax import embedded
+    from glide_jax.hub import embedded
 
     init = cfg.train.init_from
     source = embedded.embedded_dir(init) if embedded.is_embedded(init) else Path(init).expanduser()

@@ -24,10 +24,10 @@ from PIL import Image
 from glide_jax.diffusion.guidance import classifier_free_guidance, inpaint_denoised_fn
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
-from glide_jax.images import make_grid, to_uint8
-from glide_jax.model_fns import unet_model_fn
-from glide_jax.train import data as data_lib
-from glide_jax.train.config import ExperimentConfig
+from glide_jax.sampling.images import make_grid, to_uint8
+from glide_jax.sampling.networks import unet_model_fn
+from glide_jax.train import inputs as data_lib
+from glide_jax.train.experiment import ExperimentConfig
 
 SAMPLES_DIR = "samples"
 

@@ -1,6 +1,6 @@
 """Placing a training run on a device mesh: mesh, parameter layouts, sharded init, jitted step.
 
-The mesh has the axes of ``glide_jax.nn.partitioning.MESH_AXES`` --
+The mesh has the axes of ``glide_jax.models.partitioning.MESH_AXES`` --
 ``data`` (replicas), ``fsdp`` (parameters, optimiser state *and* batch are
 split) and ``tensor`` (model-parallel matmuls). Models never name mesh axes;
 their parameters carry logical names that ``LOGICAL_RULES`` maps to mesh axes.
@@ -14,7 +14,7 @@ what makes a 3.5B-parameter state (plus EMA and Adam moments) initialisable on
 a pod whose single host could not hold it.
 
 Multi-host runs call :func:`maybe_initialize_distributed` first; each host
-feeds its own slice of the global batch (``glide_jax.data.pipeline.global_batch``).
+feeds its own slice of the global batch (``glide_jax.data.input_pipeline.global_batch``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from glide_jax.nn.partitioning import LOGICAL_RULES, MESH_AXES
-from glide_jax.train.config import MeshConfig
+from glide_jax.models.partitioning import LOGICAL_RULES, MESH_AXES
+from glide_jax.train.experiment import MeshConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from glide_jax.train.config import TrainConfig
+from glide_jax.train.experiment import TrainConfig
 
 
 @flax.struct.dataclass

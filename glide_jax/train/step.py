@@ -39,10 +39,10 @@ from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.diffusion.gaussian import q_sample
 from glide_jax.diffusion.losses import mse_weights, quartile_means, sample_timesteps, training_losses
 from glide_jax.diffusion.schedule import make_schedule
-from glide_jax.nn.clip import ClipModel
-from glide_jax.nn.unet import GlideUNet
+from glide_jax.models.clip import ClipModel
+from glide_jax.models.unet import GlideUNet
 from glide_jax.train import state as state_lib
-from glide_jax.train.config import TrainConfig
+from glide_jax.train.experiment import TrainConfig
 from glide_jax.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]

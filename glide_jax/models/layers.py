@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from glide_jax.nn import partitioning as P
+from glide_jax.models import partitioning as P
 
 Dtype = jnp.dtype
 

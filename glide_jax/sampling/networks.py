@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from glide_jax.config import ClipConfig, UNetConfig
-from glide_jax.nn.clip import ClipModel, clip_guidance_grad
-from glide_jax.nn.unet import GlideUNet
+from glide_jax.models.clip import ClipModel, clip_guidance_grad
+from glide_jax.models.unet import GlideUNet
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,7 +62,7 @@ def _clip_grad(config: ClipConfig):
 
 @functools.lru_cache(maxsize=None)
 def clip_text_embedder(config: ClipConfig):
-    from glide_jax.nn.clip import text_embeddings
+    from glide_jax.models.clip import text_embeddings
 
     model = ClipModel(config)
     return jax.jit(lambda params, tokens, lens: text_embeddings(model, params, tokens, lens))

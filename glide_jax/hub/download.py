@@ -13,7 +13,7 @@ processes wait for one another instead of downloading the same file twice; a fil
 is already cached is reused without any network access.
 
 The cache directory is ``$GLIDE_JAX_CACHE`` if set, else ``~/.cache/glide_jax``; the
-tokenizer loaders in :mod:`glide_jax.tokenizers.vocab` look in the same place. Only the
+tokenizer loaders in :mod:`glide_jax.tokenizers.files` look in the same place. Only the
 standard library (``urllib``) and ``tqdm`` are used.
 """
 

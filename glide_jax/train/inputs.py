@@ -24,9 +24,9 @@ import jax
 import numpy as np
 
 from glide_jax.config import ClipConfig
-from glide_jax.data import pipeline, shapes
+from glide_jax.data import input_pipeline, shapes
 from glide_jax.data.masks import random_inpaint_mask
-from glide_jax.train.config import ExperimentConfig
+from glide_jax.train.experiment import ExperimentConfig
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -79,7 +79,7 @@ def open_source(cfg: ExperimentConfig):
     if not data.path:
         raise ValueError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
                          "(see tools/prepare_dataset.py), e.g. --set data.path=/data/tfds/my_set/default/1.0.0")
-    return pipeline.open_source(data.path, data.split)
+    return input_pipeline.open_source(data.path, data.split)
 
 
 def _caption(record) -> str:
@@ -169,10 +169,10 @@ def make_tokenize(cfg: ExperimentConfig, spec: str) -> Tokenize:
 # ----------------------------------------------------------------------------- iterator
 
 
-def pipeline_config(cfg: ExperimentConfig) -> pipeline.PipelineConfig:
+def pipeline_config(cfg: ExperimentConfig) -> input_pipeline.PipelineConfig:
     model = cfg.model
     is_clip = isinstance(model, ClipConfig)
-    return pipeline.PipelineConfig(
+    return input_pipeline.PipelineConfig(
         image_size=image_size(cfg),
         low_res_size=None if is_clip else (model.low_res_size if model.unet.super_res else None),
         global_batch_size=cfg.train.batch_size,
@@ -185,7 +185,7 @@ def pipeline_config(cfg: ExperimentConfig) -> pipeline.PipelineConfig:
 
 def make_iterator(cfg: ExperimentConfig, source, tokenize: Tokenize):
     """This host's iterator of batches (``global batch / process_count`` examples each)."""
-    return pipeline.make_iterator(source, pipeline_config(cfg), tokenize)
+    return input_pipeline.make_iterator(source, pipeline_config(cfg), tokenize)
 
 
 # ----------------------------------------------------------------------------- previews
@@ -200,12 +200,12 @@ def preview_inputs(cfg: ExperimentConfig, source, n: int, prompts=()) -> Dict[st
     """
     pc = pipeline_config(cfg)
     records = [source[i % len(source)] for i in range(n)]
-    images = np.stack([pipeline.to_model_image(r["image"], pc.image_size) for r in records])
+    images = np.stack([input_pipeline.to_model_image(r["image"], pc.image_size) for r in records])
     captions = list(prompts)[:n] if prompts else [_caption(r) for r in records]
     captions += [captions[i % len(captions)] for i in range(n - len(captions))]
     out = {"captions": np.array(captions, dtype=np.str_), "image": images}
     if pc.low_res_size:
-        out["low_res"] = np.stack([pipeline.area_downsample(im, pc.low_res_size) for im in images])
+        out["low_res"] = np.stack([input_pipeline.area_downsample(im, pc.low_res_size) for im in images])
     if pc.inpaint:
         rng = np.random.default_rng([cfg.data.seed, 12345])
         out["inpaint_mask"] = np.stack([random_inpaint_mask(rng, pc.image_size) for _ in range(n)])

@@ -6,7 +6,7 @@ only noise at large t, so OpenAI trained a CLIP whose ViT image tower also gets
 the diffusion timestep (a learned per-t token in place of the class token).
 This module rebuilds both towers so that the released ``clip/image-enc`` and
 ``clip/text-enc`` checkpoints load into it unchanged (see
-``glide_jax.checkpoints.convert_clip``) and reproduces their numerics:
+``glide_jax.hub.convert_clip``) and reproduces their numerics:
 
 * images arrive in [-1, 1] (NHWC); they are mapped to 0..255 and whitened with
   OpenAI CLIP's RGB statistics before a bias-free patch convolution;
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.config import ClipConfig
-from glide_jax.nn.partitioning import CTX, EMBED, HEADS, KERNEL, MLP, NORM, PATCH, VOCAB, param_with_axes
+from glide_jax.models.partitioning import CTX, EMBED, HEADS, KERNEL, MLP, NORM, PATCH, VOCAB, param_with_axes
 
 # OpenAI CLIP's per-channel statistics of RGB images on the 0..255 scale.
 CLIP_RGB_MEAN = (122.77093945, 116.74601272, 104.09373519)

@@ -1,4 +1,4 @@
-"""Map the released noise-aware CLIP checkpoints (PyTorch) onto ``glide_jax.nn.clip`` parameters.
+"""Map the released noise-aware CLIP checkpoints (PyTorch) onto ``glide_jax.models.clip`` parameters.
 
 OpenAI ships the two CLIP towers as separate state dicts (``clip/image-enc``,
 ``clip/text-enc``); the logit scale is not in either, the reference rebuilds it
@@ -25,7 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from glide_jax.config import ClipConfig
-from glide_jax.nn.clip import ClipModel
+from glide_jax.models.clip import ClipModel
 
 TOWERS = {"image": "image_encoder", "text": "text_encoder"}
 

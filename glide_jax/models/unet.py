@@ -7,7 +7,7 @@ U-Net torso are separate children so a sampler can encode the caption once
 
 Layout is NHWC. Submodule names follow the PyTorch module tree
 (``input_blocks_3_1`` ↔ ``input_blocks.3.1``) so checkpoint conversion is a
-mechanical rename (see ``glide_jax.checkpoints.convert_unet``).
+mechanical rename (see ``glide_jax.hub.convert_unet``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from glide_jax.config import UNetConfig
-from glide_jax.nn import layers as L
-from glide_jax.nn import partitioning as P
-from glide_jax.nn.text import TextEncoder
+from glide_jax.models import layers as L
+from glide_jax.models import partitioning as P
+from glide_jax.models.text import TextEncoder
 
 TextEmb = Tuple[jax.Array, jax.Array]  # (xf_proj [B, 4C], xf_out [B, ctx, width])
 

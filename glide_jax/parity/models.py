@@ -58,10 +58,10 @@ def check_model(meta: dict, arrays: Mapping[str, np.ndarray]) -> Errors:
     import jax
     import jax.numpy as jnp
 
-    from glide_jax.checkpoints.convert_unet import unet_from_torch
+    from glide_jax.hub.convert_unet import unet_from_torch
     from glide_jax.config import UNetConfig
-    from glide_jax.nn import layers
-    from glide_jax.nn.unet import GlideUNet, resize_bilinear
+    from glide_jax.models import layers
+    from glide_jax.models.unet import GlideUNet, resize_bilinear
 
     cfg = UNetConfig.from_reference(meta["create_model_kwargs"])
     params = unet_from_torch(prefixed(arrays, "state/"), cfg)
@@ -102,9 +102,9 @@ def check_clip(meta: dict, arrays: Mapping[str, np.ndarray]) -> Errors:
     """Parity of a noise-aware CLIP fixture (``clip/*.npz``): raw and normalised embeddings, guidance gradient."""
     import jax
 
-    from glide_jax.checkpoints.convert_clip import convert_clip
+    from glide_jax.hub.convert_clip import convert_clip
     from glide_jax.config import ClipConfig
-    from glide_jax.nn import clip as C
+    from glide_jax.models import clip as C
 
     cfg = ClipConfig.from_reference(meta["config_yaml"])
     params = convert_clip(cfg, prefixed(arrays, "state/image/"), prefixed(arrays, "state/text/"),
@@ -145,7 +145,7 @@ def _checkers() -> Dict[str, Callable[..., Errors]]:
         "clip": lambda meta, arrays, path: check_clip(meta, arrays),
     }
     try:
-        from glide_jax.parity_diffusion import check_diffusion
+        from glide_jax.parity.diffusion import check_diffusion
 
         table["diffusion"] = check_diffusion
     except ImportError:

@@ -21,7 +21,7 @@ import ftfy
 import numpy as np
 import regex
 
-from glide_jax.tokenizers.bpe import (
+from glide_jax.tokenizers.glide_bpe import (
     PieceCache,
     Pair,
     byte_chars,
@@ -31,7 +31,7 @@ from glide_jax.tokenizers.bpe import (
     parse_merges,
     warn_truncated,
 )
-from glide_jax.tokenizers.vocab import CLIP_BPE_FILE, find_vocab_file, read_vocab_text
+from glide_jax.tokenizers.files import CLIP_BPE_FILE, find_vocab_file, read_vocab_text
 
 PathLike = Union[str, os.PathLike]
 

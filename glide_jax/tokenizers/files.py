@@ -7,7 +7,7 @@ stored gzip-compressed (``encoder.json.gz``, as published) or plain (``encoder.j
 When a file is missing the error says where it was looked for and how to fetch it.
 
 Nothing here touches the disk or the network at import time; files are read only when a
-tokenizer is built, and downloads happen only through :mod:`glide_jax.checkpoints.download`.
+tokenizer is built, and downloads happen only through :mod:`glide_jax.hub.download`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Union
 
-from glide_jax.checkpoints.download import CACHE_ENV, default_cache_dir
+from glide_jax.hub.download import CACHE_ENV, default_cache_dir
 
 PathLike = Union[str, os.PathLike]
 
@@ -54,7 +54,7 @@ def find_vocab_file(filename: str, directory: Optional[PathLike] = None) -> Path
     raise FileNotFoundError(
         f"tokenizer vocabulary {filename!r} not found in {where}; looked for {tried}. "
         "Fetch the vocabularies with `glide-jax download tokenizers` "
-        "(in Python: glide_jax.checkpoints.download.download('tokenizers')), which saves them "
+        "(in Python: glide_jax.hub.download.download('tokenizers')), which saves them "
         f"into {default_cache_dir()}."
     )
 
@@ -77,8 +77,8 @@ def get_tokenizer(kind: str, path: Optional[PathLike] = None):
       file) - a model trained with :func:`glide_jax.tokenizers.spm.train_sentencepiece`.
     """
     # Imported here: the tokenizer modules themselves import this one.
-    from glide_jax.tokenizers.bpe import GlideBPETokenizer
-    from glide_jax.tokenizers.simple import ClipTokenizer
+    from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer
+    from glide_jax.tokenizers.clip_bpe import ClipTokenizer
     from glide_jax.tokenizers.spm import SentencePieceTokenizer
 
     if kind == "glide-bpe":

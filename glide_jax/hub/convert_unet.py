@@ -7,9 +7,9 @@ from typing import Dict, Mapping, Tuple
 import jax
 import numpy as np
 
-from glide_jax.checkpoints import torch_layout as TL
+from glide_jax.hub import torch_layout as TL
 from glide_jax.config import ModelConfig, UNetConfig
-from glide_jax.nn.unet import GlideUNet, example_inputs
+from glide_jax.models.unet import GlideUNet, example_inputs
 
 
 def abstract_params(config: UNetConfig, low_res_size=None):

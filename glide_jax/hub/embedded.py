@@ -108,7 +108,7 @@ def save_embedded(directory, config, params, tokenizer_file, info: Optional[Dict
     """
     from flax.core import meta
 
-    from glide_jax.checkpoints.store import atomic_directory
+    from glide_jax.hub.model_dir import atomic_directory
     from glide_jax.config import config_to_dict
 
     flat = _flatten(meta.unbox(params))

@@ -20,13 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glide_jax import images as I
+from glide_jax.sampling import images as I
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.diffusion import guidance as G
 from glide_jax.diffusion.samplers import SAMPLERS, sample_loop
 from glide_jax.diffusion.schedule import make_schedule
-from glide_jax.model_fns import clip_grad_fn, unet_model_fn
-from glide_jax.progress import ProgressBar
+from glide_jax.sampling.networks import clip_grad_fn, unet_model_fn
+from glide_jax.sampling.progress import ProgressBar
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple, Union
 
-from glide_jax.checkpoints.torch_zip import load_state_dict, load_state_dict_with_torch
+from glide_jax.hub.torch_zip import load_state_dict, load_state_dict_with_torch
 from glide_jax.config import ClipConfig, ModelConfig
 
 Config = Union[ModelConfig, ClipConfig]
@@ -21,13 +21,13 @@ def convert_state(config: Config, states: Mapping[str, Mapping[str, Any]]) -> An
     Returns Flax variables ``{"params": ...}``; strict about keys and shapes.
     """
     if isinstance(config, ClipConfig):
-        from glide_jax.checkpoints.convert_clip import convert_clip
+        from glide_jax.hub.convert_clip import convert_clip
 
         unknown = set(states) - {"image", "text"}
         if unknown or not {"image", "text"} <= set(states):
             raise ValueError(f"a CLIP conversion needs 'image' and 'text' state dicts, got {sorted(states)}")
         return {"params": convert_clip(config, states["image"], states["text"])}
-    from glide_jax.checkpoints.convert_unet import unet_from_torch
+    from glide_jax.hub.convert_unet import unet_from_torch
 
     if set(states) != {"model"}:
         raise ValueError(f"a U-Net conversion needs one 'model' state dict, got {sorted(states)}")

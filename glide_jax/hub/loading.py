@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from glide_jax.config import ClipConfig
-from glide_jax.pipeline import LoadedModel, Pipeline, read_sampling
+from glide_jax.sampling.pipeline import LoadedModel, Pipeline, read_sampling
 
 
 def tokenizer_for(config, directory: Optional[Path] = None, vocab_dir=None):
-    from glide_jax.tokenizers.vocab import get_tokenizer
+    from glide_jax.tokenizers.files import get_tokenizer
 
     if directory is not None and (Path(directory) / "tokenizer.model").exists():
         return get_tokenizer("sentencepiece", Path(directory) / "tokenizer.model")
@@ -42,8 +42,8 @@ def trained_relations(directory: Optional[Path]) -> Optional[Tuple[str, ...]]:
 def load(name_or_path: str, cache_dir=None, vocab_dir=None) -> LoadedModel:
     """Load one model: an embedded name (``embedded-base``, ...), a released name (``base``,
     ``upsample``, ``base-inpaint``, ...), or a directory."""
-    from glide_jax import embedded
-    from glide_jax.checkpoints.store import converted_dir, load_model
+    from glide_jax.hub import embedded
+    from glide_jax.hub.model_dir import converted_dir, load_model
 
     config, params = load_model(name_or_path, cache_dir)
     path = Path(name_or_path)

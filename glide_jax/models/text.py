@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from glide_jax.config import TextConfig
-from glide_jax.nn import layers as L
-from glide_jax.nn import partitioning as P
+from glide_jax.models import layers as L
+from glide_jax.models import partitioning as P
 
 
 class ResidualAttentionBlock(nn.Module):

@@ -9,7 +9,7 @@ package. One deliberate difference: a prompt longer than the text context is sti
 its first ``text_ctx`` tokens, but with a :class:`TokenTruncationWarning` instead of silently.
 
 The byte-level machinery (byte -> character table, merge loop, merge-file parsing,
-truncation warning) is shared with the CLIP tokenizer in :mod:`glide_jax.tokenizers.simple`.
+truncation warning) is shared with the CLIP tokenizer in :mod:`glide_jax.tokenizers.clip_bpe`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import regex
 
-from glide_jax.tokenizers.vocab import GLIDE_BPE_FILES, find_vocab_file, read_vocab_text
+from glide_jax.tokenizers.files import GLIDE_BPE_FILES, find_vocab_file, read_vocab_text
 
 PathLike = Union[str, os.PathLike]
 Pair = Tuple[str, str]

@@ -40,7 +40,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from glide_jax.parity import Errors, compare
+from glide_jax.parity.models import Errors, compare
 
 KNOWN_SCHEDULES = ("squaredcos_cap_v2", "linear")
 _MEMO: Dict[str, Errors] = {}
@@ -275,7 +275,7 @@ def check_diffusion(meta: dict, arrays: Mapping[str, np.ndarray], path=None) -> 
     if any(k.startswith(("loop/", "clipguide/")) for k in arrays):
         if path is None:
             raise ValueError("the loops of a diffusion fixture need its path (models/ and clip/ are read beside it)")
-        from glide_jax.parity_loops import check_clipguide, check_loops
+        from glide_jax.parity.loops import check_clipguide, check_loops
 
         root = Path(path).resolve().parent.parent
         errors.update(check_loops(arrays, settings, root))

@@ -7,7 +7,7 @@ never replaced unless asked, so nothing already saved is lost.
 
 ``load_model`` accepts a model directory, a training workdir (its latest EMA
 weights), an embedded model name (``embedded-base``, ...; see
-:mod:`glide_jax.embedded`), or a released checkpoint name (``base``,
+:mod:`glide_jax.hub.embedded`), or a released checkpoint name (``base``,
 ``upsample``, ...), which is looked up in the cache, converted from the
 downloaded ``.pt`` on first use.
 """
@@ -89,14 +89,14 @@ def load_params(directory) -> Any:
 
 
 def converted_dir(name: str, cache_dir=None) -> Path:
-    from glide_jax.checkpoints.download import default_cache_dir
+    from glide_jax.hub.download import default_cache_dir
 
     return Path(cache_dir or default_cache_dir()) / "converted" / name
 
 
 def load_model(name_or_path: str, cache_dir=None) -> Tuple[Config, Any]:
     """``(config, params)`` from a model directory, a training workdir or a released checkpoint name."""
-    from glide_jax import embedded
+    from glide_jax.hub import embedded
 
     if embedded.is_embedded(name_or_path):
         return embedded.load_embedded(name_or_path)
@@ -121,14 +121,14 @@ def load_model(name_or_path: str, cache_dir=None) -> Tuple[Config, Any]:
 
 
 def released_pt_path(name: str, cache_dir=None) -> Path:
-    from glide_jax.checkpoints.download import CHECKPOINTS, default_cache_dir
+    from glide_jax.hub.download import CHECKPOINTS, default_cache_dir
 
     return Path(cache_dir or default_cache_dir()) / CHECKPOINTS[name].filename
 
 
 def convert_released(name: str, cache_dir=None, pt_paths: Optional[dict] = None) -> Path:
     """Convert a downloaded OpenAI checkpoint into a model directory in the cache."""
-    from glide_jax.checkpoints.convert import convert_pt
+    from glide_jax.hub.convert import convert_pt
 
     if name == "clip":
         paths = pt_paths or {"image": released_pt_path("clip/image-enc", cache_dir),

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glide_jax.parity import Errors, compare, load_fixture, prefixed
-from glide_jax.parity_diffusion import compare_exact, diffusion_steps, nhwc, schedule_for_map, schedule_name
+from glide_jax.parity.models import Errors, compare, load_fixture, prefixed
+from glide_jax.parity.diffusion import compare_exact, diffusion_steps, nhwc, schedule_for_map, schedule_name
 
 # Which settings section describes each loop of the public format, and its fallbacks.
 _LOOP_SECTIONS = {
@@ -55,7 +55,7 @@ _LOOP_SECTIONS = {
 @functools.lru_cache(maxsize=None)
 def load_unet(npz: str):
     """(config, params) of a U-Net model fixture, converted once per file."""
-    from glide_jax.checkpoints.convert_unet import unet_from_torch
+    from glide_jax.hub.convert_unet import unet_from_torch
     from glide_jax.config import UNetConfig
 
     meta, arrays = load_fixture(npz)
@@ -65,7 +65,7 @@ def load_unet(npz: str):
 
 @functools.lru_cache(maxsize=None)
 def load_clip(npz: str):
-    from glide_jax.checkpoints.convert_clip import convert_clip
+    from glide_jax.hub.convert_clip import convert_clip
     from glide_jax.config import ClipConfig
 
     meta, arrays = load_fixture(npz)
@@ -133,7 +133,7 @@ def compare_cond(got, want, norm) -> tuple:
 def loop_inputs(arrays: Mapping[str, np.ndarray], settings: Mapping, root: Path, group: str):
     """Everything needed to re-run ``loop/<group>``: schedule, guided model_fn, denoised_fn, noises, options."""
     from glide_jax.diffusion import classifier_free_guidance, inpaint_denoised_fn
-    from glide_jax.model_fns import unet_model_fn
+    from glide_jax.sampling.networks import unet_model_fn
 
     opts = loop_settings(settings, group)
     p = f"loop/{group}"
@@ -213,7 +213,7 @@ def _clip_step(s, model_fn, cond_fn, x, t, noise):
 def check_clipguide(arrays: Mapping[str, np.ndarray], settings: Mapping, root: Path) -> Errors:
     """One CLIP-guided ``p_sample`` (``clipguide/*``) with the recorded noise."""
     from glide_jax.diffusion import clip_guidance, space_timesteps
-    from glide_jax.model_fns import clip_grad_fn, unet_model_fn
+    from glide_jax.sampling.networks import clip_grad_fn, unet_model_fn
 
     opts = settings.get("clip_guided_step", {})
     a = prefixed(arrays, "clipguide/")
