@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import require_fixture
 
-from glide_jax import parity_loops
+from glide_jax.parity import loops as parity_loops
 from glide_jax.parity.models import check_fixture, load_fixture
 
 STEP_TOL = 1e-4  # teacher-forced single steps
