@@ -257,8 +257,8 @@ class GlideUNet(nn.Module):
 
 def init_params(config: UNetConfig, rng: jax.Array, batch: int = 1, low_res_size: Optional[int] = None):
     """Initialise parameters with dummy inputs (boxed with logical axis names)."""
-    model = GlideUNet(config)
-    return model.init(rng, *example_inputs(config, batch, low_res_size))
+    inputs = example_inputs(config, batch, low_res_size)
+    return GlideUNet(config).init(rng, *inputs, **inputs.kwargs)
 
 
 def example_inputs(config: UNetConfig, batch: int = 1, low_res_size: Optional[int] = None):
