@@ -31,19 +31,9 @@ from typing import BinaryIO, Iterator, List, Optional, Union
 
 from tqdm.auto import tqdm
 
-CACHE_ENV = "GLIDE_JAX_CACHE"
+from glide_jax.cache import CACHE_ENV, default_cache_dir
+
 TOKENIZERS = "tokenizers"  # name of the group holding the three vocabulary files
-
-
-def default_cache_dir() -> Path:
-    """The download cache: ``$GLIDE_JAX_CACHE`` if set, else ``~/.cache/glide_jax``.
-
-    Read on every call, so changing the environment variable takes effect immediately.
-    """
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "glide_jax"
 
 
 @dataclass(frozen=True)

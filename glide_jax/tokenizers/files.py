@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Union
 
-from glide_jax.hub.download import CACHE_ENV, default_cache_dir
+from glide_jax.cache import CACHE_ENV, default_cache_dir
 
 PathLike = Union[str, os.PathLike]
 
