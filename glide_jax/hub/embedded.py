@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-ASSET_DIR = Path(__file__).resolve().parent / "assets" / "embedded"
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "embedded"
 KINDS = ("base", "upsample", "inpaint", "clip")
 PREFIX = "embedded-"
 PARAMS_FILE = "params.zip"

@@ -1,15 +1,23 @@
-"""Saving and loading a model for sampling: Orbax parameters with their config beside them.
+"""The one on-disk format of a model ready to sample: a folder of plain files.
 
-A model directory holds ``config.json`` (a tagged ``ModelConfig``/``ClipConfig``)
-and ``params/`` (an Orbax checkpoint of the float32 parameter tree). Writes go to
-a temporary sibling and are renamed into place, and an existing directory is
+A model directory holds
+
+* ``config.json``      -- the tagged model config (``glide_jax.config.config_to_dict``);
+* ``params.zip``       -- the Flax variables (``{"params": ...}``) in numpy's ``.npz`` zip format, one
+  array per ``/``-joined tree path (``params/unet/out_2/bias``), stored as float16 or float32 and
+  widened to float32 on load (named ``.zip`` to keep it apart from the reference fixtures' ``.npz``);
+* ``tokenizer.model``  -- optional: its sentencepiece vocabulary (else the family's default tokenizer);
+* ``sampling.json``    -- optional: recommended sampler settings, guidance scale and prompt rewrites
+  (read by :mod:`glide_jax.sampling.advice`);
+* ``model_card.json`` / ``training.json`` -- optional, free-form provenance.
+
+Why one format of plain files: the embedded assets, converted released
+checkpoints and exported training runs all load the same way, with numpy
+alone, and a folder can be inspected or copied without Orbax. Orbax stays the
+format of training checkpoints (resumable, sharded), which are a different thing.
+
+Writes go to a temporary sibling renamed into place, and an existing folder is
 never replaced unless asked, so nothing already saved is lost.
-
-``load_model`` accepts a model directory, a training workdir (its latest EMA
-weights), an embedded model name (``embedded-base``, ...; see
-:mod:`glide_jax.hub.embedded`), or a released checkpoint name (``base``,
-``upsample``, ...), which is looked up in the cache, converted from the
-downloaded ``.pt`` on first use.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import jax
 import numpy as np
@@ -30,6 +38,20 @@ from glide_jax.config import ClipConfig, ModelConfig, config_from_dict, config_t
 
 Config = Union[ModelConfig, ClipConfig]
 RELEASED = ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip")
+
+CONFIG_FILE = "config.json"
+PARAMS_FILE = "params.zip"
+TOKENIZER_FILE = "tokenizer.model"
+SAMPLING_FILE = "sampling.json"
+CARD_FILE = "model_card.json"
+TRAINING_FILE = "training.json"
+ORBAX_PARAMS_DIR = "params"  # the retired Orbax model format kept its parameters here
+DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class OutdatedModelDirError(ValueError):
+    """A folder in the retired Orbax model format (``config.json`` + ``params/``)."""
 
 
 @contextlib.contextmanager
@@ -58,6 +80,160 @@ def atomic_directory(directory, *, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def flatten_tree(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, np.ndarray]:
+    """``{"a/b/c": array}`` of a nested mapping of arrays."""
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_tree(value, path))
+        else:
+            flat[path] = np.asarray(value)
+    return flat
+
+
+def unflatten_tree(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    tree: Dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def _plain_variables(params) -> Dict[str, np.ndarray]:
+    from flax.core import meta
+
+    params = meta.unbox(params)
+    if not isinstance(params, Mapping) or "params" not in params:
+        raise ValueError("params must be Flax variables: a mapping {'params': parameter tree}")
+    flat = flatten_tree(params)
+    not_float = [k for k, v in flat.items() if not np.issubdtype(v.dtype, np.floating)]
+    if not_float:
+        raise ValueError(f"parameters must be floating point; not so: {', '.join(not_float[:5])}")
+    return flat
+
+
+def save_model_dir(directory, config, params, *, dtype: str = "float32", tokenizer_file=None,
+                   sampling: Optional[Mapping[str, Any]] = None, card: Optional[Mapping[str, Any]] = None,
+                   overwrite: bool = False) -> Dict[str, Any]:
+    """Write one model directory atomically; returns ``{"num_params", "dtype", "max_abs_rounding"}``.
+
+    ``params`` are Flax variables (``{"params": ...}``, boxed or not), stored as
+    ``dtype``; float16 halves the folder and is refused for values beyond its
+    range (they would silently become inf). ``tokenizer_file`` is copied in as
+    ``tokenizer.model``; ``sampling`` becomes ``sampling.json`` (see
+    :mod:`glide_jax.sampling.advice` for its keys); ``card`` becomes
+    ``model_card.json`` with the returned statistics added. Refuses to replace
+    an existing folder unless ``overwrite``.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    flat = _plain_variables(params)
+    if dtype == "float16":
+        too_big = [k for k, v in flat.items() if np.abs(v).max(initial=0.0) > FLOAT16_MAX]
+        if too_big:
+            raise ValueError(f"parameters out of float16 range: {', '.join(too_big[:5])}; save them as float32")
+    stored = {k: v.astype(dtype) for k, v in flat.items()}
+    rounding = max((float(np.abs(stored[k].astype(np.float64) - v.astype(np.float64)).max(initial=0.0))
+                    for k, v in flat.items()), default=0.0)
+    stats = {"num_params": int(sum(v.size for v in flat.values())), "dtype": dtype, "max_abs_rounding": rounding}
+    if tokenizer_file is not None and not Path(tokenizer_file).is_file():
+        raise FileNotFoundError(f"tokenizer file {tokenizer_file} does not exist")
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
+        with open(tmp / PARAMS_FILE, "wb") as f:  # a file object: numpy keeps the name as given
+            np.savez_compressed(f, **stored)
+        _write_json(tmp / CONFIG_FILE, config_to_dict(config))
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        if sampling:
+            _write_json(tmp / SAMPLING_FILE, dict(sampling))
+        if card is not None:
+            _write_json(tmp / CARD_FILE, {**card, **stats})
+    return stats
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({what}): {e}") from None
+
+
+def check_model_dir(directory) -> Path:
+    """``directory`` as a Path if it is a model directory in this format; a clear error otherwise."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{directory} is not a model directory (no {CONFIG_FILE})")
+    if not (directory / PARAMS_FILE).is_file():
+        if (directory / ORBAX_PARAMS_DIR).is_dir():
+            raise OutdatedModelDirError(
+                f"{directory} is a model directory in the retired Orbax format ({ORBAX_PARAMS_DIR}/); "
+                f"convert the model again (`glide-jax convert NAME` for a released checkpoint, "
+                f"`python -m tools.convert_checkpoint` for a .pt file) to get {PARAMS_FILE}")
+        raise FileNotFoundError(f"{directory} is not a complete model directory (no {PARAMS_FILE})")
+    return directory
+
+
+def is_model_dir(path) -> bool:
+    path = Path(path)
+    return (path / CONFIG_FILE).is_file() and (path / PARAMS_FILE).is_file()
+
+
+def read_config(directory):
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{directory} is not a glide_jax model directory (no config.json)")
+    return config_from_dict(_read_json(directory / CONFIG_FILE, "the model config"))
+
+
+def read_params(directory) -> Dict[str, Any]:
+    """The Flax variables of a model directory, every array float32."""
+    path = Path(directory) / PARAMS_FILE
+    with np.load(path, allow_pickle=False) as npz:
+        flat = {k: npz[k].astype(np.float32) for k in npz.files}
+    if not flat:
+        raise ValueError(f"{path} holds no parameters")
+    return unflatten_tree(flat)
+
+
+def read_sampling_file(directory) -> Optional[Dict[str, Any]]:
+    """The raw contents of ``sampling.json``, or None when the folder has none."""
+    path = Path(directory) / SAMPLING_FILE
+    if not path.exists():
+        return None
+    value = _read_json(path, "recommended sampling settings")
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_card(directory) -> Dict[str, Any]:
+    """Free-form provenance: ``model_card.json``, else ``training.json``, else empty."""
+    for name in (CARD_FILE, TRAINING_FILE):
+        path = Path(directory) / name
+        if path.exists():
+            return _read_json(path, "provenance")
+    return {}
+
+
+def tokenizer_file(directory) -> Optional[Path]:
+    path = Path(directory) / TOKENIZER_FILE
+    return path if path.is_file() else None
+
+
+def load_model_dir(directory):
+    """``(config, variables)`` of a model directory; the parameters are float32."""
+    directory = check_model_dir(directory)
+    return read_config(directory), read_params(directory)
+
+
 def save_model(directory, params, config: Config, *, overwrite: bool = False) -> Path:
     """Write ``params`` and ``config`` to ``directory`` atomically."""
     import orbax.checkpoint as ocp
@@ -69,13 +245,6 @@ def save_model(directory, params, config: Config, *, overwrite: bool = False) ->
             ckptr.wait_until_finished()
         (tmp / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
     return Path(directory).absolute()
-
-
-def read_config(directory) -> Config:
-    path = Path(directory) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{directory} is not a glide_jax model directory (no config.json)")
-    return config_from_dict(json.loads(path.read_text()))
 
 
 def load_params(directory) -> Any:
