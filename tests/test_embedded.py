@@ -52,7 +52,8 @@ def test_an_embedded_model_can_start_a_training_run():
     from glide_jax.train.experiment import load_config_file
     from glide_jax.train.loop import _inherited_tokenizer
 
-    cfg = load_config_file(Path(__file__).resolve().parents[1] / "experiments/configs/base_embedded_fwd.py")
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config_file(f"{repo}/projects/shapes/configs/base_three_relations.py:to_1250")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from="embedded-base"))
     assert _inherited_tokenizer(cfg) == f"sentencepiece:{embedded.embedded_dir('base') / 'tokenizer.model'}"
     by_name, by_path = load_model("embedded-base"), load_model(str(embedded.embedded_dir("base")))

@@ -92,7 +92,7 @@ def test_keep_last_n_plus_every_kth(tmp_path):
 
 
 def _cfg():
-    return load_config_file(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "base_micro.py")
+    return load_config_file(f"{Path(__file__).resolve().parents[1]}/experiments/configs/base.py:micro")
 
 
 def test_data_iterator_resumes_at_the_next_batch(tmp_path):

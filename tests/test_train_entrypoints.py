@@ -36,7 +36,7 @@ CONFIGS = REPO / "experiments" / "configs"
 
 
 def _command(task, config, workdir, *overrides):
-    cmd = [sys.executable, "-m", f"experiments.train_{task}", "--config", str(CONFIGS / f"{config}.py"),
+    cmd = [sys.executable, "-m", f"experiments.train_{task}", "--config", f"{CONFIGS}/{config}",
            "--workdir", str(workdir)]
     return cmd + (["--set", *overrides] if overrides else [])
 
@@ -79,9 +79,9 @@ def env(tmp_path_factory):
 def runs(tmp_path_factory, env):
     root = tmp_path_factory.mktemp("runs")
     started = {
-        "base": Run(env, "base", "base_micro", root / "base"),
-        "upsample": Run(env, "upsample", "upsample_micro", root / "upsample"),
-        "clip": Run(env, "clip", "clip_micro", root / "clip"),
+        "base": Run(env, "base", "base.py:micro", root / "base"),
+        "upsample": Run(env, "upsample", "upsample.py:micro", root / "upsample"),
+        "clip": Run(env, "clip", "clip.py:micro", root / "clip"),
     }
     yield root, started
     for run in started.values():
@@ -116,7 +116,7 @@ def _assert_bit_identical(a, b):
 
 
 def test_base_entry_point_writes_checkpoints_metrics_and_samples(base_run):
-    cfg = load_config_file(CONFIGS / "base_micro.py")
+    cfg = load_config_file(f"{CONFIGS}/base.py:micro")
     assert _steps(base_run) == [8, 12]  # keep_last=2 of the saves at 4, 8, 12
     lines = [json.loads(l) for l in (base_run / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == list(range(2, 13, 2))
@@ -138,7 +138,7 @@ def test_base_entry_point_writes_checkpoints_metrics_and_samples(base_run):
 def test_kill_and_rerun_equals_the_uninterrupted_run(base_run, runs, env):
     root, _ = runs
     workdir = root / "killed"
-    run = Run(env, "base", "base_micro", workdir)
+    run = Run(env, "base", "base.py:micro", workdir)
     deadline = time.time() + 600
     while not (workdir / "checkpoints" / "4").exists():
         assert run.proc.poll() is None, run.output()[-3000:]
@@ -147,7 +147,7 @@ def test_kill_and_rerun_equals_the_uninterrupted_run(base_run, runs, env):
     run.proc.send_signal(signal.SIGKILL)
     assert run.wait(expect_ok=False) == -signal.SIGKILL
     assert 12 not in _steps(workdir), "the run finished before it could be killed"
-    resumed = Run(env, "base", "base_micro", workdir)
+    resumed = Run(env, "base", "base.py:micro", workdir)
     resumed.wait()
     assert "resumed from step" in resumed.output()
     _assert_bit_identical(_checkpoint(base_run, 12), _checkpoint(workdir, 12))
@@ -160,7 +160,7 @@ def test_kill_and_rerun_equals_the_uninterrupted_run(base_run, runs, env):
     victim = max(files, key=lambda f: f.stat().st_size)
     with open(victim, "r+b") as f:
         f.truncate(victim.stat().st_size // 3)
-    again = Run(env, "base", "base_micro", workdir)
+    again = Run(env, "base", "base.py:micro", workdir)
     again.wait()
     out = again.output()
     assert "CorruptCheckpointWarning" in out and "step 12" in out and "resumed from step 8" in out
@@ -171,7 +171,7 @@ def test_training_workdir_loads_for_sampling(base_run):
     from glide_jax.hub.model_dir import load_model
     from glide_jax.models.unet import GlideUNet
 
-    cfg = load_config_file(CONFIGS / "base_micro.py")
+    cfg = load_config_file(f"{CONFIGS}/base.py:micro")
     model_cfg, params = load_for_sampling(base_run)
     assert isinstance(model_cfg, ModelConfig) and model_cfg == cfg.model
     _assert_bit_identical(params["params"], _checkpoint(base_run, 12)["ema_params"])
@@ -214,9 +214,9 @@ def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     from glide_jax.train.finetune import load_inpaint_init
 
     root, _ = runs
-    run = Run(env, "inpaint", "inpaint_micro", root / "inpaint", f"train.init_from={base_run}")
+    run = Run(env, "inpaint", "inpaint.py:micro", root / "inpaint", f"train.init_from={base_run}")
     # Meanwhile: the widened start computes exactly what the base model computes.
-    cfg = load_config_file(CONFIGS / "inpaint_micro.py")
+    cfg = load_config_file(f"{CONFIGS}/inpaint.py:micro")
     _, base = load_for_sampling(base_run)
     init = load_inpaint_init(str(base_run), cfg.model)
     u = cfg.model.unet
@@ -226,7 +226,7 @@ def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     mask = jnp.ones((2, u.text.text_ctx), bool)
     image = jnp.asarray(rng.uniform(-1, 1, x.shape), jnp.float32)
     keep = jnp.asarray(rng.integers(0, 2, x.shape[:3] + (1,)), jnp.float32)
-    base_unet = GlideUNet(load_config_file(CONFIGS / "base_micro.py").model.unet)
+    base_unet = GlideUNet(load_config_file(f"{CONFIGS}/base.py:micro").model.unet)
     want = jax.jit(base_unet.apply)(base, x, t, tokens, mask)
     got = jax.jit(lambda p: GlideUNet(u).apply(p, x, t, tokens, mask, inpaint_image=image, inpaint_mask=keep))(
         {"params": init})
@@ -243,12 +243,12 @@ def test_entry_points_refuse_wrong_configs(base_run, env):
     def run(*args):
         return subprocess.run(_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
-    proc = run("upsample", "base_micro", "unused")
+    proc = run("upsample", "base.py:micro", "unused")
     assert proc.returncode == 2 and "experiments.train_base" in proc.stderr
-    proc = run("inpaint", "inpaint_micro", "unused")
+    proc = run("inpaint", "inpaint.py:micro", "unused")
     assert proc.returncode == 2 and "train.init_from" in proc.stderr
     # Another model in an existing workdir: refused before any checkpoint is read or moved.
     before = _steps(base_run)
-    proc = run("base", "base_micro", base_run, "model.unet.num_channels=64")
+    proc = run("base", "base.py:micro", base_run, "model.unet.num_channels=64")
     assert proc.returncode != 0 and "with a different model" in proc.stderr
     assert _steps(base_run) == before and not (base_run / "checkpoints.corrupt").exists()

@@ -39,7 +39,8 @@ def _sig(x: float, digits: int = 4) -> float:
 def _load(name: str, overrides: List[str]):
     from glide_jax.train.experiment import apply_overrides, load_config_file
 
-    return apply_overrides(load_config_file(CONFIG_DIR / f"{name}.py"), overrides)
+    family, _, variant = name.rpartition("_")  # "base_tiny": variant "tiny" of experiments/configs/base.py
+    return apply_overrides(load_config_file(f"{CONFIG_DIR / family}.py:{variant}"), overrides)
 
 
 def _synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
