@@ -263,13 +263,26 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
     return cfg
 
 
-def load_config_file(path: Union[str, Path]) -> ExperimentConfig:
-    """Run a config file and return its ``get_config()``.
+def load_config_file(spec: Union[str, Path]) -> ExperimentConfig:
+    """Run a config file and return its config: ``path.py`` calls ``get_config()``,
+    ``path.py:variant`` calls ``get_config("variant")``.
 
-    The repository root (the folder holding ``experiments/``) is put on
-    ``sys.path`` so that a config can import the config it varies.
+    A family file (``experiments/configs/base.py``) lists its variants in a
+    module-level ``VARIANTS`` tuple; a variant it does not list, or no variant
+    for a ``get_config`` that needs one, fails with that list. The repository
+    root (the folder holding ``experiments/``) is put on ``sys.path`` so that a
+    config can import from the repository.
     """
-    path = Path(path).resolve()
+    import inspect
+
+    text = str(spec)
+    head, colon, variant = text.rpartition(":")
+    if colon and head.endswith(".py") and not any(c in variant for c in "/\\"):
+        if not variant:
+            raise ValueError(f"config {text!r}: no variant after ':' (write path.py:<variant> or path.py)")
+        path = Path(head).resolve()
+    else:
+        path, variant = Path(text).resolve(), None
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     for parent in path.parents:
@@ -277,12 +290,28 @@ def load_config_file(path: Union[str, Path]) -> ExperimentConfig:
             if str(parent) not in sys.path:
                 sys.path.insert(0, str(parent))
             break
-    spec = importlib.util.spec_from_file_location(f"_glide_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    module_spec = importlib.util.spec_from_file_location(f"_glide_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
         raise ValueError(f"{path} defines no get_config()")
-    cfg = module.get_config()
+    variants = tuple(getattr(module, "VARIANTS", ()))
+    listing = f": one of {', '.join(variants)} (write {path.name}:<variant>)" if variants else ""
+    parameters = list(inspect.signature(get_config).parameters.values())
+    needs_variant = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                        for p in parameters)
+    if variant is None:
+        if needs_variant:
+            raise ValueError(f"{path} needs a variant{listing or ' (write path.py:<variant>)'}")
+        cfg = get_config()
+    else:
+        if not parameters:
+            raise ValueError(f"{path} has no variants (its get_config() takes no argument); "
+                             f"write {path.name} without ':{variant}'")
+        if variants and variant not in variants:
+            raise ValueError(f"{path} has no variant {variant!r}; its variants are {', '.join(variants)}")
+        cfg = get_config(variant)
     if not isinstance(cfg, ExperimentConfig):
         raise TypeError(f"{path}: get_config() returned {type(cfg).__name__}, expected ExperimentConfig")
     return cfg
