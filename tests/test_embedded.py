@@ -87,10 +87,10 @@ def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(t
     a different caption changes its own image only (the text path is wired, row by row), and the
     README prompt's image passes the shapes evaluator.
 
-    How often images obey their captions is measured by ``tools.eval_shapes`` (README table);
+    How often images obey their captions is measured by ``projects.shapes.eval_shapes`` (its README);
     this checks the one image the README's command shows first.
     """
-    from glide_jax.evaluation.shapes_eval import score
+    from projects.shapes.grading import score
     from PIL import Image
 
     from glide_jax.cli import main
@@ -111,7 +111,7 @@ def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(t
 
 
 def test_exported_settings_carry_no_machine_paths():
-    from tools.export_embedded import _portable
+    from projects.shapes.export_embedded import _portable
 
     assert _portable("sentencepiece:/home/me/runs/base/tokenizer.model") == "sentencepiece:tokenizer.model"
     assert _portable("sentencepiece:runs/base_embedded_fwd/tokenizer.model") == "sentencepiece:tokenizer.model"

@@ -1,6 +1,6 @@
 """Scoring generated captioned-shapes images against their captions, without a learned model.
 
-Why: the tiny default GLIDE is trained on :mod:`glide_jax.data.shapes`, whose
+Why: the embedded models are trained on :mod:`glide_jax.data.shapes`, whose
 captions are exactly checkable -- so its samples can be *graded*, not just
 looked at. A learned judge (CLIP, a classifier) would need its own training and
 would add its own errors; the scenes are flat colours on a known grey
@@ -309,12 +309,6 @@ def relation_holds(first: Tuple[float, float], second: Tuple[float, float], rela
     return along > 0 and along >= abs(across)
 
 
-def placement_holds(center: Tuple[float, float], placement: str) -> bool:
-    """A single object's centroid lies in the half of the image its ``placement`` names."""
-    axis, half = shapes.PLACEMENTS[placement]
-    return center[axis] < 0.5 if half == 0 else center[axis] > 0.5
-
-
 def _match(specs, found: List[Detection]) -> List[Optional[Detection]]:
     """Each caption object's detection: same colour, preferring the right shape, then the largest."""
     free = list(found)
@@ -345,8 +339,6 @@ def score(image: np.ndarray, caption: str, detections: Optional[List[Detection]]
         out["size"] = all(m is not None and m.size == s.size for m, s in zip(matched, parsed.objects))
     if parsed.relation is not None:
         out["position"] = all(ok) and relation_holds(matched[0].center, matched[1].center, parsed.relation)
-    elif parsed.placement is not None:
-        out["position"] = ok[0] and placement_holds(matched[0].center, parsed.placement)
     out["correct"] = all(v for v in out.values() if v is not None)
     out["objects"] = [asdict(d) for d in found]
     return out

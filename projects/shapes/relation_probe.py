@@ -37,7 +37,6 @@ import numpy as np
 
 from glide_jax.data import shapes
 
-MIRROR = {"above": "below", "below": "above", "to the left of": "to the right of", "to the right of": "to the left of"}
 DEFAULT_CAPTIONS = (
     "a red circle above a blue square",
     "a yellow triangle to the left of a purple circle",
@@ -51,7 +50,7 @@ def mirrored(caption: str) -> str:
     parsed = shapes.parse_caption(caption)
     if parsed.relation is None:
         raise ValueError(f"the relation probe needs two-object captions, got {caption!r}")
-    return shapes.format_caption(parsed.objects, MIRROR[parsed.relation])
+    return shapes.format_caption(parsed.objects, shapes.MIRROR[parsed.relation])
 
 
 def swapped(caption: str) -> str:
@@ -91,7 +90,7 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
 def model_mean_x0(model, captions: Sequence[str], t: int, n: int = 16, seed: int = 0) -> np.ndarray:
     """Mean predicted x0 ``[len(captions), S, S, 3]`` at diffusion index ``t`` from the background noised
     to ``t`` with the same ``n`` noise draws for every caption (``model``: a loaded base model)."""
-    from glide_jax.diffusion import gaussian as G
+    from glide_jax.diffusion import gaussian
     from glide_jax.diffusion.schedule import make_schedule
     from glide_jax.sampling.networks import unet_model_fn
 
@@ -107,8 +106,8 @@ def model_mean_x0(model, captions: Sequence[str], t: int, n: int = 16, seed: int
     noise = jnp.tile(jax.random.normal(jax.random.PRNGKey(seed), (n, size, size, 3)), (k, 1, 1, 1))
     canvas = jnp.broadcast_to(jnp.asarray(shapes.BACKGROUND, jnp.float32) / 127.5 - 1.0, noise.shape)
     tt = jnp.full((k * n,), t, jnp.int32)
-    x_t = G.q_sample(s, canvas, tt, noise)
-    x0 = G.p_mean_variance(s, fn(x_t, tt), x_t, tt).pred_xstart
+    x_t = gaussian.q_sample(s, canvas, tt, noise)
+    x0 = gaussian.p_mean_variance(s, fn(x_t, tt), x_t, tt).pred_xstart
     return np.asarray(x0).reshape((k, n) + x0.shape[1:]).mean(axis=1)
 
 

@@ -1,7 +1,7 @@
-"""Generate captioned-shapes samples with a pipeline and grade them: the logic behind ``tools.eval_shapes``.
+"""Generate captioned-shapes samples with a pipeline and grade them: the logic behind ``eval_shapes``.
 
-Why a separate module: :mod:`glide_jax.evaluation.shapes_eval` is pure numpy
-image analysis; this one drives a :class:`glide_jax.sampling.pipeline.Pipeline` (text
+Why a separate module: :mod:`projects.shapes.grading` is pure numpy image
+analysis; this one drives a :class:`glide_jax.sampling.pipeline.Pipeline` (text
 to image, or inpainting of rendered ground-truth scenes), scores every sample
 and aggregates, so the command-line tool stays a thin argument parser and the
 same evaluation can run from a notebook or a training loop.
@@ -23,23 +23,21 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from glide_jax.data import shapes
-from glide_jax.evaluation import shapes_eval as E
+from projects.shapes import grading
 
 ERASE_PAD = 0.025  # border added around the erased object's bounding box, fraction of the image side
 
 
 def prompts_from(spec: str) -> List[str]:
-    """Captions from ``heldout:N`` (``shapes.heldout_prompts(N)``), ``placed:N`` (``shapes.placed_prompts(N)``),
-    ``single:N`` (``shapes.single_prompts(N)``) or a file with one caption a line."""
+    """Captions from ``heldout:N`` (``shapes.heldout_prompts(N)``), ``single:N``
+    (``shapes.single_prompts(N)``) or a file with one caption a line."""
     if spec.startswith("heldout:"):
         return shapes.heldout_prompts(int(spec.split(":", 1)[1]))
-    if spec.startswith("placed:"):
-        return shapes.placed_prompts(int(spec.split(":", 1)[1]))
     if spec.startswith("single:"):
         return shapes.single_prompts(int(spec.split(":", 1)[1]))
     path = Path(spec)
     if not path.exists():
-        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N, placed:N or single:N)")
+        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N or single:N)")
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompts file {spec} has no captions")
@@ -52,7 +50,7 @@ def inpaint_case(caption: str, size: int, rng: np.random.Generator) -> Tuple[np.
     """(uint8 [S, S, 3] scene of ``caption``, float32 [S, S] mask with 0 over one object, its index)."""
     parsed = shapes.parse_caption(caption)
     if parsed.relation is None:
-        objects = [shapes.place_single(rng, parsed.objects[0], parsed.placement)]
+        objects = [shapes.place_single(rng, parsed.objects[0])]
     else:
         a, b = parsed.objects
         objects = shapes.place_pair(rng, (a.color, a.shape), (b.color, b.shape), parsed.relation)
@@ -76,20 +74,22 @@ def _save(save_dir: Path, i: int, image: np.ndarray, record: dict, extra: Option
 def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int = 0,
              guidance_scale: Optional[float] = None,
              base=None, upsample=None, clip_guidance_scale: Optional[float] = None, batch_size: Optional[int] = None,
-             inpaint: bool = False, save_dir=None, progress: bool = False, restate: bool = True) -> dict:
+             inpaint: bool = False, save_dir=None, progress: bool = False, rewrite_prompts: bool = True) -> dict:
     """Sample ``n_per_prompt`` images per caption, score them; returns ``{"summary", "samples", "settings"}``.
 
     Unset ``guidance_scale``/``base``/``upsample`` take the models' recommended
-    settings; ``settings`` reports what was used. ``restate`` is ``Pipeline.generate``'s: the
-    model may be asked for a caption's converse (the same scene), and every image is graded
-    against the caption as written.
+    settings; ``settings`` reports what was used. ``rewrite_prompts`` is ``Pipeline.generate``'s:
+    the model may be asked for a caption as its base model's prompt rewrites say it (for the
+    embedded base, "A to the right of B" as "B to the left of A", the same scene), and every
+    image is graded against the caption as written; ``settings["restated"]`` counts the
+    captions the rewrites changed.
 
-    ``summary`` is :func:`shapes_eval.aggregate` of all samples; ``samples``
+    ``summary`` is :func:`grading.aggregate` of all samples; ``samples``
     holds one record per image (caption, prompt index, the score dict). With
     ``save_dir`` the images (and, for inpainting, each source and mask) are
     written as PNGs next to ``scores.jsonl``.
     """
-    from glide_jax.sampling.pipeline import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, resolve_stage
+    from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, resolve_stage
 
     prompts = list(prompts)
     if not prompts:
@@ -107,12 +107,12 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 "start": None if inpaint or base.start == 1.0 else {"fraction": base.start, "canvas": base.canvas},
                 "guidance": None if clip_guidance_scale is not None else guidance_scale,
                 "clip_guidance": clip_guidance_scale,
-                "restated": sum(a != b for a, b in zip(prompts, pipe.restated(prompts))) if restate else 0,
+                "restated": sum(pipe.rewrite([p])[0] != p for p in prompts) if rewrite_prompts else 0,
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
                                                                temperature=upsample.temperature,
                                                                start=upsample.start)}
     kwargs = dict(guidance_scale=guidance_scale, base=base, upsample=upsample,
-                  clip_guidance_scale=clip_guidance_scale, progress=progress, restate=restate)
+                  clip_guidance_scale=clip_guidance_scale, progress=progress, rewrite_prompts=rewrite_prompts)
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
         rows = [p for p in prompts for _ in range(n_per_prompt)]
         images = pipe.generate(rows, seed=seed, batch_size=batch_size or min(len(rows), 16), **kwargs)
         for i, (caption, image) in enumerate(zip(rows, images)):
-            records.append({"caption": caption, "prompt": i // n_per_prompt, **E.score(image, caption)})
+            records.append({"caption": caption, "prompt": i // n_per_prompt, **grading.score(image, caption)})
             if save_dir is not None:
                 _save(save_dir, i, image, records[-1])
     else:
@@ -134,16 +134,16 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                                    batch_size=batch_size or n_per_prompt, **kwargs)
             for k, image in enumerate(images):
                 rec = {"caption": caption, "prompt": j, "erased": erased,
-                       **E.score_inpaint(image, source, mask, caption)}
+                       **grading.score_inpaint(image, source, mask, caption)}
                 records.append(rec)
                 if save_dir is not None:
                     extra = {"source": source, "mask": (mask * 255).astype(np.uint8)} if k == 0 else None
                     _save(save_dir, len(records) - 1, image, rec, extra)
-    return {"summary": E.aggregate(records), "samples": records, "settings": settings}
+    return {"summary": grading.aggregate(records), "samples": records, "settings": settings}
 
 
 def format_table(summary: dict) -> str:
-    """A plain-text table of a :func:`shapes_eval.aggregate` summary."""
+    """A plain-text table of a :func:`grading.aggregate` summary."""
     lines = [f"{'attribute':<10} {'accuracy':>8}", f"{'-' * 10} {'-' * 8}"]
     lines += [f"{k:<10} {v:>8.3f}" for k, v in summary["per_attribute"].items()]
     lines += [f"{'-' * 10} {'-' * 8}", f"{'correct':<10} {summary['accuracy']:>8.3f}", f"{'n':<10} {summary['n']:>8d}"]

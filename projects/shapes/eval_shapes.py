@@ -1,20 +1,19 @@
 """Grade a model on captioned-shapes prompts: generate, score every sample, print accuracy.
 
-    python -m tools.eval_shapes --prompts heldout:128 --guidance 3 --sampler ddpm --steps 100   # embedded model
-    python -m tools.eval_shapes --prompts heldout:64 --model WORKDIR --guidance 3 --sampler ddim --steps 50
-    python -m tools.eval_shapes --prompts captions.txt --model INPAINT_DIR --inpaint --json
-    python -m tools.eval_shapes --relation-probe --model WORKDIR      # seconds: does "above" change anything?
+    python -m projects.shapes.eval_shapes --prompts heldout:128       # the embedded base, its own settings
+    python -m projects.shapes.eval_shapes --prompts heldout:64 --model WORKDIR --guidance 3 --sampler ddim --steps 50
+    python -m projects.shapes.eval_shapes --prompts captions.txt --model INPAINT_DIR --inpaint --json
+    python -m projects.shapes.eval_shapes --relation-probe --model WORKDIR   # seconds: does "above" change anything?
 
 ``--prompts`` is a file with one caption a line, ``heldout:N`` for the first
-N held-out captions of :mod:`glide_jax.data.shapes`, ``placed:N`` for N
-single objects with a placement ("a red circle at the top"), or ``single:N`` for N
-plain one-object captions ("a small blue square"). With ``--inpaint`` each
+N held-out captions of :mod:`glide_jax.data.shapes`, or ``single:N`` for N
+one-object captions ("a small blue square"). With ``--inpaint`` each
 caption's scene is rendered, one object erased and the model asked to fill it;
 keep-region fidelity and fill accuracy are reported too. Prints a table of the
 overall and per-attribute accuracy (``--json``: the aggregate as JSON); bad
 input prints ``error: ...`` and exits with status 2. Thin wrapper over
-:mod:`glide_jax.evaluation.run_shapes` (generation) and
-:mod:`glide_jax.evaluation.shapes_eval` (scoring).
+:mod:`projects.shapes.evaluate` (generation), :mod:`projects.shapes.grading`
+(scoring) and :mod:`projects.shapes.relation_probe`.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ from typing import Optional, Sequence
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.eval_shapes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", default=None, help="file with one caption a line, heldout:N, placed:N or single:N")
+    p = argparse.ArgumentParser(prog="python -m projects.shapes.eval_shapes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--prompts", default=None, help="file with one caption a line, heldout:N or single:N")
     p.add_argument("--relation-probe", action="store_true",
                    help="instead of sampling, measure how much the base model's high-noise image estimate "
-                        "changes when a caption's relation is mirrored (glide_jax.evaluation.relation_probe)")
+                        "changes when a caption's relation is mirrored (projects.shapes.relation_probe)")
     p.add_argument("--probe-counterpart", choices=("mirror", "swap"), default="mirror",
                    help="relation probe: compare each caption with its relation mirrored (default) or its two "
                         "noun phrases swapped (the same words, so only phrase-to-place binding shows)")
@@ -51,8 +50,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "for a model without a sampling recommendation (default: the model's, else 1)")
     p.add_argument("--inpaint", action="store_true", help="evaluate inpainting of rendered scenes")
     p.add_argument("--no-restate", action="store_true",
-                   help="sample every caption as written, even where the model was trained on its converse only "
-                        "(default: restated, e.g. \"A to the right of B\" as \"B to the left of A\")")
+                   help="sample every caption as written, without the base model's prompt rewrites "
+                        "(default: rewritten, e.g. \"A to the right of B\" as \"B to the left of A\")")
     p.add_argument("--n-per-prompt", type=int, default=1, help="samples per caption (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None)
@@ -62,24 +61,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        from glide_jax.evaluation.run_shapes import evaluate, format_table, prompts_from
-        from glide_jax.hub.loading import load_pipeline
         from glide_jax.cli import stage_options
         from glide_jax.data import shapes
-        from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+        from glide_jax.hub.registry import load_pipeline, resolve
+        from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
+        from projects.shapes.evaluate import evaluate, format_table, prompts_from
 
         if args.relation_probe:
-            from glide_jax.evaluation.relation_probe import relation_sensitivity, text_sensitivity
-            from glide_jax.hub.loading import load
+            from projects.shapes.relation_probe import relation_sensitivity, text_sensitivity
 
-            model = load("embedded-base" if args.model == "embedded" else args.model)
+            model = resolve("embedded-base" if args.model == "embedded" else args.model)
             captions = {"captions": prompts_from(args.prompts)} if args.prompts else {}
             out = relation_sensitivity(model, **captions, seed=args.seed, counterpart=args.probe_counterpart)
             print(json.dumps({"relation_probe": out, "text": text_sensitivity(model, **captions),
                               "model": args.model}, indent=2))
             return 0
         if not args.prompts:
-            raise ValueError("--prompts is required (a file with one caption a line, heldout:N, placed:N or single:N)")
+            raise ValueError("--prompts is required (a file with one caption a line, heldout:N or single:N)")
         prompts = prompts_from(args.prompts)
         if args.model == "embedded":
             args.model = "embedded-inpaint" if args.inpaint else "embedded-base"
@@ -97,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,
                           inpaint=args.inpaint, save_dir=args.save_dir, progress=args.progress,
-                          restate=not args.no_restate)
+                          rewrite_prompts=not args.no_restate)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

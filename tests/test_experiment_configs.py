@@ -1,0 +1,134 @@
+"""The config files: every variant of every model family loads and builds the model it names, a
+variant is asked for by ``path.py:variant`` with clear errors, and the shapes project's configs of the
+shipped models load, flat and with explicit warm starts."""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import jax
+import pytest
+
+from glide_jax.models.families import abstract_params
+from glide_jax.train.experiment import ExperimentConfig, load_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+FAMILIES = REPO / "experiments" / "configs"
+PROJECT = REPO / "projects" / "shapes" / "configs"
+
+# Parameters of the model each variant builds. The tiny ones equal the shipped embedded models of the
+# same architecture (their training.json num_params); the released ones are OpenAI's checkpoints.
+PARAMS = {
+    "base:micro": 867_110, "base:tiny": 1_599_174,
+    "base:released": 385_030_726, "base:paper": 3_554_414_086,
+    "upsample:micro": 867_974, "upsample:tiny": 1_631_942,
+    "upsample:released": 398_361_286, "upsample:paper": 1_641_702_790,
+    "inpaint:micro": 868_262, "inpaint:tiny": 1_600_326, "inpaint:released": 385_037_638,
+    "upsample_inpaint:released": 398_368_198,
+    "clip:micro": 66_145, "clip:tiny": 288_705, "clip:released": 158_123_265,
+}
+SMALL = [k for k in PARAMS if k.split(":")[1] in ("micro", "tiny")]
+LARGE = [k for k in PARAMS if k not in SMALL]
+
+
+def _module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"config_under_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_family_file_lists_exactly_the_variants_measured_here():
+    listed = {f"{path.stem}:{v}" for path in FAMILIES.glob("[!_]*.py") for v in _module(path).VARIANTS}
+    assert listed == set(PARAMS)
+
+
+def _check_builds(key):
+    family, variant = key.split(":")
+    cfg = load_config_file(f"{FAMILIES / family}.py:{variant}")
+    assert isinstance(cfg, ExperimentConfig) and cfg.name == f"{family}_{variant}"
+    assert (REPO / "experiments" / f"train_{cfg.task}.py").exists()
+    assert sum(leaf.size for leaf in jax.tree.leaves(abstract_params(cfg.model))) == PARAMS[key]
+
+
+@pytest.mark.parametrize("key", SMALL)
+def test_small_variants_load_and_build(key):
+    _check_builds(key)
+
+
+@pytest.mark.slow  # tracing the released and paper-size models takes 2-8 s each
+@pytest.mark.parametrize("key", LARGE)
+def test_large_variants_load_and_build(key):
+    _check_builds(key)
+
+
+def test_an_inpainting_variant_is_its_base_variant_with_the_mask_inputs():
+    for variant in ("micro", "tiny"):
+        base = load_config_file(f"{FAMILIES}/base.py:{variant}").model
+        inpaint = load_config_file(f"{FAMILIES}/inpaint.py:{variant}").model
+        assert inpaint == dataclasses.replace(base, unet=dataclasses.replace(base.unet, inpaint=True))
+
+
+def test_variant_errors_name_the_problem_and_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"has no variant 'huge'; its variants are micro, tiny, released, paper"):
+        load_config_file(f"{FAMILIES}/base.py:huge")
+    with pytest.raises(ValueError, match=r"needs a variant: one of micro, tiny, released \(write clip.py:<variant>\)"):
+        load_config_file(FAMILIES / "clip.py")
+    with pytest.raises(ValueError, match="no variant after ':'"):
+        load_config_file(f"{FAMILIES}/base.py:")
+    with pytest.raises(ValueError, match=r"has no variants \(its get_config\(\) takes no argument\)"):
+        load_config_file(f"{PROJECT}/clip.py:tiny")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config_file(f"{FAMILIES}/no_such_family.py:tiny")
+    # A family file without VARIANTS still gets the variant; its own get_config says what is wrong.
+    plain = tmp_path / "plain.py"
+    plain.write_text("def get_config(variant):\n    raise ValueError(f'plain has no {variant}')\n")
+    with pytest.raises(ValueError, match="plain has no big"):
+        load_config_file(f"{plain}:big")
+    with pytest.raises(ValueError, match=r"needs a variant \(write path.py:<variant>\)"):
+        load_config_file(plain)
+
+
+# Each shipped model's configs, in the order they run (one workdir per file, one phase per variant).
+SHIPPED = {
+    "base_pretrain": ("to_1250", "to_10000"),
+    "base_forward": ("to_1500", "to_3000", "to_3500"),
+    "base_four_relations": ("to_2250", "to_2750"),
+    "base_three_relations": ("to_750", "to_1250"),
+    "upsample": ("to_750", "to_1000"),
+    "inpaint": (None,),
+    "clip": (None,),
+}
+
+
+def test_the_project_configs_of_the_shipped_models_load():
+    assert {p.stem for p in PROJECT.glob("[!_]*.py")} == set(SHIPPED)
+    for stem, variants in SHIPPED.items():
+        assert tuple(getattr(_module(PROJECT / f"{stem}.py"), "VARIANTS", (None,))) == variants
+        steps = []
+        for variant in variants:
+            cfg = load_config_file(f"{PROJECT / stem}.py" + (f":{variant}" if variant else ""))
+            assert cfg.name == stem + (f":{variant}" if variant else "")
+            # Each phase of a workdir keeps the model and the warm start; its steps only grow.
+            steps.append(cfg.train.steps)
+            if variant:
+                first = load_config_file(f"{PROJECT / stem}.py:{variants[0]}")
+                assert (cfg.model, cfg.train.init_from, cfg.task) == (first.model, first.train.init_from, first.task)
+            assert not cfg.train.init_from.startswith("embedded"), (stem, cfg.train.init_from)
+            assert cfg.train.init_from in ("", f"runs/shapes/{_source(stem)}"), (stem, cfg.train.init_from)
+        assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    # The last phase of the last base stage is what the package ships, with the relations it was trained on.
+    shipped = load_config_file(f"{PROJECT}/base_three_relations.py:to_1250")
+    assert shipped.data.relations == ("above", "below", "to the left of") and shipped.train.steps == 1250
+
+
+def _source(stem):
+    """Where each stage starts from: a workdir, or the float16 export of one (see the project README)."""
+    return {"base_forward": "base_pretrain_export/base", "base_four_relations": "base_forward",
+            "base_three_relations": "base_four_relations_export/base", "inpaint": "base_three_relations"}.get(stem)
+
+
+def test_project_configs_are_flat():
+    for path in PROJECT.glob("[!_]*.py"):
+        imports = [line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))]
+        assert all(line.startswith(("from glide_jax", "import dataclasses")) for line in imports), (path, imports)
