@@ -1,9 +1,11 @@
 """Command line shared by the training entry points.
 
-``python -m experiments.train_<task> --config experiments/configs/<name>.py --workdir DIR
-[--set key=value ...]`` loads the config file, applies the overrides (typed by
-the fields they replace), checks the config is for this entry point and runs
-``glide_jax.train.loop.train``. Rerunning the same command resumes the run.
+``python -m experiments.train_<task> --config experiments/configs/<family>.py:<variant>
+--workdir DIR [--set key=value ...]`` loads the config (``get_config("<variant>")``
+of the file; a file without variants is given as just its path), applies the
+overrides (typed by the fields they replace), checks the config is for this
+entry point and runs ``glide_jax.train.loop.train``. Rerunning the same command
+resumes the run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from glide_jax.train.experiment import apply_overrides, load_config_file
 
 def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m experiments.train_{task}", description=description)
-    parser.add_argument("--config", required=True, help="experiments/configs/<name>.py (defines get_config())")
+    parser.add_argument("--config", required=True,
+                        help="config file and variant, e.g. experiments/configs/base.py:tiny (calls get_config('tiny'))")
     parser.add_argument("--workdir", required=True, help="run directory; rerunning with the same one resumes")
     parser.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config fields, e.g. --set train.lr=1e-4 model.unet.dtype=bfloat16")

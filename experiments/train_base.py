@@ -1,6 +1,6 @@
-"""Train GLIDE's text-conditional base diffusion model (64x64 in the paper; 32x32 in the tiny configs).
+"""Train GLIDE's text-conditional base diffusion model (64x64 in the paper; 32x32 in the tiny variant).
 
-    python -m experiments.train_base --config experiments/configs/base_tiny.py --workdir runs/base_tiny
+    python -m experiments.train_base --config experiments/configs/base.py:tiny --workdir runs/base_tiny
 """
 
 import sys

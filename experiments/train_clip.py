@@ -1,6 +1,6 @@
 """Train GLIDE's noise-aware CLIP (contrastive loss between noised images x_t and their captions).
 
-    python -m experiments.train_clip --config experiments/configs/clip_tiny.py --workdir runs/clip_tiny
+    python -m experiments.train_clip --config experiments/configs/clip.py:tiny --workdir runs/clip_tiny
 """
 
 import sys

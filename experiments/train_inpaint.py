@@ -1,6 +1,6 @@
 """Fine-tune a base or upsampler model for inpainting (4 zero-initialised extra input channels).
 
-    python -m experiments.train_inpaint --config experiments/configs/inpaint_tiny.py --workdir runs/inpaint_tiny \
+    python -m experiments.train_inpaint --config experiments/configs/inpaint.py:tiny --workdir runs/inpaint_tiny \
         --set train.init_from=runs/base_tiny
 
 ``train.init_from`` may be a training workdir, a converted model directory, a

@@ -1,6 +1,6 @@
-"""Train GLIDE's text-conditional upsampler (64 -> 256 in the paper; 16 -> 64 in the tiny config).
+"""Train GLIDE's text-conditional upsampler (64 -> 256 in the paper; 16 -> 64 in the tiny variant).
 
-    python -m experiments.train_upsample --config experiments/configs/upsample_tiny.py --workdir runs/up_tiny
+    python -m experiments.train_upsample --config experiments/configs/upsample.py:tiny --workdir runs/up_tiny
 """
 
 import sys
