@@ -14,7 +14,7 @@ from glide_jax.diffusion import (
     p_mean_variance,
     p_sample,
     q_sample,
-    sample_loop,
+    sample_trajectory,
     sdedit_start,
     similarity_gradient,
 )
@@ -88,11 +88,10 @@ def test_sdedit_start():
     np.testing.assert_allclose(np.asarray(x_t), np.asarray(q_sample(s, image, jnp.full((2,), 24), noise)))
     assert sdedit_start(s, image, 1.0, noise=noise)[0] == 49
     assert sdedit_start(s, image, 0.001, noise=noise)[0] == 0
-    out, steps = sample_loop(
-        s, Partial(constant_x0_model, jnp.float32(0.25)), sampler="ddim", x_T=x_t, start_index=start, return_steps=True
-    )
+    steps = sample_trajectory(s, Partial(constant_x0_model, jnp.float32(0.25)), x_t, None, sampler="ddim",
+                              start_index=start)
     assert steps.shape[0] == 25
-    np.testing.assert_allclose(np.asarray(out), 0.25, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(steps[-1]), 0.25, atol=1e-4)
 
 
 def test_clip_guidance_shifts_the_mean_by_variance_times_grad():

@@ -8,6 +8,7 @@ import pytest
 from jax.tree_util import Partial
 
 from glide_jax.diffusion import (
+    RecordedNoise,
     ddim_sample,
     ddim_sample_loop,
     dpm_solver_pp_sample_loop,
@@ -15,6 +16,8 @@ from glide_jax.diffusion import (
     p_sample,
     p_sample_loop,
     sample_loop,
+    sample_trajectory,
+    samplers,
 )
 
 FULL = make_schedule("squaredcos_cap_v2", 1000)
@@ -92,7 +95,8 @@ def test_loop_equals_step_functions_with_recorded_noise(sampler):
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     x = jax.random.normal(k1, (2, 4, 4, 3))
     noises = jax.random.normal(k2, (5, 2, 4, 4, 3))
-    final, steps = sample_loop(s, model, sampler=sampler, x_T=x, noises=noises, eta=0.5, return_steps=True)
+    steps = sample_trajectory(s, model, x, RecordedNoise(noises), sampler=sampler, eta=0.5)
+    final = sample_loop(s, model, sampler=sampler, x_T=x, noise=RecordedNoise(noises), eta=0.5)
     assert steps.shape == (5, 2, 4, 4, 3)
     for k, i in enumerate(range(4, -1, -1)):
         t = jnp.full((2,), i, jnp.int32)
@@ -101,7 +105,55 @@ def test_loop_equals_step_functions_with_recorded_noise(sampler):
         else:
             x, _ = ddim_sample(s, model, x, t, noises[k], eta=0.5)
         np.testing.assert_allclose(np.asarray(steps[k]), np.asarray(x), atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(final), np.asarray(steps[-1]))
+    np.testing.assert_allclose(np.asarray(final), np.asarray(steps[-1]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_key_draws_one_noise_per_step_including_t0(sampler):
+    # sample_loop(key) = x_T from the key's first half, then normal(fold_in(second half, step)) for
+    # every step, the last (t=0) included: replaying exactly those draws gives the same sample.
+    s = make_schedule("squaredcos_cap_v2", 1000, "4")
+    model = Partial(counting_model, jnp.float32(0.6))
+    shape, key = (2, 4, 4, 3), jax.random.PRNGKey(11)
+    init_key, step_key = jax.random.split(key)
+    x_T = 0.9 * jax.random.normal(init_key, shape)
+    draws = jnp.stack([jax.random.normal(jax.random.fold_in(step_key, k), shape) for k in range(4)])
+    from_key = sample_loop(s, model, shape, sampler=sampler, key=key, eta=0.5, temperature=0.9)
+    replayed = sample_loop(s, model, sampler=sampler, x_T=x_T, noise=RecordedNoise(draws), eta=0.5)
+    assert bool(jnp.isfinite(from_key).all())
+    np.testing.assert_allclose(np.asarray(from_key), np.asarray(replayed), rtol=0, atol=1e-6)
+    other = sample_loop(s, model, sampler=sampler, x_T=x_T, noise=RecordedNoise(draws[::-1]), eta=0.5)
+    assert float(jnp.abs(other - replayed).max()) > 1e-2
+
+
+def test_new_keys_and_recordings_reuse_the_compiled_loops():
+    s = make_schedule("squaredcos_cap_v2", 1000, "3")
+    model = Partial(counting_model, jnp.float32(0.5))
+    shape = (1, 2, 2, 3)
+    sample_loop(s, model, shape, key=jax.random.PRNGKey(0))
+    sample_trajectory(s, model, jnp.zeros(shape), RecordedNoise(jnp.zeros((3,) + shape)))
+    loops, trajectories = samplers._run_loop._cache_size(), samplers._run_trajectory._cache_size()
+    sample_loop(s, model, shape, key=jax.random.PRNGKey(1))
+    sample_trajectory(s, model, jnp.ones(shape), RecordedNoise(jnp.ones((3,) + shape)))
+    assert samplers._run_loop._cache_size() == loops
+    assert samplers._run_trajectory._cache_size() == trajectories
+
+
+def test_noise_source_errors():
+    s = make_schedule("squaredcos_cap_v2", 1000, "3")
+    model = Partial(counting_model, jnp.float32(0.5))
+    x_T = jnp.zeros((1, 2, 2, 3))
+    with pytest.raises(ValueError, match=r"recorded noises must have shape \(3, 1, 2, 2, 3\)"):
+        sample_loop(s, model, x_T=x_T, noise=RecordedNoise(jnp.zeros((2, 1, 2, 2, 3))))
+    with pytest.raises(TypeError, match="NoiseSource"):
+        sample_loop(s, model, x_T=x_T, noise=jnp.zeros((3, 1, 2, 2, 3)))
+    with pytest.raises(ValueError, match="needs a key or a noise source"):
+        sample_trajectory(s, model, x_T, None, sampler="ddim", eta=0.5)
+    # DDIM with eta=0 adds no noise: no key needed, and a key changes nothing.
+    np.testing.assert_array_equal(
+        np.asarray(sample_loop(s, model, x_T=x_T, sampler="ddim")),
+        np.asarray(sample_loop(s, model, x_T=x_T, sampler="ddim", key=jax.random.PRNGKey(5))),
+    )
 
 
 def test_all_samplers_end_at_point_mass():
@@ -154,11 +206,11 @@ def test_progress_callback_and_start_index():
         seen.append((step, total))
 
     model = Partial(counting_model, jnp.float32(0.5))
-    final, steps = ddim_sample_loop(
-        s, model, (1, 2, 2, 3), key=jax.random.PRNGKey(0), start_index=3, progress=progress, return_steps=True
-    )
+    final = ddim_sample_loop(s, model, (1, 2, 2, 3), key=jax.random.PRNGKey(0), start_index=3, progress=progress)
     jax.effects_barrier()
-    assert steps.shape[0] == 4
+    assert final.shape == (1, 2, 2, 3)
     assert sorted(seen) == [(k, 4) for k in range(4)]
+    steps = sample_trajectory(s, model, jnp.zeros((1, 2, 2, 3)), None, sampler="ddim", start_index=3)
+    assert steps.shape == (4, 1, 2, 2, 3)
     with pytest.raises(ValueError):
         p_sample_loop(s, model, (1, 2, 2, 3))  # no key, no noises

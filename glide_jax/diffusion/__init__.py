@@ -28,6 +28,7 @@ from glide_jax.diffusion.losses import (
     sample_timesteps,
     training_losses,
 )
+from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, RecordedNoise, ZeroNoise
 from glide_jax.diffusion.samplers import (
     SAMPLERS,
     DPMState,
@@ -38,6 +39,7 @@ from glide_jax.diffusion.samplers import (
     p_sample,
     p_sample_loop,
     sample_loop,
+    sample_trajectory,
 )
 from glide_jax.diffusion.schedule import (
     Schedule,

@@ -7,16 +7,20 @@ post-processes every x_0 prediction (before clamping) and
 ``cond_fn(x, t_model) -> grad log p(y | x)`` guides the sampler.
 
 Whole loops run under one ``jax.jit`` with a ``lax.scan`` over the steps, so a
-sampler compiles once per (callables, shapes, step count). Callables are
-passed to the jitted core as pytrees: wrap per-call data such as parameters
-or tokens with ``jax.tree_util.Partial(fn, params, tokens, ...)`` and new
-values of that data reuse the compiled loop; a plain function is keyed by its
-identity, so a freshly created closure compiles again.
+sampler compiles once per (callables, shapes, step count, kind of noise
+source). Callables are passed to the jitted core as pytrees: wrap per-call
+data such as parameters or tokens with ``jax.tree_util.Partial(fn, params,
+tokens, ...)`` and new values of that data reuse the compiled loop; a plain
+function is keyed by its identity, so a freshly created closure compiles again.
 
 Randomness matches the reference's draw order: one standard-normal draw per
 step, made after the model call, also at t=0 (where it is masked out) and
-also by DDIM with eta=0. The draws come from a PRNG key or, for parity tests,
-from an explicit array of recorded noises ``[steps, *x.shape]``.
+also by DDIM with eta=0. The draws come from a ``NoiseSource``
+(``glide_jax.diffusion.noise``): by default ``PRNGNoise`` from the loop's key,
+or e.g. ``RecordedNoise`` replaying the reference's draws.
+
+``sample_loop`` returns the final sample; ``sample_trajectory`` runs the same
+compiled steps and returns the sample after every step.
 
 Samplers: ancestral DDPM (``"ddpm"``), DDIM with any eta (``"ddim"``), and
 DPM-Solver++(2M) (``"dpm++2m"``, Lu et al. 2022), a deterministic
@@ -42,6 +46,7 @@ from glide_jax.diffusion.gaussian import (
     p_mean_variance,
     predict_eps_from_xstart,
 )
+from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, ZeroNoise
 from glide_jax.diffusion.schedule import Schedule
 
 ModelFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -182,10 +187,12 @@ def _notify(progress, total, step):
     progress(int(step), total)
 
 
-@functools.partial(jax.jit, static_argnames=("sampler", "num_steps", "clip_denoised", "return_steps", "progress"))
-def _run_loop(
-    s, model_fn, denoised_fn, cond_fn, x_T, key, noises, eta, *, sampler, num_steps, clip_denoised, return_steps, progress
-):
+def _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num_steps, clip_denoised, progress):
+    """The traced loop shared by both compiled entry points: ``(final sample, [num_steps, *x.shape] samples)``.
+
+    A jitted caller that returns only the final sample lets JAX drop the
+    stacked per-step samples, so ``sample_loop`` never materialises them.
+    """
     batch = x_T.shape[0]
     indices = jnp.arange(num_steps - 1, -1, -1, dtype=jnp.int32)
     counter = jnp.arange(num_steps, dtype=jnp.int32)
@@ -193,24 +200,63 @@ def _run_loop(
 
     def body(carry, xs):
         x, state = carry
-        i, k, noise = xs
+        i, k = xs
         t = jnp.full((batch,), i, jnp.int32)
         if sampler == "dpm++2m":
             x, _, state = dpm_solver_pp_2m_step(s, model_fn, x, t, state, **opts)
+        elif sampler == "ddpm":
+            x, _ = p_sample(s, model_fn, x, t, noise.draw(k, x), **opts)
         else:
-            if noise is None:
-                noise = jnp.zeros_like(x) if key is None else jax.random.normal(jax.random.fold_in(key, k), x.shape, x.dtype)
-            if sampler == "ddpm":
-                x, _ = p_sample(s, model_fn, x, t, noise, **opts)
-            else:
-                x, _ = ddim_sample(s, model_fn, x, t, noise, eta=eta, **opts)
+            x, _ = ddim_sample(s, model_fn, x, t, noise.draw(k, x), eta=eta, **opts)
         if progress is not None:
             jax.debug.callback(functools.partial(_notify, progress, num_steps), k)
-        return (x, state), (x if return_steps else None)
+        return (x, state), x
 
     state0 = DPMState.init(x_T) if sampler == "dpm++2m" else None
-    (x, _), steps = jax.lax.scan(body, (x_T, state0), (indices, counter, noises))
-    return (x, steps) if return_steps else x
+    (x, _), steps = jax.lax.scan(body, (x_T, state0), (indices, counter))
+    return x, steps
+
+
+_STATIC = ("sampler", "num_steps", "clip_denoised", "progress")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _run_loop(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, *, sampler, num_steps, clip_denoised, progress):
+    return _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num_steps, clip_denoised,
+                       progress)[0]
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _run_trajectory(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, *, sampler, num_steps, clip_denoised,
+                    progress):
+    return _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num_steps, clip_denoised,
+                       progress)[1]
+
+
+def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn, cond_fn,
+                    progress):
+    """Check a loop's options and put them in the form the compiled loops take."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    n_total = s.num_timesteps
+    start = n_total - 1 if start_index is None else int(start_index)
+    if not 0 <= start < n_total:
+        raise ValueError(f"start_index {start} outside [0, {n_total})")
+    num_steps = start + 1
+    x_T = jnp.asarray(x_T, jnp.float32)
+    if sampler == "dpm++2m":
+        noise = None  # a deterministic solver: nothing is drawn
+    elif noise is None:
+        if sampler == "ddpm" or not (isinstance(eta, (int, float)) and eta == 0):
+            raise ValueError(f"sampler {sampler!r} with eta={eta} needs a key or a noise source")
+        noise = ZeroNoise()
+    elif not isinstance(noise, NoiseSource):
+        raise TypeError(f"noise must be a NoiseSource (PRNGNoise, RecordedNoise, ...), got {type(noise).__name__}")
+    else:
+        noise.validate(num_steps, x_T.shape)
+    args = (s, _as_pytree_fn(model_fn), _as_pytree_fn(denoised_fn), _as_pytree_fn(cond_fn), x_T, noise,
+            jnp.asarray(eta, jnp.float32))
+    return args, dict(sampler=sampler, num_steps=num_steps, clip_denoised=clip_denoised, progress=progress)
 
 
 def sample_loop(
@@ -221,7 +267,7 @@ def sample_loop(
     sampler: str = "ddpm",
     key: Optional[jax.Array] = None,
     x_T: Optional[jnp.ndarray] = None,
-    noises: Optional[jnp.ndarray] = None,
+    noise: Optional[NoiseSource] = None,
     eta: float = 0.0,
     clip_denoised: bool = True,
     denoised_fn: Optional[DenoisedFn] = None,
@@ -229,23 +275,18 @@ def sample_loop(
     temperature: float = 1.0,
     start_index: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
-    return_steps: bool = False,
-):
-    """Run a sampler from index ``start_index`` (default: the last) down to 0.
+) -> jnp.ndarray:
+    """Run a sampler from index ``start_index`` (default: the last) down to 0; returns the final sample.
 
-    The starting point is ``x_T`` if given, else ``temperature * N(0, I)``
-    drawn from ``key`` with ``shape`` (GLIDE's upsampler uses temperature
-    0.997; like the reference, the temperature scales only this initial noise).
-    Per-step noise comes from ``noises[step]`` (loop order) if given, else
-    from ``key``; the result is deterministic for a given key. ``progress``, if
-    set, is called on the host as ``progress(step, num_steps)`` after each step;
-    it is part of the compilation key, so keep it the same object between calls.
-
-    Returns the final sample, or ``(sample, steps)`` with ``return_steps`` where
-    ``steps[k]`` is the sample after the k-th step.
+    ``key`` is split in two: the first half draws the starting point
+    ``temperature * N(0, I)`` of ``shape`` unless ``x_T`` is given (GLIDE's
+    upsampler uses temperature 0.997; like the reference, the temperature
+    scales only this initial noise), the second is the per-step
+    ``PRNGNoise`` unless ``noise`` names another source. The result is a pure
+    function of the key. ``progress``, if set, is called on the host as
+    ``progress(step, num_steps)`` after each step; it is part of the
+    compilation key, so keep it the same object between calls.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     step_key = None
     if key is not None:
         init_key, step_key = jax.random.split(key)
@@ -255,34 +296,37 @@ def sample_loop(
         x_T = temperature * jax.random.normal(init_key, tuple(shape), jnp.float32)
     elif shape is not None and tuple(shape) != tuple(x_T.shape):
         raise ValueError(f"shape {tuple(shape)} does not match x_T {x_T.shape}")
-    n_total = s.num_timesteps
-    start = n_total - 1 if start_index is None else int(start_index)
-    if not 0 <= start < n_total:
-        raise ValueError(f"start_index {start} outside [0, {n_total})")
-    num_steps = start + 1
-    if sampler == "dpm++2m":
-        noises, step_key = None, None  # deterministic solver
-    elif noises is not None:
-        if tuple(noises.shape) != (num_steps,) + tuple(x_T.shape):
-            raise ValueError(f"noises must have shape {(num_steps,) + tuple(x_T.shape)}, got {noises.shape}")
-        step_key = None
-    elif step_key is None and (sampler == "ddpm" or not (isinstance(eta, (int, float)) and eta == 0)):
-        raise ValueError(f"sampler {sampler!r} needs a key or recorded noises")
-    return _run_loop(
-        s,
-        _as_pytree_fn(model_fn),
-        _as_pytree_fn(denoised_fn),
-        _as_pytree_fn(cond_fn),
-        jnp.asarray(x_T, jnp.float32),
-        step_key,
-        noises,
-        jnp.asarray(eta, jnp.float32),
-        sampler=sampler,
-        num_steps=num_steps,
-        clip_denoised=clip_denoised,
-        return_steps=return_steps,
-        progress=progress,
-    )
+    if noise is None and step_key is not None:
+        noise = PRNGNoise(step_key)
+    args, static = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn,
+                                   cond_fn, progress)
+    return _run_loop(*args, **static)
+
+
+def sample_trajectory(
+    s: Schedule,
+    model_fn: ModelFn,
+    x_T: jnp.ndarray,
+    noise: Optional[NoiseSource],
+    *,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    clip_denoised: bool = True,
+    denoised_fn: Optional[DenoisedFn] = None,
+    cond_fn: Optional[CondFn] = None,
+    start_index: Optional[int] = None,
+) -> jnp.ndarray:
+    """The sample after every step of the loop ``sample_loop`` runs: ``[num_steps, *x_T.shape]``.
+
+    Same compiled steps and draws as ``sample_loop`` from the same ``x_T`` and
+    noise source (its last entry is ``sample_loop``'s result), for looking
+    inside a loop: the denoising path of an image, or a step-by-step
+    comparison with the reference. ``noise`` may be None only for the
+    deterministic samplers (DDIM with eta=0, DPM-Solver++).
+    """
+    args, static = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn,
+                                   cond_fn, None)
+    return _run_trajectory(*args, **static)
 
 
 def p_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
