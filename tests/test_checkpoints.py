@@ -11,7 +11,7 @@ from conftest import require_fixture
 from glide_jax.hub.model_dir import load_model, save_model
 from glide_jax.hub.torch_zip import load_state_dict
 from glide_jax.config import get_preset
-from glide_jax.parity.models import load_fixture, prefixed
+from glide_jax.parity.fixtures import load_fixture, prefixed
 
 
 def _unicode(s: str) -> bytes:

@@ -24,23 +24,17 @@ from glide_jax.models.clip import (
     init_params,
     text_embeddings,
 )
+from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed
 from conftest import require_fixture
 
 TOL = 1e-4
 
 
-def nhwc(a):
-    return np.transpose(a, (0, 2, 3, 1))
-
-
 @pytest.fixture(scope="module")
 def ref():
-    z = np.load(require_fixture("clip/clip.npz"))
-    meta = json.loads(require_fixture("clip/clip.json").read_text())
+    meta, arrays = load_fixture(require_fixture("clip/clip.npz"))
     cfg = ClipConfig.from_reference(meta["config_yaml"])
-    arrays = {k: z[k] for k in z.files}
-    image = {k[len("state/image/"):]: v for k, v in arrays.items() if k.startswith("state/image/")}
-    text = {k[len("state/text/"):]: v for k, v in arrays.items() if k.startswith("state/text/")}
+    image, text = prefixed(arrays, "state/image/"), prefixed(arrays, "state/text/")
     params = convert_clip(cfg, image, text, arrays["state/logit_scale"])
     return dict(cfg=cfg, arrays=arrays, image=image, text=text, params=params, model=ClipModel(cfg))
 

@@ -1,9 +1,9 @@
 """Whole sampling loops with the small reference U-Net and CLIP: classifier-free
 guided DDIM and ancestral sampling, guided inpainting, and one CLIP-guided step.
 
-The computation lives in ``glide_jax.parity.diffusion`` / ``parity_loops`` (the
-code behind ``python -m tools.parity``); its results are memoised per fixture,
-so these tests and ``test_parity_tool.py`` share one run. Every loop is checked
+The computation lives in ``glide_jax.parity.loops`` (the code behind
+``python -m tools.parity``); its results are memoised per fixture, so these
+tests and ``test_parity_tool.py`` share one run. Every loop is checked
 twice: teacher-forced (each step started from the reference's previous sample,
 with its recorded noise), which isolates the step maths from drift, and as a
 whole compiled loop, which may drift more (the README measured up to 5e-5
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import require_fixture
 
+from glide_jax.parity import check_fixture, load_fixture
 from glide_jax.parity import loops as parity_loops
-from glide_jax.parity.models import check_fixture, load_fixture
 
 STEP_TOL = 1e-4  # teacher-forced single steps
 LOOP_TOL = 2e-4  # whole 10-step loops (fp32 drift through t=999 amplification)

@@ -14,7 +14,8 @@ from glide_jax.hub.convert_unet import abstract_params, torch_layout, unet_from_
 from glide_jax.hub.torch_layout import CheckpointMismatchError
 from glide_jax.config import UNetConfig, get_preset
 from glide_jax.models.unet import GlideUNet
-from glide_jax.parity.models import check_fixture, load_fixture, nhwc, prefixed
+from glide_jax.parity import check_fixture
+from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed
 
 MODEL_FIXTURES = ["text2im", "inpaint", "upsample", "upsample_inpaint"]
 MANIFESTS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from glide_jax.parity.models import check_fixture
+from glide_jax.parity import check_fixture
 
 
 def main(argv=None) -> int:

@@ -1,122 +1,52 @@
-"""Parity of a diffusion fixture (``diffusion/*.npz``) against the PyTorch reference.
+"""Parity of the diffusion maths with a stub model: schedules, single reverse steps and training losses.
 
-``check_diffusion(meta, arrays, path)`` reproduces every array group it finds,
-driven by the arrays present and the json ``settings`` (never by the public
-values), and returns ``{name: (max_abs, max_rel)}`` for ``tools.parity``:
+Groups of a diffusion fixture (``diffusion/*.npz``) checked here, found by the
+arrays present and driven by the json ``settings`` (never by built-in values):
 
-* ``betas/<schedule>`` and ``respace/<spec>`` (spec parsed from the key; the
-  number of steps is ``settings["diffusion_steps"]``);
+* ``betas/<schedule>`` and ``respace/<spec>`` (the spec is parsed from the
+  name; the number of steps is the global ``diffusion_steps``);
 * step groups: every prefix with ``x``, ``model_output``, ``t`` and
-  ``timestep_map`` (``full/``, ``s27/``, ...). The schedule is the base schedule
-  named in the group's settings (else the global one; if its betas do not match
-  the group's stored ``betas`` the other known schedules are tried), respaced
-  to the group's own ``timestep_map``; the stored ``betas`` are compared too;
-* loss groups: every prefix with ``model_output`` and ``<loss_type>/mse``
-  (``loss/``, ``loss100/``, ...), any T and both loss types;
-* the sampling loops ``loop/<group>`` (``ddim_cfg``, ``p_cfg``,
-  ``inpaint_ddim``, ...; whole loop, worst step, teacher-forced steps) and
-  ``clipguide/*``, with the networks of ``models/`` and ``clip/`` beside the
-  fixture's folder: see ``parity_loops``, which also explains the ``:cond`` rows
-  (errors divided by the step's sensitivity to the model output, for steps
-  near t=T where the reference itself moves by up to ~3e-3).
+  ``timestep_map`` (``full/``, ``s27/``, ...): q_sample, the posterior,
+  p_mean_variance with and without clipping, p_sample and every stored DDIM
+  eta, with a stub model that returns the stored output. The schedule is the
+  group's base schedule respaced to its own ``timestep_map`` (see
+  ``parity.schedules``); the stored ``betas`` are compared too;
+* loss groups: every prefix with ``model_output``, ``x_start``, ``t``,
+  ``noise`` and ``<loss_type>/mse`` (``loss/``, ``loss100/``, ...), any T and
+  both loss types.
 
-Scaled errors: ``*_noclip`` arrays reach 1e4..1e5 in magnitude near t=T, where
-float32 itself only resolves ~1e-3. For them the first ("abs") column is
-``max |got - want| / max(1, |want|)`` (absolute below 1, relative above), so
-one ``--atol`` is meaningful for every row; their names end in ``:scaled``.
-The loss terms (vb reaches ~70 bits/dim) are reported the same way.
-
-Results are memoised per content (settings + arrays + the model fixtures the
-loops read), so a test suite checking the same fixture twice computes it once.
+Rows whose name ends in ``:scaled`` use ``compare_scaled``: the ``*_noclip``
+arrays reach 1e4..1e5 near t=T and the vb loss term ~70 bits/dim, so their
+first column is absolute below 1 and relative above.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
-from glide_jax.parity.models import Errors, compare
-
-KNOWN_SCHEDULES = ("squaredcos_cap_v2", "linear")
-_MEMO: Dict[str, Errors] = {}
-
-
-def nhwc(a) -> np.ndarray:
-    return np.moveaxis(np.asarray(a), 1, -1)
-
-
-def compare_exact(got, want) -> Tuple[float, float]:
-    """``compare`` that reports a shape mismatch (e.g. a different number of kept steps) as an infinite error."""
-    got, want = np.asarray(got), np.asarray(want)
-    if got.shape != want.shape:
-        return float("inf"), float("inf")
-    return compare(got, want)
+from glide_jax.diffusion.gaussian import p_mean_variance, q_posterior, q_sample
+from glide_jax.diffusion.losses import training_losses
+from glide_jax.diffusion.samplers import ddim_sample, p_sample
+from glide_jax.diffusion.schedule import beta_schedule, make_schedule
+from glide_jax.parity.fixtures import Errors, compare, compare_exact, compare_scaled, nchw, nhwc, prefixed
+from glide_jax.parity.schedules import (
+    diffusion_steps,
+    matching_schedule,
+    respaced_betas,
+    respacing_error,
+    schedule_for_map,
+    schedule_name,
+)
 
 
-def compare_scaled(got, want) -> Tuple[float, float]:
-    """(max |got-want| / max(1, |want|), max relative error) for arrays with huge entries."""
-    got = np.asarray(got, np.float64)
-    want = np.asarray(want, np.float64)
-    if got.shape != want.shape:
-        raise ValueError(f"shape mismatch: got {got.shape}, reference {want.shape}")
-    diff = np.abs(got - want)
-    return float((diff / np.maximum(np.abs(want), 1.0)).max(initial=0.0)), compare(got, want)[1]
-
-
-def _nchw_cmp(got, want, scaled=False):
-    got = np.moveaxis(np.asarray(got), -1, 1) if np.ndim(got) == 4 else np.asarray(got)
+def _compare_layout(got, want, scaled: bool = False):
+    """Compare a glide_jax result with a reference array, moving image channels back to NCHW first."""
+    got = nchw(got) if np.ndim(got) == 4 else np.asarray(got)
     return compare_scaled(got, want) if scaled else compare(got, want)
-
-
-def diffusion_steps(settings: Mapping, section: Optional[Mapping] = None) -> int:
-    for d in (section or {}), settings:
-        for k in ("diffusion_steps", "T", "steps"):
-            if isinstance(d.get(k), int):
-                return int(d[k])
-    return 1000
-
-
-def schedule_name(settings: Mapping, section: Optional[Mapping] = None) -> str:
-    for d in (section or {}), settings:
-        for k in ("noise_schedule", "beta_schedule"):
-            if isinstance(d.get(k), str):
-                return d[k]
-    return "squaredcos_cap_v2"
-
-
-def respaced_betas(name: str, steps: int, timestep_map) -> Tuple[np.ndarray, np.ndarray]:
-    """float64 betas of schedule ``name`` with ``steps`` steps, respaced to keep ``timestep_map``."""
-    from glide_jax.diffusion import beta_schedule, respace_betas
-
-    return respace_betas(beta_schedule(name, steps), [int(i) for i in np.asarray(timestep_map)])
-
-
-def schedule_for_map(name: str, steps: int, timestep_map):
-    """The (respaced) ``Schedule`` whose kept original timesteps are exactly ``timestep_map``."""
-    from glide_jax.diffusion import schedule_from_betas
-
-    betas, tmap = respaced_betas(name, steps, timestep_map)
-    return schedule_from_betas(betas, tmap)
-
-
-def _step_group_schedule(g, arrays, settings):
-    """Base schedule for a step group: its settings first, then whichever known schedule gives its betas."""
-    section = settings.get("step_level", {}).get(g, {})
-    steps = diffusion_steps(settings, section)
-    tmap = arrays[f"{g}/timestep_map"]
-    first = schedule_name(settings, section)
-    names = [first] + [n for n in KNOWN_SCHEDULES if n != first]
-    if f"{g}/betas" in arrays:
-        for n in names:
-            b, _ = respaced_betas(n, steps, tmap)
-            if b.shape == arrays[f"{g}/betas"].shape and np.allclose(b, arrays[f"{g}/betas"], rtol=1e-9, atol=0):
-                return n, steps, section
-    return first, steps, section
 
 
 def _eta(tag: str) -> float:
@@ -125,31 +55,37 @@ def _eta(tag: str) -> float:
     return float("0." + digits[1:]) if digits.startswith("0") and len(digits) > 1 else float(digits)
 
 
-def check_step_group(g: str, arrays: Mapping[str, np.ndarray], settings: Mapping) -> Errors:
+def check_schedule_tables(arrays: Mapping[str, np.ndarray], settings: Mapping) -> Errors:
+    """``betas/<schedule>`` and ``respace/<spec>`` tables."""
+    errors: Errors = {}
+    for name in sorted(arrays):
+        if name.startswith("betas/"):
+            table = arrays[name]
+            errors[name] = compare_exact(beta_schedule(name[len("betas/"):], len(table)), table)
+        elif name.startswith("respace/"):
+            errors[name] = respacing_error(diffusion_steps(settings), name[len("respace/"):], arrays[name])
+    return errors
+
+
+def check_step_group(group: str, arrays: Mapping[str, np.ndarray], settings: Mapping) -> Errors:
     """q_sample, posterior, p_mean_variance (clipped and not), p_sample and every DDIM eta of a step group."""
-    import jax.numpy as jnp
-
-    from glide_jax.diffusion import ddim_sample, p_mean_variance, p_sample, q_posterior, q_sample
-
-    name, steps, section = _step_group_schedule(g, arrays, settings)
-    a = {k[len(g) + 1:]: v for k, v in arrays.items() if k.startswith(g + "/")}
-    betas, tmap = respaced_betas(name, steps, a["timestep_map"])
+    section = settings.get("step_level", {}).get(group, {})
+    steps = diffusion_steps(settings, section)
+    a = prefixed(arrays, group + "/")
+    name = matching_schedule(schedule_name(settings, section), steps, a["timestep_map"], a.get("betas"))
     s = schedule_for_map(name, steps, a["timestep_map"])
     errors: Errors = {}
     if "betas" in a:
-        errors[f"{g}/betas"] = compare_exact(betas, a["betas"])
-    spec = section.get("timestep_respacing")
-    if spec is not None:
-        from glide_jax.diffusion import space_timesteps
-
-        errors[f"{g}/timestep_map"] = compare_exact(np.asarray(space_timesteps(steps, spec or None)), a["timestep_map"])
+        errors[f"{group}/betas"] = compare_exact(respaced_betas(name, steps, a["timestep_map"])[0], a["betas"])
+    if "timestep_respacing" in section:
+        errors[f"{group}/timestep_map"] = respacing_error(steps, section["timestep_respacing"], a["timestep_map"])
     t = jnp.asarray(a["t"], jnp.int32)
     x = jnp.asarray(nhwc(a["x"]))
     out = jnp.asarray(nhwc(a["model_output"]))
-    seen = []
+    seen_t_model = []
 
     def stub(x_, t_model):
-        seen.append(np.asarray(t_model))
+        seen_t_model.append(np.asarray(t_model))
         return out
 
     got: Dict[str, object] = {}
@@ -158,51 +94,46 @@ def check_step_group(g: str, arrays: Mapping[str, np.ndarray], settings: Mapping
         if "noise" in a:
             got["q_sample"] = q_sample(s, x0, t, jnp.asarray(nhwc(a["noise"])))
         got["q_posterior_mean"], got["q_posterior_variance"], got["q_posterior_log_variance"] = q_posterior(s, x0, x, t)
-    mv = p_mean_variance(s, out, x, t, clip_denoised=True)
-    got.update(p_mean=mv.mean, p_variance=mv.variance, p_log_variance=mv.log_variance, p_pred_xstart=mv.pred_xstart)
+    clipped = p_mean_variance(s, out, x, t, clip_denoised=True)
+    got.update(p_mean=clipped.mean, p_variance=clipped.variance, p_log_variance=clipped.log_variance,
+               p_pred_xstart=clipped.pred_xstart)
     raw = p_mean_variance(s, out, x, t, clip_denoised=False)
     got.update(p_mean_noclip=raw.mean, p_pred_xstart_noclip=raw.pred_xstart,
                p_variance_noclip=raw.variance, p_log_variance_noclip=raw.log_variance)
     if "p_sample_noise" in a:
         got["p_sample"], got["p_sample_pred_xstart"] = p_sample(s, stub, x, t, jnp.asarray(nhwc(a["p_sample_noise"])))
     for key in a:
-        m = re.fullmatch(r"ddim_sample_(eta\d+)", key)
-        if m and f"{key}_noise" in a:
+        tag = re.fullmatch(r"ddim_sample_(eta\d+)", key)
+        if tag and f"{key}_noise" in a:
             got[key], got[f"{key}_pred_xstart"] = ddim_sample(
-                s, stub, x, t, jnp.asarray(nhwc(a[f"{key}_noise"])), eta=_eta(m.group(1)))
+                s, stub, x, t, jnp.asarray(nhwc(a[f"{key}_noise"])), eta=_eta(tag.group(1)))
     for key, value in got.items():
         if key in a:
             scaled = key.endswith("_noclip")
-            errors[f"{g}/{key}" + (":scaled" if scaled else "")] = _nchw_cmp(value, a[key], scaled)
+            errors[f"{group}/{key}" + (":scaled" if scaled else "")] = _compare_layout(value, a[key], scaled)
     if "t_model" in a:
-        t_model = seen[-1] if seen else np.asarray(tmap)[np.asarray(a["t"])]
-        errors[f"{g}/t_model"] = compare_exact(t_model, a["t_model"])
+        t_model = seen_t_model[-1] if seen_t_model else np.asarray(s.timestep_map)[np.asarray(a["t"])]
+        errors[f"{group}/t_model"] = compare_exact(t_model, a["t_model"])
     return errors
 
 
-def _loss_section(g, settings):
-    tl = settings.get("training_losses", {})
-    section = dict(tl.get(g, {}))
-    code = tl.get("code", "")
-    m = re.search(r"get_named_beta_schedule\('(\w+)'", code)
-    if m and "noise_schedule" not in section:
-        section["noise_schedule"] = m.group(1)
-    if "T" not in section and re.fullmatch(r"loss\d+", g):
-        section["T"] = int(g[4:])
+def _loss_section(group: str, settings: Mapping) -> dict:
+    """A loss group's settings; the schedule may only be named inside the recorded reference call."""
+    losses = settings.get("training_losses", {})
+    section = dict(losses.get(group, {}))
+    named = re.search(r"get_named_beta_schedule\('(\w+)'", losses.get("code", ""))
+    if named and "noise_schedule" not in section:
+        section["noise_schedule"] = named.group(1)
+    if "T" not in section and re.fullmatch(r"loss\d+", group):
+        section["T"] = int(group[len("loss"):])
     return section
 
 
-def check_loss_group(g: str, arrays: Mapping[str, np.ndarray], settings: Mapping) -> Errors:
-    """guided-diffusion ``training_losses`` (EPSILON, LEARNED_RANGE) for every loss type stored under ``g``."""
-    import jax.numpy as jnp
-
-    from glide_jax.diffusion import make_schedule, training_losses
-
-    section = _loss_section(g, settings)
-    name = section.get("noise_schedule", "cosine")
-    steps = int(section.get("T", 1000))
-    s = make_schedule(name, steps)
-    a = {k[len(g) + 1:]: v for k, v in arrays.items() if k.startswith(g + "/")}
+def check_loss_group(group: str, arrays: Mapping[str, np.ndarray], settings: Mapping) -> Errors:
+    """guided-diffusion ``training_losses`` (EPSILON, LEARNED_RANGE) for every loss type stored under ``group``."""
+    section = _loss_section(group, settings)
+    s = make_schedule(section.get("noise_schedule", "cosine"), int(section.get("T", 1000)))
+    a = prefixed(arrays, group + "/")
     out = jnp.asarray(nhwc(a["model_output"]))
     seen = []
 
@@ -212,74 +143,40 @@ def check_loss_group(g: str, arrays: Mapping[str, np.ndarray], settings: Mapping
 
     errors: Errors = {}
     loss_types = sorted({k.split("/")[0] for k in a if k.count("/") == 1 and k.endswith("/mse")})
-    for lt in loss_types:
+    for loss_type in loss_types:
         terms = training_losses(s, stub, jnp.asarray(nhwc(a["x_start"])), jnp.asarray(a["t"], jnp.int32),
-                                jnp.asarray(nhwc(a["noise"])), loss_type=lt)
+                                jnp.asarray(nhwc(a["noise"])), loss_type=loss_type)
         for k, v in terms.items():
-            if f"{lt}/{k}" in a:
-                errors[f"{g}/{lt}/{k}:scaled"] = compare_scaled(np.asarray(v), a[f"{lt}/{k}"])
+            if f"{loss_type}/{k}" in a:
+                errors[f"{group}/{loss_type}/{k}:scaled"] = compare_scaled(np.asarray(v), a[f"{loss_type}/{k}"])
     if seen and "x_t" in a:
-        errors[f"{g}/x_t"] = _nchw_cmp(seen[0][0], a["x_t"])
+        errors[f"{group}/x_t"] = _compare_layout(seen[0][0], a["x_t"])
     if seen and "t_model" in a:
-        errors[f"{g}/t_model"] = compare_exact(np.asarray(seen[0][1]), a["t_model"])
+        errors[f"{group}/t_model"] = compare_exact(np.asarray(seen[0][1]), a["t_model"])
     return errors
 
 
-def _groups(arrays, members) -> list:
+def groups_with(arrays: Mapping[str, np.ndarray], members: Sequence[str]) -> List[str]:
+    """Every name prefix ``p`` for which all ``p/<member>`` arrays exist."""
     prefixes = sorted({k.rsplit("/", 1)[0] for k in arrays if "/" in k})
     return [p for p in prefixes if all(f"{p}/{m}" in arrays for m in members)]
 
 
-def _loss_groups(arrays) -> list:
-    out = []
-    for p in _groups(arrays, ("model_output", "x_start", "t", "noise")):
-        if any(k.startswith(p + "/") and k.endswith("/mse") and k.count("/") == p.count("/") + 2 for k in arrays):
-            out.append(p)
-    return out
+def loss_groups(arrays: Mapping[str, np.ndarray]) -> List[str]:
+    return [p for p in groups_with(arrays, ("model_output", "x_start", "t", "noise"))
+            if any(k.startswith(p + "/") and k.endswith("/mse") and k.count("/") == p.count("/") + 2 for k in arrays)]
 
 
-def _memo_key(meta, arrays, path) -> str:
-    h = hashlib.sha1(json.dumps(meta, sort_keys=True, default=str).encode())
-    for k in sorted(arrays):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    if path is not None:
-        root = Path(path).resolve().parent.parent
-        for f in sorted(list(root.glob("models/*.npz")) + list(root.glob("clip/*.npz"))):
-            st = f.stat()
-            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
+def step_groups(arrays: Mapping[str, np.ndarray]) -> List[str]:
+    losses = set(loss_groups(arrays))
+    return [p for p in groups_with(arrays, ("x", "model_output", "t", "timestep_map")) if p not in losses]
 
 
-def check_diffusion(meta: dict, arrays: Mapping[str, np.ndarray], path=None) -> Errors:
-    """Reproduce every array group of a diffusion fixture; see the module docstring for names and scaling."""
-    key = _memo_key(meta, arrays, path)
-    if key in _MEMO:
-        return dict(_MEMO[key])
-    from glide_jax.diffusion import beta_schedule, space_timesteps
-
-    settings = meta.get("settings", {})
-    errors: Errors = {}
-    for k in sorted(arrays):
-        if k.startswith("betas/"):
-            errors[k] = compare_exact(beta_schedule(k[len("betas/"):], len(arrays[k])), arrays[k])
-        elif k.startswith("respace/"):
-            spec = k[len("respace/"):]
-            errors[k] = compare_exact(np.asarray(space_timesteps(diffusion_steps(settings), spec)), arrays[k])
-    losses = _loss_groups(arrays)
-    for g in _groups(arrays, ("x", "model_output", "t", "timestep_map")):
-        if g not in losses:
-            errors.update(check_step_group(g, arrays, settings))
-    for g in losses:
-        errors.update(check_loss_group(g, arrays, settings))
-    if any(k.startswith(("loop/", "clipguide/")) for k in arrays):
-        if path is None:
-            raise ValueError("the loops of a diffusion fixture need its path (models/ and clip/ are read beside it)")
-        from glide_jax.parity.loops import check_clipguide, check_loops
-
-        root = Path(path).resolve().parent.parent
-        errors.update(check_loops(arrays, settings, root))
-        if "clipguide/sample" in arrays:
-            errors.update(check_clipguide(arrays, settings, root))
-    _MEMO[key] = dict(errors)
+def check_diffusion_maths(arrays: Mapping[str, np.ndarray], settings: Mapping) -> Errors:
+    """Every schedule table, step group and loss group of a diffusion fixture."""
+    errors = check_schedule_tables(arrays, settings)
+    for group in step_groups(arrays):
+        errors.update(check_step_group(group, arrays, settings))
+    for group in loss_groups(arrays):
+        errors.update(check_loss_group(group, arrays, settings))
     return errors
