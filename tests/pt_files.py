@@ -311,6 +311,21 @@ class _PickleWriter:
             raise TypeError(f"cannot write {type(value).__name__} into the test pickle")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` is per address space, so unlike ``ru_maxrss`` (which Linux
+    carries across exec) it does not start at the peak of whichever process spawned this one."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def sample_file() -> PtFile:
     """float32, float16, int64, bfloat16 and bool tensors; a storage shared by two views at different offsets;
     a non-contiguous (transposed) view; a 0-d tensor and an empty one."""

@@ -137,11 +137,10 @@ def test_a_1_mb_zip_bomb_is_refused_before_allocating(tmp_path):
         + [bomb.replace(file_size=16, crc=zlib.crc32(bytes(16)))]))
     assert honest.stat().st_size < 1_100_000
     result = run_isolated(f"""
-        import json, resource
+        import json
         from glide_jax.hub.torch_zip import CheckpointFormatError, load_state_dict
-        def peak_mb():
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        before = peak_mb()
+        from pt_files import peak_rss_mb
+        before = peak_rss_mb()
         outcomes = []
         for path, limits in [({str(honest)!r}, {{}}),
                              ({str(honest)!r}, {{"max_compression_ratio": 10 ** 6, "max_member_bytes": 64 << 20}}),
@@ -151,7 +150,7 @@ def test_a_1_mb_zip_bomb_is_refused_before_allocating(tmp_path):
                 outcomes.append(load_state_dict(path, **limits)["weight"].tolist())
             except CheckpointFormatError as e:
                 outcomes.append(str(e))
-        print(json.dumps({{"outcomes": outcomes, "growth_mb": peak_mb() - before}}))
+        print(json.dumps({{"outcomes": outcomes, "growth_mb": peak_rss_mb() - before}}))
     """)
     ratio, member, total, lie = result["outcomes"]
     assert re.search(r"bomb\.pt: member 'archive/data/0' declares 1\.00 GiB from 10\d\d\.\d\d KiB compressed "
@@ -177,8 +176,18 @@ def test_a_huge_memo_index_is_refused_before_unpickling(tmp_path):
     pt = simple_file(4)
     bomb = b"\x80\x02Nr\x00\x00\x00\x080" + pt.pickle_bytes()[2:]  # LONG_BINPUT 2**27 would cost 2 GiB
     members = [(name, bomb if name.endswith("data.pkl") else data) for name, data in pt.members()]
-    with pytest.raises(CheckpointFormatError, match=r"memo index 134217728 at byte 3 of the pickle"):
+    with pytest.raises(CheckpointFormatError, match=r"memo\.pt: the pickle stores memo index 134217728 after only 3 "
+                                                    r"opcodes \(LONG_BINPUT at byte 3\)"):
         load_state_dict(write(tmp_path / "memo.pt", pt.zip_bytes(members)))
+
+
+def test_deeply_nested_tuples_are_refused_before_unpickling(tmp_path):
+    """Hashing a dict key of a million nested tuples overflows CPython's C stack: a 1 MB pickle would segfault."""
+    pt = simple_file(4)
+    bomb = b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"Ns."
+    members = [(name, bomb if name.endswith("data.pkl") else data) for name, data in pt.members()]
+    with pytest.raises(CheckpointFormatError, match=r"the pickle nests objects more than 100 deep \(TUPLE1 at byte"):
+        load_state_dict(write(tmp_path / "nested.pt", pt.zip_bytes(members)))
 
 
 def test_every_refusal_is_a_checkpoint_format_error_naming_the_file(tmp_path):

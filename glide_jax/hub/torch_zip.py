@@ -92,16 +92,28 @@ def _tensor_record(*args) -> _TensorRecord:
     return _TensorRecord(*args[:4])
 
 
-def _check_pickle_opcodes(data: bytes, archive: CheckpointZip) -> None:
-    """Walk the pickle without executing it; refuse memo indices no honest pickler writes.
+_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+_GETS = ("GET", "BINGET", "LONG_BINGET")
+# Opcodes that add to the container below their arguments (and leave it on the stack) rather than build a new one.
+_IN_PLACE = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
+MAX_PICKLE_DEPTH = 100
 
-    CPython's unpickler grows its memo table to twice the largest index it is asked
-    to store at, so an 8-byte pickle with ``LONG_BINPUT 2**27`` costs 2 GB.
-    A pickler numbers memo entries consecutively, so an index is always below the
-    number of opcodes seen so far.
+
+def _check_pickle(data: bytes, archive: CheckpointZip) -> None:
+    """Run the pickle's stack machine on nesting depths alone, refusing what would crash or flood the unpickler.
+
+    Two inputs break CPython's unpickler itself, before any of our callables runs:
+    a large memo index (the memo table grows to twice the largest index stored, so
+    ``LONG_BINPUT 2**27`` in an 8-byte pickle costs 2 GB; an honest pickler numbers
+    entries consecutively, so an index is below the number of opcodes seen), and
+    deeply nested tuples used as a dict key (hashing them recurses in C without a
+    limit and overflows the stack). A state dict nests a few levels deep.
     """
-    count = 0
+    stack: List[int] = []  # the nesting depth of each object on the unpickler's stack
+    marks: List[int] = []
+    memo: Dict[int, int] = {}
     opcodes = pickletools.genops(io.BytesIO(data))
+    count = 0
     while True:
         try:
             opcode, argument, position = next(opcodes)
@@ -110,10 +122,51 @@ def _check_pickle_opcodes(data: bytes, archive: CheckpointZip) -> None:
         except Exception as e:  # genops reports every malformation as some exception
             raise archive.error(f"the pickle is malformed ({type(e).__name__}: {clip(str(e))})") from e
         count += 1
-        is_put = opcode.name in ("PUT", "BINPUT", "LONG_BINPUT")
-        if is_put and not (isinstance(argument, int) and 0 <= argument < count):
-            raise archive.error(f"memo index {describe(argument)} at byte {position} of the pickle, "
-                                f"after only {count} opcodes")
+        name, floor = opcode.name, marks[-1] if marks else 0
+
+        def refuse(problem: str) -> CheckpointFormatError:
+            return archive.error(f"the pickle {problem} ({name} at byte {position})")
+
+        if name in _PUTS or name == "MEMOIZE":
+            index = len(memo) if name == "MEMOIZE" else argument
+            if not (isinstance(index, int) and 0 <= index < count):
+                raise refuse(f"stores memo index {describe(index)} after only {count} opcodes")
+            if len(stack) <= floor:
+                raise refuse("memoizes from an empty stack")
+            memo[index] = stack[-1]
+        elif name in _GETS:
+            stack.append(memo.get(argument, 0))
+        elif name == "MARK":
+            marks.append(len(stack))
+        elif name == "DUP" and len(stack) > floor:
+            stack.append(stack[-1])
+        elif name == "POP" and len(stack) == floor and marks:
+            marks.pop()  # as in CPython, POP right after MARK discards the mark
+        else:
+            before = opcode.stack_before
+            if pickletools.markobject in before:
+                if not marks:
+                    raise refuse("has no mark to pop")
+                mark, below = marks.pop(), before.index(pickletools.markobject)
+                if mark - below < (marks[-1] if marks else 0) or mark > len(stack):
+                    raise refuse("underflows the stack")
+                containers, items = stack[mark - below:mark], stack[mark:]
+                del stack[mark - below:]
+            else:
+                if len(stack) - len(before) < floor:
+                    raise refuse("underflows the stack")
+                popped = stack[len(stack) - len(before):]
+                del stack[len(stack) - len(before):]
+                containers, items = (popped[:1], popped[1:]) if name in _IN_PLACE else ([], popped)
+            if not opcode.stack_after:
+                continue
+            if name in _IN_PLACE:
+                depth = max(containers[0], 1 + max(items, default=0))
+            else:
+                depth = 1 + max(containers + items, default=0)
+            if depth > MAX_PICKLE_DEPTH:
+                raise refuse(f"nests objects more than {MAX_PICKLE_DEPTH} deep")
+            stack.extend([depth] * len(opcode.stack_after))
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -279,7 +332,7 @@ def _read_byteorder(archive: CheckpointZip, root: str) -> str:
 def _load_records(archive: CheckpointZip, root: str) -> Dict[str, _TensorRecord]:
     name = f"{root}data.pkl"
     data = bytes(archive.read(archive.check(name, "the pickle", archive.limits["max_pickle_bytes"]), "the pickle"))
-    _check_pickle_opcodes(data, archive)
+    _check_pickle(data, archive)
     try:
         obj = _SafeUnpickler(data, archive, root).load()
     except (CheckpointFormatError, MemoryError):
