@@ -203,8 +203,8 @@ def nested_key(kind: str, depth: int) -> bytes:
 
 
 def pickle_bombs(rng: random.Random, base: PtFile) -> Case:
-    """Globals a state dict does not need, memo indices that would size the memo table by gigabytes, and
-    nesting that would overflow the C stack when hashed (kept when shallow: the file must still load)."""
+    """Globals a state dict does not need, memo indices that would size the memo table by gigabytes, floods
+    of objects, and nesting that would overflow the C stack when hashed (kept small, the file must still load)."""
     data = base.pickle_bytes()
     roll = rng.random()
     if roll < 0.4:
@@ -216,6 +216,11 @@ def pickle_bombs(rng: random.Random, base: PtFile) -> Case:
         index = rng.choice([2 ** 20, 2 ** 27, 2 ** 32 - 1, 10 ** 6])
         bomb = data[:2] + b"N" + b"r" + struct.pack("<I", index) + b"0" + data[2:]
         return Case("pickle bombs", replace_pickle(base, bomb), "refuse")
+    if roll < 0.7:
+        count = rng.choice([10, 1000, 300_000])  # empty sets between MARK and POP_MARK: 256 bytes each to the reader
+        flood = data[:2] + b"(" + b"\x8f" * count + b"1" + data[2:]
+        return Case("pickle bombs", replace_pickle(base, flood), "load" if count <= 1000 else "refuse",
+                    base.expected() if count <= 1000 else None)
     depth = rng.choice([3, 60, 98, 99, 1000, 300_000])
     bomb = data[:2] + nested_key(rng.choice(["tuples", "memo", "frozensets"]), depth) + data[2:]
     if depth <= 98:  # the reader's limit is 100 levels, and the dict holding the key adds two

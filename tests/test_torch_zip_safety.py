@@ -190,6 +190,31 @@ def test_deeply_nested_tuples_are_refused_before_unpickling(tmp_path):
         load_state_dict(write(tmp_path / "nested.pt", pt.zip_bytes(members)))
 
 
+def test_a_flood_of_objects_is_refused_before_unpickling(tmp_path):
+    """200,000 EMPTY_SET opcodes (200 KB) would make 43 MB of sets; the pickle is charged per opcode instead."""
+    pt = simple_file(4)
+    flood = b"\x80\x02(" + b"\x8f" * 200_000 + b"1" + pt.pickle_bytes()[2:]  # MARK, sets, POP_MARK, state dict
+    members = [(name, flood if name.endswith("data.pkl") else data) for name, data in pt.members()]
+    path = write(tmp_path / "flood.pt", pt.zip_bytes(members))
+    result = run_isolated(f"""
+        import json
+        from glide_jax.hub.torch_zip import CheckpointFormatError, load_state_dict
+        from pt_files import peak_rss_mb
+        before = peak_rss_mb()
+        try:
+            outcome = load_state_dict({str(path)!r})["weight"].tolist()
+        except CheckpointFormatError as e:
+            outcome = str(e)
+        print(json.dumps({{"outcome": outcome, "growth_mb": peak_rss_mb() - before}}))
+    """)
+    # the budget is 100 times the 200 KB file
+    assert re.search(r"flood\.pt: the pickle's 7\d{4} opcodes could build 19\.\d\d MiB of objects, over the "
+                     r"19\.\d\d MiB budget", result["outcome"]), result
+    assert result["growth_mb"] < 20, result
+    # the same flood is fine when the budget allows it: nothing else is wrong with the file
+    assert load_state_dict(path, max_compression_ratio=1000)["weight"].tolist() == [1, 2, 3, 4]
+
+
 def test_every_refusal_is_a_checkpoint_format_error_naming_the_file(tmp_path):
     pt = simple_file(4)
     members = pt.members()

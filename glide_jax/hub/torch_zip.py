@@ -97,23 +97,26 @@ _GETS = ("GET", "BINGET", "LONG_BINGET")
 # Opcodes that add to the container below their arguments (and leave it on the stack) rather than build a new one.
 _IN_PLACE = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
 MAX_PICKLE_DEPTH = 100
+_OPCODE_BYTES = 256  # at least what any one opcode can make the unpickler allocate, besides its argument
 
 
 def _check_pickle(data: bytes, archive: CheckpointZip) -> None:
-    """Run the pickle's stack machine on nesting depths alone, refusing what would crash or flood the unpickler.
+    """Dry-run the pickle's stack machine on nesting depths, refusing what would crash or flood the unpickler.
 
-    Two inputs break CPython's unpickler itself, before any of our callables runs:
-    a large memo index (the memo table grows to twice the largest index stored, so
-    ``LONG_BINPUT 2**27`` in an 8-byte pickle costs 2 GB; an honest pickler numbers
-    entries consecutively, so an index is below the number of opcodes seen), and
-    deeply nested tuples used as a dict key (hashing them recurses in C without a
-    limit and overflows the stack). A state dict nests a few levels deep.
+    CPython's unpickler trusts three things a hostile pickle controls. Memo indices:
+    its memo table grows to twice the largest index stored, so ``LONG_BINPUT 2**27``
+    in an 8-byte pickle costs 2 GB (an honest pickler numbers entries consecutively,
+    so an index stays below the number of opcodes seen). Nesting: hashing a dict key
+    of deeply nested tuples recurses in C without a limit and overflows the stack
+    (a state dict nests a few levels). Object count: one byte of ``EMPTY_SET`` makes
+    a 216-byte set, so every opcode is charged ``_OPCODE_BYTES`` plus its argument
+    against the file's byte budget.
     """
     stack: List[int] = []  # the nesting depth of each object on the unpickler's stack
     marks: List[int] = []
     memo: Dict[int, int] = {}
     opcodes = pickletools.genops(io.BytesIO(data))
-    count = 0
+    count = cost = 0
     while True:
         try:
             opcode, argument, position = next(opcodes)
@@ -123,6 +126,14 @@ def _check_pickle(data: bytes, archive: CheckpointZip) -> None:
             raise archive.error(f"the pickle is malformed ({type(e).__name__}: {clip(str(e))})") from e
         count += 1
         name, floor = opcode.name, marks[-1] if marks else 0
+        if isinstance(argument, (str, bytes, bytearray)):
+            cost += _OPCODE_BYTES + len(argument)
+        else:
+            cost += _OPCODE_BYTES + (argument.bit_length() // 8 if isinstance(argument, int) else 0)
+        if cost > archive.budget:
+            raise archive.error(f"the pickle's {count} opcodes could build {format_bytes(cost)} of objects, over the "
+                                f"{format_bytes(archive.budget)} budget (max_total_bytes, or max_compression_ratio "
+                                "times the file size)")
 
         def refuse(problem: str) -> CheckpointFormatError:
             return archive.error(f"the pickle {problem} ({name} at byte {position})")
