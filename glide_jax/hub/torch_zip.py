@@ -8,9 +8,9 @@ of globals a state dict needs; anything else (arbitrary callables a malicious
 file could name) is refused, so loading a checkpoint cannot execute code.
 
 A checkpoint is untrusted input, so every number in it is checked before it is
-used: member sizes before anything is decompressed (``checkpoint_zip``), memo
-indices in the pickle before it is unpickled (CPython sizes its memo table from
-the largest index), and each tensor's offset, sizes and strides against its
+used: member sizes before anything is decompressed (``checkpoint_zip``), the
+pickle's memo indices, nesting and object count before it is unpickled
+(``pickle_check``), and each tensor's offset, sizes and strides against its
 storage before a single element is read. Storages are decompressed one at a
 time, after every tensor has been checked, and only those the state dict uses.
 """
@@ -21,7 +21,6 @@ import collections
 import io
 import math
 import pickle
-import pickletools
 import zipfile
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Tuple
@@ -32,6 +31,7 @@ import numpy as np
 from glide_jax.hub.checkpoint_zip import (DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT_MAX_MEMBER_BYTES,
                                           DEFAULT_MAX_PICKLE_BYTES, DEFAULT_MAX_TOTAL_BYTES, CheckpointFormatError,
                                           CheckpointZip, check_limits, clip, describe, format_bytes)
+from glide_jax.hub.pickle_check import check_pickle
 
 __all__ = ["CheckpointFormatError", "RefusedGlobalError", "load_state_dict", "load_state_dict_with_torch"]
 
@@ -90,94 +90,6 @@ def _tensor_record(*args) -> _TensorRecord:
     if not 4 <= len(args) <= 7:
         raise ValueError(f"_rebuild_tensor_v2 takes 4 to 7 arguments, got {len(args)}")
     return _TensorRecord(*args[:4])
-
-
-_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
-_GETS = ("GET", "BINGET", "LONG_BINGET")
-# Opcodes that add to the container below their arguments (and leave it on the stack) rather than build a new one.
-_IN_PLACE = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
-MAX_PICKLE_DEPTH = 100
-_OPCODE_BYTES = 256  # at least what any one opcode can make the unpickler allocate, besides its argument
-
-
-def _check_pickle(data: bytes, archive: CheckpointZip) -> None:
-    """Dry-run the pickle's stack machine on nesting depths, refusing what would crash or flood the unpickler.
-
-    CPython's unpickler trusts three things a hostile pickle controls. Memo indices:
-    its memo table grows to twice the largest index stored, so ``LONG_BINPUT 2**27``
-    in an 8-byte pickle costs 2 GB (an honest pickler numbers entries consecutively,
-    so an index stays below the number of opcodes seen). Nesting: hashing a dict key
-    of deeply nested tuples recurses in C without a limit and overflows the stack
-    (a state dict nests a few levels). Object count: one byte of ``EMPTY_SET`` makes
-    a 216-byte set, so every opcode is charged ``_OPCODE_BYTES`` plus its argument
-    against the file's byte budget.
-    """
-    stack: List[int] = []  # the nesting depth of each object on the unpickler's stack
-    marks: List[int] = []
-    memo: Dict[int, int] = {}
-    opcodes = pickletools.genops(io.BytesIO(data))
-    count = cost = 0
-    while True:
-        try:
-            opcode, argument, position = next(opcodes)
-        except StopIteration:
-            return
-        except Exception as e:  # genops reports every malformation as some exception
-            raise archive.error(f"the pickle is malformed ({type(e).__name__}: {clip(str(e))})") from e
-        count += 1
-        name, floor = opcode.name, marks[-1] if marks else 0
-        if isinstance(argument, (str, bytes, bytearray)):
-            cost += _OPCODE_BYTES + len(argument)
-        else:
-            cost += _OPCODE_BYTES + (argument.bit_length() // 8 if isinstance(argument, int) else 0)
-        if cost > archive.budget:
-            raise archive.error(f"the pickle's {count} opcodes could build {format_bytes(cost)} of objects, over the "
-                                f"{format_bytes(archive.budget)} budget (max_total_bytes, or max_compression_ratio "
-                                "times the file size)")
-
-        def refuse(problem: str) -> CheckpointFormatError:
-            return archive.error(f"the pickle {problem} ({name} at byte {position})")
-
-        if name in _PUTS or name == "MEMOIZE":
-            index = len(memo) if name == "MEMOIZE" else argument
-            if not (isinstance(index, int) and 0 <= index < count):
-                raise refuse(f"stores memo index {describe(index)} after only {count} opcodes")
-            if len(stack) <= floor:
-                raise refuse("memoizes from an empty stack")
-            memo[index] = stack[-1]
-        elif name in _GETS:
-            stack.append(memo.get(argument, 0))
-        elif name == "MARK":
-            marks.append(len(stack))
-        elif name == "DUP" and len(stack) > floor:
-            stack.append(stack[-1])
-        elif name == "POP" and len(stack) == floor and marks:
-            marks.pop()  # as in CPython, POP right after MARK discards the mark
-        else:
-            before = opcode.stack_before
-            if pickletools.markobject in before:
-                if not marks:
-                    raise refuse("has no mark to pop")
-                mark, below = marks.pop(), before.index(pickletools.markobject)
-                if mark - below < (marks[-1] if marks else 0) or mark > len(stack):
-                    raise refuse("underflows the stack")
-                containers, items = stack[mark - below:mark], stack[mark:]
-                del stack[mark - below:]
-            else:
-                if len(stack) - len(before) < floor:
-                    raise refuse("underflows the stack")
-                popped = stack[len(stack) - len(before):]
-                del stack[len(stack) - len(before):]
-                containers, items = (popped[:1], popped[1:]) if name in _IN_PLACE else ([], popped)
-            if not opcode.stack_after:
-                continue
-            if name in _IN_PLACE:
-                depth = max(containers[0], 1 + max(items, default=0))
-            else:
-                depth = 1 + max(containers + items, default=0)
-            if depth > MAX_PICKLE_DEPTH:
-                raise refuse(f"nests objects more than {MAX_PICKLE_DEPTH} deep")
-            stack.extend([depth] * len(opcode.stack_after))
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -343,7 +255,7 @@ def _read_byteorder(archive: CheckpointZip, root: str) -> str:
 def _load_records(archive: CheckpointZip, root: str) -> Dict[str, _TensorRecord]:
     name = f"{root}data.pkl"
     data = bytes(archive.read(archive.check(name, "the pickle", archive.limits["max_pickle_bytes"]), "the pickle"))
-    _check_pickle(data, archive)
+    check_pickle(data, archive)
     try:
         obj = _SafeUnpickler(data, archive, root).load()
     except (CheckpointFormatError, MemoryError):
