@@ -214,6 +214,29 @@ def test_importing_reads_and_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tokenizer_modules_import_only_the_layer_below():
+    # Helpers and files import no tokenizer module; each tokenizer imports only helpers and files;
+    # the factory (the package's __init__) sits on top: no module of the package imports it.
+    import ast
+
+    folder = REPO / "glide_jax" / "tokenizers"
+    imports = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found |= {n.rsplit(".", 1)[-1] if n != "glide_jax.tokenizers" else "__init__"
+                      for n in names if n.startswith("glide_jax.tokenizers")}
+        imports[path.stem] = found
+    assert set(imports) == {"__init__", "byte_bpe", "padding", "files", "glide_bpe", "clip_bpe", "spm"}
+    assert imports["byte_bpe"] == imports["padding"] == imports["files"] == set()
+    assert imports["glide_bpe"] == {"byte_bpe", "files", "padding"}
+    assert imports["clip_bpe"] == {"byte_bpe", "files", "padding"}
+    assert imports["spm"] == {"padding"}
+    assert imports["__init__"] == {"glide_bpe", "clip_bpe", "spm", "files", "padding"}
+
+
 # ---------------------------------------------------------------- SentencePiece
 
 

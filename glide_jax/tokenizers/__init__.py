@@ -1,35 +1,55 @@
 """Text tokenizers for GLIDE: the GPT-2 BPE of the released text encoder, CLIP's tokenizer
 for CLIP guidance, and SentencePiece for models trained from scratch.
 
+Modules: ``byte_bpe`` (the byte-level BPE both BPE tokenizers share), ``padding``
+(truncation warnings, GLIDE's padding mask), ``files`` (finding and reading vocabulary
+files), one module per tokenizer, and here the factory :func:`get_tokenizer`.
+
 Importing this package reads no files; vocabularies are loaded when a tokenizer is built
-(see :func:`get_tokenizer`) and are downloaded only on request
-(``glide-jax download tokenizers``).
+and are downloaded only on request (``glide-jax download tokenizers``).
 """
 
-from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer, TokenTruncationWarning
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
 from glide_jax.tokenizers.clip_bpe import ClipTokenizer
+from glide_jax.tokenizers.files import find_vocab_file
+from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer
+from glide_jax.tokenizers.padding import TokenTruncationWarning
 from glide_jax.tokenizers.spm import SentencePieceTokenizer, train_sentencepiece
-from glide_jax.tokenizers.files import find_vocab_file, get_tokenizer
+
+TOKENIZER_KINDS = ("glide-bpe", "clip", "sentencepiece:<model file>")
 
 
-def clip_lengths(extra):
-    """CLIP text lengths from a tokenizer's second output: CLIP's own lengths, or a sentencepiece mask.
+def get_tokenizer(kind: str, path: Optional[Union[str, os.PathLike]] = None):
+    """Build a tokenizer by name.
 
-    CLIP reads its embedding at ``len - 1``, so an empty caption still counts one position.
+    * ``"glide-bpe"`` - GLIDE's GPT-2 BPE; ``path`` is a directory holding
+      ``encoder.json(.gz)`` and ``vocab.bpe(.gz)`` (default: the cache).
+    * ``"clip"`` - CLIP's tokenizer; ``path`` is the vocabulary file or its directory.
+    * ``"sentencepiece:<model file>"`` (or ``"sentencepiece"`` with ``path`` = the model
+      file) - a model trained with :func:`train_sentencepiece`.
     """
-    import numpy as np
-
-    extra = np.asarray(extra)
-    lens = extra.sum(axis=1) if extra.dtype == bool else extra
-    return np.maximum(lens.astype(np.int32), 1)
+    if kind == "glide-bpe":
+        return GlideBPETokenizer.load(path)
+    if kind == "clip":
+        return ClipTokenizer.load(path)
+    if kind == "sentencepiece" or kind.startswith("sentencepiece:"):
+        model_file = kind.partition(":")[2] or path
+        if not model_file:
+            raise ValueError("sentencepiece needs a model file: 'sentencepiece:<model file>'")
+        return SentencePieceTokenizer(model_file)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
 
 
 __all__ = [
     "ClipTokenizer",
     "GlideBPETokenizer",
     "SentencePieceTokenizer",
+    "TOKENIZER_KINDS",
     "TokenTruncationWarning",
-    "clip_lengths",
     "find_vocab_file",
     "get_tokenizer",
     "train_sentencepiece",

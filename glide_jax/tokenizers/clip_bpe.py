@@ -21,17 +21,9 @@ import ftfy
 import numpy as np
 import regex
 
-from glide_jax.tokenizers.glide_bpe import (
-    PieceCache,
-    Pair,
-    byte_chars,
-    byte_to_unicode_table,
-    check_prompt_list,
-    merge_symbols,
-    parse_merges,
-    warn_truncated,
-)
+from glide_jax.tokenizers.byte_bpe import Pair, PieceCache, byte_chars, byte_to_unicode_table, merge_symbols, parse_merges
 from glide_jax.tokenizers.files import CLIP_BPE_FILE, find_vocab_file, read_vocab_text
+from glide_jax.tokenizers.padding import check_prompt_list, warn_truncated
 
 PathLike = Union[str, os.PathLike]
 

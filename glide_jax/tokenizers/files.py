@@ -1,4 +1,4 @@
-"""Finding and reading tokenizer vocabularies, and picking a tokenizer by name.
+"""Finding and reading tokenizer vocabulary files.
 
 The vocabulary files are not part of the package. They are looked up in a directory the
 caller names, or else in the download cache (``$GLIDE_JAX_CACHE``, default
@@ -23,7 +23,6 @@ PathLike = Union[str, os.PathLike]
 
 GLIDE_BPE_FILES = ("encoder.json.gz", "vocab.bpe.gz")
 CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
-TOKENIZER_KINDS = ("glide-bpe", "clip", "sentencepiece:<model file>")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -65,29 +64,3 @@ def read_vocab_text(path: PathLike) -> str:
     if raw[:2] == _GZIP_MAGIC:
         raw = gzip.decompress(raw)
     return raw.decode("utf-8")
-
-
-def get_tokenizer(kind: str, path: Optional[PathLike] = None):
-    """Build a tokenizer by name.
-
-    * ``"glide-bpe"`` - GLIDE's GPT-2 BPE; ``path`` is a directory holding
-      ``encoder.json(.gz)`` and ``vocab.bpe(.gz)`` (default: the cache).
-    * ``"clip"`` - CLIP's tokenizer; ``path`` is the vocabulary file or its directory.
-    * ``"sentencepiece:<model file>"`` (or ``"sentencepiece"`` with ``path`` = the model
-      file) - a model trained with :func:`glide_jax.tokenizers.spm.train_sentencepiece`.
-    """
-    # Imported here: the tokenizer modules themselves import this one.
-    from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer
-    from glide_jax.tokenizers.clip_bpe import ClipTokenizer
-    from glide_jax.tokenizers.spm import SentencePieceTokenizer
-
-    if kind == "glide-bpe":
-        return GlideBPETokenizer.load(path)
-    if kind == "clip":
-        return ClipTokenizer.load(path)
-    if kind == "sentencepiece" or kind.startswith("sentencepiece:"):
-        model_file = kind.partition(":")[2] or path
-        if not model_file:
-            raise ValueError("sentencepiece needs a model file: 'sentencepiece:<model file>'")
-        return SentencePieceTokenizer(model_file)
-    raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")

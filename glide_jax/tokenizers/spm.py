@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Union
 
 import sentencepiece
 
-from glide_jax.tokenizers.glide_bpe import MaskPaddingMixin
+from glide_jax.tokenizers.padding import MaskPaddingMixin
 
 PathLike = Union[str, os.PathLike]
 
