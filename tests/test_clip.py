@@ -9,21 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glide_jax.hub.convert_clip import (
-    convert_clip,
-    convert_image_encoder,
-    export_clip,
-    torch_layout,
-)
 from glide_jax.config import ClipConfig, get_preset
-from glide_jax.models.clip import (
-    ClipAttention,
-    ClipModel,
-    clip_guidance_grad,
-    image_embeddings,
-    init_params,
-    text_embeddings,
-)
+from glide_jax.hub.convert_clip import convert_clip, convert_image_encoder, export_clip, torch_shapes
+from glide_jax.models.clip import ClipAttention, ClipModel, clip_guidance_grad, image_embeddings, text_embeddings
+from glide_jax.models.families import init_params
 from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed
 from conftest import require_fixture
 
@@ -138,7 +127,7 @@ def test_released_layout_matches_manifest(tower, name, count):
     assert (cfg.image_size, cfg.n_embd, cfg.n_vocab) == (64, 512, 65536)
     manifest = _manifest(name)
     want = {t["key"]: tuple(t["shape"]) for t in manifest["tensors"]}
-    got = torch_layout(cfg, tower)
+    got = torch_shapes(cfg, tower)
     assert sorted(got) == sorted(want)
     assert got == want
     assert sum(math.prod(s) for s in got.values()) == manifest["total_params"] == count
@@ -146,7 +135,7 @@ def test_released_layout_matches_manifest(tower, name, count):
 
 def test_every_parameter_has_logical_axes():
     cfg = get_preset("tiny-clip")
-    boxed = jax.eval_shape(lambda: init_params(ClipModel(cfg), jax.random.PRNGKey(0)))
+    boxed = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
     leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda a: isinstance(a, nn.LogicallyPartitioned))
     assert len(leaves) == 37 + 36 + 1  # image tower, text tower, logit scale
     for leaf in leaves:

@@ -10,9 +10,10 @@ import pytest
 from conftest import require_fixture
 from flax.core import meta
 
-from glide_jax.hub.convert_unet import abstract_params, torch_layout, unet_from_torch, unet_to_torch
-from glide_jax.hub.torch_layout import CheckpointMismatchError
 from glide_jax.config import UNetConfig, get_preset
+from glide_jax.hub.convert_unet import torch_shapes, unet_from_torch, unet_to_torch
+from glide_jax.hub.torch_layout import CheckpointMismatchError
+from glide_jax.models.families import abstract_params, init_params
 from glide_jax.models.unet import GlideUNet
 from glide_jax.parity import check_fixture
 from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed
@@ -40,7 +41,7 @@ def test_model_parity(name):
 def test_released_checkpoint_layout(preset):
     manifest = json.loads(require_fixture(f"manifests/{preset}.json").read_text())
     expected = {t["key"]: tuple(t["shape"]) for t in manifest["tensors"]}
-    got = torch_layout(get_preset(preset).unet)
+    got = torch_shapes(get_preset(preset).unet)
     assert set(got) == set(expected)
     assert got == expected
     count = sum(int(np.prod(s)) for s in got.values())
@@ -105,7 +106,7 @@ def test_bfloat16_compute_stays_close_and_params_stay_float32():
 
 
 def test_every_parameter_has_logical_axes():
-    shapes = abstract_params(get_preset("tiny-upsample-inpaint").unet, low_res_size=16)
+    shapes = jax.eval_shape(lambda k: init_params(get_preset("tiny-upsample-inpaint"), k), jax.random.key(0))
     boxes = jax.tree_util.tree_leaves(shapes, is_leaf=lambda x: isinstance(x, meta.Partitioned))
     assert boxes and all(isinstance(b, meta.Partitioned) for b in boxes)
     for b in boxes:
@@ -134,7 +135,7 @@ def test_other_architecture_options_build_and_roundtrip(change):
     assert out.shape == (2, 32, 32, 6)
     # torch layout → back is exact, and the set of keys is what the layout table says.
     state = unet_to_torch(params)
-    assert {k: v.shape for k, v in state.items()} == torch_layout(cfg)
+    assert {k: v.shape for k, v in state.items()} == torch_shapes(cfg)
     again = unet_from_torch(state, cfg)
     np.testing.assert_array_equal(model.apply(again, x, t, tokens, mask), out)
 
@@ -142,7 +143,7 @@ def test_other_architecture_options_build_and_roundtrip(change):
 def test_wrong_input_shapes_raise_clear_errors():
     cfg = get_preset("tiny-base").unet
     model = GlideUNet(cfg)
-    params = abstract_params(cfg)
+    params = {"params": abstract_params(get_preset("tiny-base"))}
     t = jnp.zeros((1,), jnp.int32)
     tok, mask = jnp.zeros((1, 16), jnp.int32), jnp.ones((1, 16), bool)
     with pytest.raises(ValueError, match=r"x must have shape \[batch, 32, 32, 3\]"):

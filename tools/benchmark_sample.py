@@ -43,13 +43,12 @@ def _random_model(preset: str):
     (a jitted ``init`` of the full model briefly holds more than twice that)."""
     import jax
     import numpy as np
-    from flax.core import meta
 
-    from glide_jax.hub.convert_unet import abstract_params
     from glide_jax.config import get_preset
+    from glide_jax.models.families import abstract_params
 
     cfg = get_preset(preset)
-    shapes = meta.unbox(abstract_params(cfg.unet, cfg.low_res_size))
+    shapes = {"params": abstract_params(cfg)}
     rng = np.random.default_rng(0)
 
     def fill(leaf):

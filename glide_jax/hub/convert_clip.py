@@ -8,10 +8,11 @@ is rejected with a single error naming every problem, so a wrong config or a
 truncated file is never half-loaded.
 
 The Flax-side tree is never materialised to find the expected shapes: it comes
-from ``jax.eval_shape`` of the module's ``init``, so the released 158M-parameter
-layout can be checked without allocating it. Name mapping is derived from
-that tree by rule (one rule per naming difference), and the same rules give the
-inverse map used to export parameters or compare against checkpoint manifests.
+from ``glide_jax.models.families.abstract_params`` (``jax.eval_shape`` of the
+module's ``init``), so the released 158M-parameter layout can be checked
+without allocating it. Name mapping is derived from that tree by rule (one
+rule per naming difference), and the same rules give the inverse map used to
+export parameters or compare against checkpoint manifests.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from glide_jax.config import ClipConfig
-from glide_jax.models.clip import ClipModel
+from glide_jax.models.families import abstract_params
 
 TOWERS = {"image": "image_encoder", "text": "text_encoder"}
 
@@ -81,25 +81,11 @@ def _transpose(shape_or_array, perm):
     return np.transpose(shape_or_array, perm)
 
 
-def clip_param_shapes(config: ClipConfig) -> Dict:
-    """The Flax parameter tree of ``ClipModel(config)`` as ``ShapeDtypeStruct``s (nothing allocated)."""
-    model = ClipModel(config)
-    s = config.image_size
-    args = (
-        jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
-        jax.ShapeDtypeStruct((1,), jnp.int32),
-        jax.ShapeDtypeStruct((1, config.max_text_len), jnp.int32),
-        jax.ShapeDtypeStruct((1,), jnp.int32),
-    )
-    abstract = jax.eval_shape(lambda *a: model.init(jax.random.PRNGKey(0), *a), *args)
-    return nn.unbox(abstract["params"])
-
-
 def _tower_table(config: ClipConfig, tower: str) -> Dict[str, Tuple[Tuple[str, ...], str, Tuple[int, ...]]]:
     """torch key -> (flax path inside the tower, layout kind, flax shape)."""
     if tower not in TOWERS:
         raise ValueError(f"unknown CLIP tower {tower!r}; expected one of {sorted(TOWERS)}")
-    flat = traverse_util.flatten_dict(clip_param_shapes(config)[TOWERS[tower]])
+    flat = traverse_util.flatten_dict(abstract_params(config)[TOWERS[tower]])
     table = {}
     for path, leaf in flat.items():
         key, kind = _rule(path)
@@ -107,7 +93,7 @@ def _tower_table(config: ClipConfig, tower: str) -> Dict[str, Tuple[Tuple[str, .
     return table
 
 
-def torch_layout(config: ClipConfig, tower: str) -> Dict[str, Tuple[int, ...]]:
+def torch_shapes(config: ClipConfig, tower: str) -> Dict[str, Tuple[int, ...]]:
     """Expected ``state_dict`` of the reference ``ImageEncoder`` (``"image"``) or ``TextEncoder`` (``"text"``): key -> shape."""
     return {k: _transpose(shape, _BACKWARD[kind]) for k, (_, kind, shape) in _tower_table(config, tower).items()}
 

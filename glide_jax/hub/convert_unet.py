@@ -1,35 +1,37 @@
-"""PyTorch GLIDE U-Net state dicts (released checkpoints, fixtures) ↔ Flax parameters."""
+"""PyTorch GLIDE U-Net state dicts (released checkpoints, fixtures) ↔ Flax parameters.
+
+The torch checkpoint holds the U-Net alone, so these functions take a
+``UNetConfig``; the parameter shapes they check against come from
+``glide_jax.models.families.abstract_params`` of that U-Net.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
-import jax
 import numpy as np
 
-from glide_jax.hub import torch_layout as TL
 from glide_jax.config import ModelConfig, UNetConfig
-from glide_jax.models.unet import GlideUNet, example_inputs
+from glide_jax.hub import torch_layout
+from glide_jax.models.families import abstract_params
 
 
-def abstract_params(config: UNetConfig, low_res_size=None):
-    """Parameter shapes of a model, computed with ``jax.eval_shape`` (no memory for the weights)."""
-    inputs = example_inputs(config, 1, low_res_size)
-    model = GlideUNet(config)
-    return jax.eval_shape(lambda rng: model.init(rng, *inputs, **inputs.kwargs), jax.random.key(0))
+def _abstract(config: UNetConfig) -> Dict[str, Any]:
+    # Parameter shapes depend on the U-Net only (not on the diffusion or the low-res size).
+    return {"params": abstract_params(ModelConfig(config))}
 
 
-def torch_layout(config: UNetConfig) -> Dict[str, Tuple[int, ...]]:
+def torch_shapes(config: UNetConfig) -> Dict[str, Tuple[int, ...]]:
     """Every PyTorch key this config's model has, with its PyTorch shape."""
-    return {k: v[2] for k, v in TL.layout(abstract_params(config)).items()}
+    return {k: v[2] for k, v in torch_layout.layout(_abstract(config)).items()}
 
 
-def unet_from_torch(state_dict: Mapping[str, np.ndarray], config: UNetConfig | ModelConfig):
+def unet_from_torch(state_dict: Mapping[str, np.ndarray], config: UNetConfig) -> Dict[str, Any]:
     """Convert a reference state dict to ``{"params": ...}`` for ``GlideUNet(config)``; strict."""
-    if isinstance(config, ModelConfig):
-        config = config.unet
-    return TL.from_torch(state_dict, abstract_params(config), "GLIDE U-Net")
+    if not isinstance(config, UNetConfig):
+        raise TypeError(f"unet_from_torch needs a UNetConfig (a ModelConfig's .unet), got {type(config).__name__}")
+    return torch_layout.from_torch(state_dict, _abstract(config), "GLIDE U-Net")
 
 
 def unet_to_torch(params) -> Dict[str, np.ndarray]:
-    return TL.to_torch_state(params)
+    return torch_layout.to_torch_state(params)

@@ -17,6 +17,8 @@ import numpy as np
 from flax import traverse_util
 from flax.core import meta
 
+from glide_jax.models.families import flat_shapes
+
 Path = Tuple[str, ...]
 
 _INDEXED = re.compile(r"^(input_blocks|output_blocks)_(\d+)_(\d+)$")
@@ -100,12 +102,6 @@ def to_torch(kind: str, array: np.ndarray) -> np.ndarray:
     if kind == "linear":
         return np.transpose(array)
     return array
-
-
-def flat_shapes(abstract_params) -> Dict[Path, Tuple[int, ...]]:
-    """Flatten a (possibly boxed) parameter tree of arrays or ShapeDtypeStructs to path → shape."""
-    flat = traverse_util.flatten_dict(meta.unbox(abstract_params))
-    return {k: tuple(v.shape) for k, v in flat.items()}
 
 
 def layout(abstract_params, key_fn: Callable[[Path], str] = torch_key) -> Dict[str, Tuple[Path, str, Tuple[int, ...]]]:

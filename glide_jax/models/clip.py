@@ -314,16 +314,6 @@ def _variables(params):
     return {"params": params}
 
 
-def init_params(model: ClipModel, rng) -> Any:
-    """Fresh (boxed, logically partitioned) parameters for ``model``; use ``nn.unbox`` for plain arrays."""
-    cfg = model.config
-    x = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
-    t = jnp.zeros((1,), jnp.int32)
-    tokens = jnp.zeros((1, cfg.max_text_len), jnp.int32)
-    lens = jnp.ones((1,), jnp.int32)
-    return model.init(rng, x, t, tokens, lens)["params"]
-
-
 def image_embeddings(model: ClipModel, params, x, t):
     """Normalised image embeddings ``[B, n_embd]`` of ``x`` (NHWC, [-1,1]) at integer timesteps ``t``."""
     return model.apply(_variables(params), x, t, method=ClipModel.image_embeddings)

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from glide_jax.config import ClipConfig, ModelConfig
 
@@ -30,6 +31,7 @@ class DiffusionUNetFamily:
     name = "unet"
     config_type = ModelConfig
     default_tokenizer = "glide-bpe"  # the released models' GPT-2 BPE
+    text_keys = ("tokens", "mask")  # what encode_prompts returns, as batch keys
 
     @staticmethod
     def module(config: ModelConfig) -> nn.Module:
@@ -76,6 +78,7 @@ class NoisyClipFamily:
     name = "clip"
     config_type = ClipConfig
     default_tokenizer = "clip"  # CLIP's own BPE
+    text_keys = ("tokens", "lens")  # what encode_prompts returns, as batch keys
 
     @staticmethod
     def module(config: ClipConfig) -> nn.Module:
@@ -139,3 +142,10 @@ def init_params(config: Config, key: jax.Array) -> Any:
 def abstract_params(config: Config) -> Any:
     """Plain ``ShapeDtypeStruct`` tree of the parameters, without allocating them."""
     return nn.unbox(jax.eval_shape(lambda k: init_params(config, k), jax.random.key(0)))
+
+
+def flat_shapes(params: Any) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
+    """``path -> shape`` of a parameter tree of arrays or shape structs, boxed or not: what two trees
+    are compared by when one must fit the model of the other."""
+    flat = traverse_util.flatten_dict(nn.unbox(params))
+    return {path: tuple(leaf.shape) for path, leaf in flat.items()}

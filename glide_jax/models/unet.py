@@ -174,14 +174,6 @@ class UNetTorso(nn.Module):
         return h.astype(jnp.float32)
 
 
-def coordinate_grid(batch: int, size: int, dtype=jnp.float32) -> jax.Array:
-    """``[batch, size, size, 2]``: each pixel centre's (row, column), -1 at the top/left edge pixel, +1 at the
-    bottom/right one; the ``coord_channels`` input."""
-    axis = jnp.linspace(-1.0, 1.0, size, dtype=jnp.float32)
-    grid = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), axis=-1).astype(dtype)
-    return jnp.broadcast_to(grid, (batch, size, size, 2))
-
-
 def resize_bilinear(low_res: jax.Array, size: int) -> jax.Array:
     """Bilinear resize with half-pixel centres and edge clamping (PyTorch ``align_corners=False``)."""
     b, _, _, c = low_res.shape
@@ -242,8 +234,6 @@ class GlideUNet(nn.Module):
             if low_res.ndim != 4 or low_res.shape[0] != b or low_res.shape[-1] != c:
                 raise ValueError(f"low_res must have shape [{b}, h, w, {c}] (NHWC), got {tuple(low_res.shape)}")
             parts.append(resize_bilinear(low_res, size).astype(x.dtype))
-        if cfg.coord_channels:
-            parts.append(coordinate_grid(b, size, x.dtype))
         h = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else x
         text = None
         if cfg.text.width:
@@ -253,31 +243,3 @@ class GlideUNet(nn.Module):
                 text_emb = self.encode_text(tokens, mask)
             text = text_emb
         return self.unet(h, timesteps, text, train)
-
-
-def init_params(config: UNetConfig, rng: jax.Array, batch: int = 1, low_res_size: Optional[int] = None):
-    """Initialise parameters with dummy inputs (boxed with logical axis names)."""
-    inputs = example_inputs(config, batch, low_res_size)
-    return GlideUNet(config).init(rng, *inputs, **inputs.kwargs)
-
-
-def example_inputs(config: UNetConfig, batch: int = 1, low_res_size: Optional[int] = None):
-    """Positional and keyword inputs of the right shapes for ``init``/``eval_shape``."""
-    s, c = config.image_size, config.in_channels
-    x = jnp.zeros((batch, s, s, c), jnp.float32)
-    t = jnp.zeros((batch,), jnp.int32)
-    args = [x, t]
-    kwargs = {}
-    if config.text.width:
-        args += [jnp.zeros((batch, config.text.text_ctx), jnp.int32), jnp.ones((batch, config.text.text_ctx), bool)]
-    if config.super_res:
-        lr = low_res_size or s // 4
-        kwargs["low_res"] = jnp.zeros((batch, lr, lr, c), jnp.float32)
-    return _Inputs(args, kwargs)
-
-
-class _Inputs(tuple):
-    def __new__(cls, args, kwargs):
-        obj = super().__new__(cls, args)
-        obj.kwargs = kwargs
-        return obj
