@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple, Union
+import typing
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 GLIDE_VOCAB = 50257  # GPT-2 BPE vocabulary used by the GLIDE text transformer.
 
@@ -38,13 +39,13 @@ def _as_int_tuple(value: Union[str, int, Tuple[int, ...], list], what: str) -> T
 class TextConfig:
     """GLIDE's text transformer. ``width == 0`` means an unconditional U-Net."""
 
-    text_ctx: int = 128
-    width: int = 512
-    layers: int = 16
-    heads: int = 8
-    final_ln: bool = True
-    padding: bool = True
-    n_vocab: int = GLIDE_VOCAB
+    text_ctx: int = 128  # tokens per caption (the transformer's context)
+    width: int = 512  # transformer width; 0: no text transformer (unconditional U-Net)
+    layers: int = 16  # transformer blocks
+    heads: int = 8  # attention heads per block
+    final_ln: bool = True  # layer norm after the last block
+    padding: bool = True  # learned embedding for padding positions (masked tokens)
+    n_vocab: int = GLIDE_VOCAB  # token ids the embedding holds
 
     def __post_init__(self):
         if self.width and self.width % max(self.heads, 1):
@@ -59,27 +60,24 @@ class UNetConfig:
     option string); attention is used where ``image_size // ds`` is listed.
     """
 
-    image_size: int = 64
-    num_channels: int = 192
-    num_res_blocks: int = 3
-    channel_mult: Tuple[int, ...] = (1, 2, 3, 4)
-    attention_resolutions: Tuple[int, ...] = (32, 16, 8)
-    num_heads: int = 1
-    num_head_channels: int = 64
-    num_heads_upsample: int = -1
-    use_scale_shift_norm: bool = True
-    resblock_updown: bool = True
-    dropout: float = 0.0
-    in_channels: int = 3
-    out_channels: int = 6
-    inpaint: bool = False
-    super_res: bool = False
-    text: TextConfig = field(default_factory=TextConfig)
+    image_size: int = 64  # side of the (square) images it denoises
+    num_channels: int = 192  # channels of the first level; level i has channel_mult[i] times as many
+    num_res_blocks: int = 3  # residual blocks per level on the way down (one more on the way up)
+    channel_mult: Tuple[int, ...] = (1, 2, 3, 4)  # width multiplier of each resolution level
+    attention_resolutions: Tuple[int, ...] = (32, 16, 8)  # feature-map sides that get attention blocks
+    num_heads: int = 1  # attention heads, when num_head_channels is -1
+    num_head_channels: int = 64  # channels per attention head (-1: use num_heads)
+    num_heads_upsample: int = -1  # heads of the upsampling path's attention (-1: num_heads)
+    use_scale_shift_norm: bool = True  # the embedding scales and shifts the normalised activations
+    resblock_updown: bool = True  # resample with residual blocks (else plain convolutions)
+    dropout: float = 0.0  # dropout inside residual blocks, in training only
+    in_channels: int = 3  # channels of the image being denoised
+    out_channels: int = 6  # output channels: the noise prediction and the variance interpolation value
+    inpaint: bool = False  # also reads the masked image and the mask (four more input channels)
+    super_res: bool = False  # also reads a low-resolution image, upsampled (three more input channels)
+    text: TextConfig = field(default_factory=TextConfig)  # the caption encoder
     dtype: str = "float32"  # compute dtype; params always stay float32
     remat: bool = False  # rematerialise residual blocks (saves activation memory in training)
-    # Not in GLIDE: two extra input channels holding each pixel's (row, column) in [-1, 1], so the
-    # first convolution already knows where it is (the released U-Nets only see zero padding).
-    coord_channels: bool = False
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -104,8 +102,6 @@ class UNetConfig:
             c += self.in_channels + 1
         if self.super_res:
             c += self.in_channels
-        if self.coord_channels:
-            c += 2
         return c
 
     @property
@@ -168,16 +164,16 @@ class UNetConfig:
 class DiffusionConfig:
     """The Gaussian diffusion a model was trained with."""
 
-    steps: int = 1000
-    noise_schedule: str = "squaredcos_cap_v2"  # or "linear"
+    steps: int = 1000  # diffusion timesteps T
+    noise_schedule: str = "squaredcos_cap_v2"  # beta schedule: "squaredcos_cap_v2" (cosine) or "linear"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A GLIDE diffusion model: its U-Net, its diffusion and, for the upsampler, its input size."""
 
-    unet: UNetConfig
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    unet: UNetConfig  # the network
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # the noise process it was trained for
     low_res_size: Optional[int] = None  # super-res models: size of the conditioning image
 
     @property
@@ -192,21 +188,21 @@ class ModelConfig:
 class ClipConfig:
     """GLIDE's noise-aware CLIP (ViT image encoder that also sees t, and a causal text encoder)."""
 
-    image_size: int = 64
-    patch_size: int = 4
-    n_vocab: int = 65536
-    max_text_len: int = 77
-    n_embd: int = 512
-    n_head_state_text: int = 64
-    n_head_text: int = 8
-    n_xf_blocks_text: int = 12
-    n_head_state_image: int = 64
-    n_head_image: int = 12
-    n_xf_blocks_image: int = 12
-    logit_scale: float = 100.0
-    beta_schedule: str = "squaredcos_cap_v2"
-    n_timesteps: int = 1000
-    dtype: str = "float32"
+    image_size: int = 64  # side of the (noised) images it embeds
+    patch_size: int = 4  # side of the ViT's image patches
+    n_vocab: int = 65536  # token ids the text embedding holds
+    max_text_len: int = 77  # tokens per caption
+    n_embd: int = 512  # width of the shared image-text embedding
+    n_head_state_text: int = 64  # channels per attention head, text tower
+    n_head_text: int = 8  # attention heads, text tower (width = heads * channels per head)
+    n_xf_blocks_text: int = 12  # transformer blocks, text tower
+    n_head_state_image: int = 64  # channels per attention head, image tower
+    n_head_image: int = 12  # attention heads, image tower
+    n_xf_blocks_image: int = 12  # transformer blocks, image tower
+    logit_scale: float = 100.0  # initial temperature of the contrastive logits (stored as its log)
+    beta_schedule: str = "squaredcos_cap_v2"  # noise schedule of the timesteps it is conditioned on
+    n_timesteps: int = 1000  # timesteps of that schedule
+    dtype: str = "float32"  # compute dtype; params always stay float32
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -276,34 +272,98 @@ def get_preset(name: str) -> Union[ModelConfig, ClipConfig]:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
 
 
-_CONFIG_TYPES = {cls.__name__: cls for cls in (TextConfig, UNetConfig, DiffusionConfig, ModelConfig, ClipConfig)}
+# ----------------------------------------------------------------------------- JSON
+
+TYPE_KEY = "__type__"
+_MODEL_TYPES = {cls.__name__: cls for cls in (TextConfig, UNetConfig, DiffusionConfig, ModelConfig, ClipConfig)}
+# Keys that saved JSON (embedded models, model directories, training workdirs) may hold without a
+# field of that name here, each with the one value it may have: the value that means "off".
+RETIRED_FIELDS: Mapping[str, Mapping[str, Any]] = {
+    "UNetConfig": {"coord_channels": False},
+    "DataConfig": {"placement_fraction": 0.0},
+}
 
 
-def config_to_dict(cfg) -> dict:
-    """A JSON-ready dict of a config, tagged with its type so ``config_from_dict`` can rebuild it."""
-    out = {"__type__": type(cfg).__name__}
+def config_to_dict(cfg, tagged: bool = True) -> dict:
+    """A JSON-ready dict of any config dataclass; tuples become lists.
+
+    The top level carries its class name (``__type__``), and so does every nested
+    config whose field may hold more than one class (``ExperimentConfig.model``);
+    a field declared as one config class needs no tag: :func:`config_from_dict`
+    reads the declaration.
+    """
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"not a config dataclass instance: {cfg!r}")
+    out = {TYPE_KEY: type(cfg).__name__} if tagged else {}
+    hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        out[f.name] = config_to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+        out[f.name] = _to_json(getattr(cfg, f.name), hints[f.name])
     return out
 
 
-def config_from_dict(d: Mapping[str, Any]):
-    """Inverse of ``config_to_dict``; unknown fields are an error, not silently dropped."""
-    d = dict(d)
-    type_name = d.pop("__type__", None)
-    if type_name not in _CONFIG_TYPES:
-        raise ValueError(f"config dict has unknown or missing __type__ {type_name!r}")
-    cls = _CONFIG_TYPES[type_name]
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(names)
-    if unknown:
-        raise ValueError(f"{type_name}: unknown config fields {sorted(unknown)}")
+def _to_json(value, annotation):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value, tagged=annotation is not type(value))
+    if isinstance(value, (tuple, list)):
+        return list(value)
+    return value
+
+
+def config_from_dict(d: Mapping[str, Any], cls: Optional[type] = None):
+    """Rebuild a config written by :func:`config_to_dict`.
+
+    ``cls`` is the expected dataclass; without it, ``d`` must be tagged with one of the model
+    config types. Below the top, an untagged dict is read as the class its field declares (so
+    hand-written or partly tagged JSON loads too); a tag is needed only where a field may hold
+    several classes (``ExperimentConfig.model``). Unknown fields and tags that do not fit are
+    errors, never silently dropped.
+    """
+    if not isinstance(d, Mapping):
+        raise TypeError(f"a config must be read from a JSON object, got {type(d).__name__}")
+    candidates = (cls,) if cls is not None else tuple(_MODEL_TYPES.values())
+    return _from_json(dict(d), candidates, cls.__name__ if cls is not None else "config")
+
+
+def _from_json(d: Dict[str, Any], candidates: Tuple[type, ...], where: str):
+    tag = d.pop(TYPE_KEY, None)
+    by_name = {c.__name__: c for c in candidates}
+    if tag is None and len(candidates) == 1:
+        cls = candidates[0]
+    elif tag in by_name:
+        cls = by_name[tag]
+    else:
+        raise ValueError(f"{where}: {TYPE_KEY} is {tag!r}, expected one of {sorted(by_name)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    retired = RETIRED_FIELDS.get(cls.__name__, {})
     kwargs = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and "__type__" in v:
-            v = config_from_dict(v)
-        elif isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
+    for key, value in d.items():
+        if key in names:
+            kwargs[key] = _value_from_json(value, hints[key], f"{cls.__name__}.{key}")
+        elif key in retired:
+            if value != retired[key]:
+                raise ValueError(f"{cls.__name__}.{key}={value!r} is not supported; this version only reads "
+                                 f"{key}={retired[key]!r} (and then ignores it)")
+        else:
+            raise ValueError(f"{cls.__name__}: unknown config fields {sorted(set(d) - names - set(retired))}")
     return cls(**kwargs)
+
+
+def _dataclass_types(annotation) -> Tuple[type, ...]:
+    """The config dataclasses an annotation allows (``X``, ``Union[X, Y]``, ``Optional[X]``)."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) is Union else (annotation,)
+    return tuple(t for t in options if dataclasses.is_dataclass(t))
+
+
+def _value_from_json(value, annotation, where: str):
+    types = _dataclass_types(annotation)
+    if isinstance(value, Mapping):
+        if not types:
+            raise ValueError(f"{where}: a JSON object where the field holds {annotation}")
+        return _from_json(dict(value), types, where)
+    if types and not (value is None and type(None) in typing.get_args(annotation)):
+        raise ValueError(f"{where}: expected a JSON object ({' or '.join(t.__name__ for t in types)}), "
+                         f"got {type(value).__name__}")
+    if isinstance(value, list):
+        return tuple(value)
+    return value

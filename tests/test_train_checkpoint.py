@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from glide_jax.train import state as S
+from glide_jax.train import state as state_lib
 from glide_jax.train.checkpointing import CORRUPT_DIR, Checkpointer, CorruptCheckpointWarning
 from glide_jax.train.experiment import load_config_file
 from glide_jax.data import shapes
@@ -19,9 +19,9 @@ from glide_jax.train.inputs import ShapesSource, make_iterator
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-def _state(step: int) -> S.TrainState:
+def _state(step: int) -> state_lib.TrainState:
     params = {"w": jnp.arange(600.0).reshape(6, 100) + step, "b": jnp.full((3,), float(step))}
-    st = S.create_state(params, optax.adam(1e-3), seed=5)
+    st = state_lib.create_state(params, optax.adam(1e-3), seed=5)
     return st.replace(step=jnp.int32(step), skipped=jnp.int32(step // 2))
 
 
@@ -143,13 +143,13 @@ def test_iterator_state_of_another_dataset_is_an_error_and_nothing_moves(tmp_pat
     with pytest.raises(IncompatibleCheckpointError, match="another data source.*Nothing was moved"):
         Checkpointer(tmp_path).restore(_abstract(), other)
     assert Checkpointer(tmp_path).all_steps() == [1] and not (tmp_path / "checkpoints.corrupt").exists()
-    # The share of two-object scenes is a rendering option, not another dataset: resuming may change it.
+    # The scene mix is a rendering option, not another dataset: resuming may change it (a curriculum).
     mixed = make_iterator(cfg, ShapesSource(64, 16, p_two=0.9), None)
     state, _ = Checkpointer(tmp_path).restore(_abstract(), mixed)
     assert int(state.step) == 1
-    placed = ShapesSource(64, 16, p_two=0.0, p_place=1.0)  # so is the share of placed single objects
-    state, _ = Checkpointer(tmp_path).restore(_abstract(), make_iterator(cfg, placed, None))
+    pairs = ShapesSource(64, 16, p_two=1.0, pair_layout="halves", relations=("above",))
+    state, _ = Checkpointer(tmp_path).restore(_abstract(), make_iterator(cfg, pairs, None))
     assert int(state.step) == 1
-    assert all(shapes.parse_caption(placed[i]["caption"].decode()).placement for i in range(8))
-    with pytest.raises(ValueError, match="placed single objects"):
-        ShapesSource(64, 16, p_place=-0.1)
+    assert all(shapes.parse_caption(pairs[i]["caption"].decode()).relation == "above" for i in range(8))
+    with pytest.raises(ValueError, match="two-object scenes"):
+        ShapesSource(64, 16, p_two=-0.1)

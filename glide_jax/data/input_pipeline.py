@@ -45,7 +45,6 @@ import grain
 import jax
 from absl import flags as absl_flags
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from glide_jax.data.masks import MAX_ERASE, MIN_ERASE, random_inpaint_mask
@@ -258,14 +257,12 @@ def make_iterator(source, config: PipelineConfig, tokenize: Optional[Tokenizer] 
 # ----------------------------------------------------------------------------- to devices
 
 
-def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] = ("data", "fsdp")) -> NamedSharding:
-    """Leading (batch) dimension split over those of ``batch_axes`` present in ``mesh``."""
-    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-    return NamedSharding(mesh, PartitionSpec(axes if axes else None))
-
-
 def global_batch(local_batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding) -> Dict[str, jax.Array]:
-    """Assemble global arrays from every host's batch (numeric entries only; strings stay on the host)."""
+    """Assemble global arrays from every host's batch (numeric entries only; strings stay on the host).
+
+    ``sharding`` places the batch dimension on the devices; a training run passes
+    ``glide_jax.train.sharding.batch_sharding(mesh)``, the layout its jitted step expects.
+    """
     out = {}
     for k, v in local_batch.items():
         v = np.asarray(v)

@@ -7,13 +7,10 @@ light-grey background ``BACKGROUND = (200, 200, 200)`` with no antialiasing, so
 an evaluator can recover each object by colour, and every caption follows one
 small grammar (parsed back by :func:`parse_caption`)::
 
-    one object:   a [small |large ]COLOR SHAPE[ PLACEMENT]
+    one object:   a [small |large ]COLOR SHAPE
     two objects:  a COLOR SHAPE RELATION a COLOR SHAPE
 
-with the article ``an`` before a vowel ("an orange square"). A PLACEMENT ("at
-the top", "on the left", ...) puts a single object's area centroid in that half
-of the image, at least ``PLACEMENT_GAP`` from the midline (placed objects are
-never large). In two-object
+with the article ``an`` before a vowel ("an orange square"). In two-object
 scenes the colours differ, the first object stands in RELATION to the second,
 their bounding boxes are separated by at least ``MIN_GAP`` along the relation's
 axis and their centres differ by at most ``MAX_CROSS`` across it, and every
@@ -51,11 +48,6 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
 }
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle")
 RELATIONS: Tuple[str, ...] = ("to the left of", "to the right of", "above", "below")
-# Absolute placement of a single object: (axis, which half); axis 0 = x (right), 1 = y (down).
-PLACEMENTS: Dict[str, Tuple[int, int]] = {
-    "at the top": (1, 0), "at the bottom": (1, 1), "on the left": (0, 0), "on the right": (0, 1),
-}
-PLACEMENT_GAP = 0.05
 # Extent (side of the bounding square, fraction of the image side) by size word;
 # None is an unsized single object. The bands do not overlap, so size is checkable.
 SIZES: Dict[Optional[str], Tuple[float, float]] = {
@@ -73,7 +65,9 @@ P_TWO_OBJECTS = 0.5
 HELDOUT_PAIRS: FrozenSet[Tuple[str, str]] = frozenset(
     {("red", "triangle"), ("green", "square"), ("blue", "circle"), ("orange", "triangle")}
 )
-_MIRROR = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
+# Each relation's converse: "A left of B" is the scene "B right of A".
+MIRROR: Dict[str, str] = {"to the left of": "to the right of", "to the right of": "to the left of",
+                          "above": "below", "below": "above"}
 _HELDOUT_SEED = 20240501
 _NUM_HELDOUT_CLASSES = 32  # each class is a combination plus its mirror image
 
@@ -92,7 +86,6 @@ class ObjectSpec:
 class ParsedCaption(NamedTuple):
     objects: List[ObjectSpec]
     relation: Optional[str]  # None for one-object captions
-    placement: Optional[str] = None  # a key of PLACEMENTS, one-object captions only
 
 
 @dataclass(frozen=True)
@@ -124,13 +117,10 @@ def _noun_phrase(obj: ObjectSpec) -> str:
     return f"{article(words[0])} {' '.join(words)}"
 
 
-def format_caption(objects: List[ObjectSpec], relation: Optional[str] = None,
-                   placement: Optional[str] = None) -> str:
-    """The caption of one object (optionally placed), or of two objects in ``relation`` (inverse of parse_caption)."""
-    if placement is not None and (len(objects) != 1 or placement not in PLACEMENTS):
-        raise ValueError(f"a placement ({', '.join(PLACEMENTS)}) goes with one object, got {objects}, {placement!r}")
+def format_caption(objects: List[ObjectSpec], relation: Optional[str] = None) -> str:
+    """The caption of one object, or of two objects in ``relation`` (inverse of parse_caption)."""
     if len(objects) == 1 and relation is None:
-        return _noun_phrase(objects[0]) + (f" {placement}" if placement else "")
+        return _noun_phrase(objects[0])
     if len(objects) == 2 and relation in RELATIONS:
         if any(o.size for o in objects):
             raise ValueError("two-object captions carry no size words")
@@ -153,9 +143,9 @@ def restate(caption: str, relations: Sequence[str]) -> str:
     except ValueError:
         return caption
     rel = parsed.relation
-    if rel is None or rel in relations or _MIRROR[rel] not in relations:
+    if rel is None or rel in relations or MIRROR[rel] not in relations:
         return caption
-    return format_caption(parsed.objects[::-1], _MIRROR[rel])
+    return format_caption(parsed.objects[::-1], MIRROR[rel])
 
 
 _C = "|".join(COLORS)
@@ -163,8 +153,7 @@ _S = "|".join(SHAPES)
 _NP1 = rf"(?P<art>an?) (?:(?P<size>small|large) )?(?P<color>{_C}) (?P<shape>{_S})"
 _NP = r"(?P<art{i}>an?) (?P<color{i}>" + _C + r") (?P<shape{i}>" + _S + r")"
 _REL = "|".join(re.escape(r) for r in RELATIONS)
-_PLACE = "|".join(re.escape(p) for p in PLACEMENTS)
-ONE_OBJECT_RE = re.compile(rf"^{_NP1}(?: (?P<place>{_PLACE}))?$")
+ONE_OBJECT_RE = re.compile(rf"^{_NP1}$")
 TWO_OBJECT_RE = re.compile(rf"^{_NP.format(i=1)} (?P<rel>{_REL}) {_NP.format(i=2)}$")
 
 
@@ -177,17 +166,17 @@ def parse_caption(text: str) -> ParsedCaption:
     m = ONE_OBJECT_RE.match(t)
     if m:
         objs = [ObjectSpec(m["color"], m["shape"], m["size"])]
-        arts, rel, place = [m["art"]], None, m["place"]
+        arts, rel = [m["art"]], None
     else:
         m = TWO_OBJECT_RE.match(t)
         if not m:
             raise ValueError(f"caption outside the shapes grammar: {text!r}")
         objs = [ObjectSpec(m["color1"], m["shape1"]), ObjectSpec(m["color2"], m["shape2"])]
-        arts, rel, place = [m["art1"], m["art2"]], m["rel"], None
+        arts, rel = [m["art1"], m["art2"]], m["rel"]
     for a, o in zip(arts, objs):
         if a != article(o.size or o.color):
             raise ValueError(f"wrong article {a!r} in {text!r}")
-    return ParsedCaption(objs, rel, place)
+    return ParsedCaption(objs, rel)
 
 
 # ----------------------------------------------------------------------------- held-out split
@@ -195,7 +184,7 @@ def parse_caption(text: str) -> ParsedCaption:
 
 def _canonical(c: Combo) -> Combo:
     c1, s1, rel, c2, s2 = c
-    return c if rel in ("to the left of", "above") else (c2, s2, _MIRROR[rel], c1, s1)
+    return c if rel in ("to the left of", "above") else (c2, s2, MIRROR[rel], c1, s1)
 
 
 def _all_combos() -> List[Combo]:
@@ -217,7 +206,7 @@ def _build_heldout() -> Tuple[List[Combo], List[Combo]]:
     chosen = [rest[i] for i in rng.permutation(len(rest))[:_NUM_HELDOUT_CLASSES]]
     full = []
     for c in chosen:
-        full += [c, (c[3], c[4], _MIRROR[c[2]], c[0], c[1])]
+        full += [c, (c[3], c[4], MIRROR[c[2]], c[0], c[1])]
     return pair, sorted(full)
 
 
@@ -251,12 +240,6 @@ def single_prompts(n: int) -> List[str]:
     """
     combos = [(c, s, z) for c in COLORS for s in SHAPES for z in SIZES]
     return [format_caption([ObjectSpec(*c)]) for c in _fixed_order(combos, n, "one-object", 3)]
-
-
-def placed_prompts(n: int) -> List[str]:
-    """``n`` distinct placed single-object captions ("a red circle at the top"), the same for every call."""
-    combos = [(c, s, p) for c in COLORS for s in SHAPES for p in PLACEMENTS]
-    return [format_caption([ObjectSpec(*c[:2])], None, c[2]) for c in _fixed_order(combos, n, "placed", 2)]
 
 
 def heldout_prompts(n: int) -> List[str]:
@@ -314,19 +297,11 @@ def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str],
     return out
 
 
-def place_single(rng: np.random.Generator, obj: ObjectSpec, placement: Optional[str] = None) -> PlacedObject:
-    """Place one object of its size band anywhere, or with its area centroid in the half ``placement`` names."""
-    if placement is not None and (placement not in PLACEMENTS or obj.size == "large"):
-        raise ValueError(f"cannot place {obj} {placement!r}: placements are {list(PLACEMENTS)}, for objects not large")
+def place_single(rng: np.random.Generator, obj: ObjectSpec) -> PlacedObject:
+    """Place one object of its size band anywhere (keeping ``MARGIN`` from the frame)."""
     ext = rng.uniform(*SIZES[obj.size])
     lo, hi = MARGIN + ext / 2, 1 - MARGIN - ext / 2
     centre = rng.uniform(lo, hi, size=2)
-    if placement is not None:
-        # The area centroid is what a viewer and the evaluator see: a triangle's lies ext/6 below its box centre.
-        axis, half = PLACEMENTS[placement]
-        off = ext / 6 if (obj.shape == "triangle" and axis == 1) else 0.0
-        a, b = (lo + off, 0.5 - PLACEMENT_GAP) if half == 0 else (0.5 + PLACEMENT_GAP, hi + off)
-        centre[axis] = a + (b - a) * (centre[axis] - lo) / (hi - lo) - off
     return PlacedObject(obj.color, obj.shape, obj.size, float(centre[0]), float(centre[1]), float(ext))
 
 
@@ -341,16 +316,11 @@ def check_relations(relations: Sequence[str], name: str = "relations") -> Tuple[
 
 
 def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = P_TWO_OBJECTS,
-                 p_place: float = 0.0, pair_layout: str = "free", relations: Sequence[str] = RELATIONS):
-    """Draw a scene: (placed objects, relation or None, placement or None). Geometry is size-independent.
+                 pair_layout: str = "free", relations: Sequence[str] = RELATIONS):
+    """Draw a scene: (placed objects, relation or None). Geometry is size-independent.
 
-    ``p_place``: the share of one-object scenes whose caption names the half of
-    the image the object is in. Why: a caption read as a bag of words cannot
-    tell "A above B" from "B above A", but it does carry "at the top", so a
-    placement tests and trains the link from a word to a place without word
-    order (docs/training.md has what it did for the embedded base). With
-    ``p_place=0`` no extra random numbers are drawn, so existing example
-    streams are unchanged. ``pair_layout`` goes to ``place_pair``.
+    ``p_two``: the share of two-object scenes in the training split.
+    ``pair_layout`` goes to ``place_pair``.
 
     ``relations``: the relations two-object training scenes are drawn from (held-out
     scenes keep all four). Why: with all four, the place of each noun phrase is the
@@ -360,29 +330,23 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
     (docs/training.md, "Session 10"). All four, the default, draws the same stream as before.
     """
     relations = check_relations(relations)
-    if not 0.0 <= p_place <= 1.0:
-        raise ValueError(f"the fraction of placed single objects must be in [0, 1], got {p_place}")
     if split == "heldout":
         pool = HELDOUT_PAIR_COMBOS if rng.random() < 0.5 else HELDOUT_COMBOS
         c = pool[rng.integers(len(pool))]
-        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2], pair_layout), c[2], None
+        return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2], pair_layout), c[2]
     if split != "train":
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if rng.random() >= p_two:
-        placement = None
-        if p_place > 0 and rng.random() < p_place:
-            placement = list(PLACEMENTS)[rng.integers(len(PLACEMENTS))]
         color = list(COLORS)[rng.integers(len(COLORS))]
         shape = SHAPES[rng.integers(len(SHAPES))]
-        # A placed object is never "large": a large triangle cannot keep its centroid off the midline.
-        size = (None, "small", "large")[rng.integers(3 if placement is None else 2)]
-        return [place_single(rng, ObjectSpec(color, shape, size), placement)], None, placement
+        size = (None, "small", "large")[rng.integers(3)]
+        return [place_single(rng, ObjectSpec(color, shape, size))], None
     while True:
         i, j = rng.integers(len(_TRAIN_PAIR_OBJECTS), size=2)
         a, b = _TRAIN_PAIR_OBJECTS[i], _TRAIN_PAIR_OBJECTS[j]
         rel = relations[rng.integers(len(relations))]
         if a[0] != b[0] and (a[0], a[1], rel, b[0], b[1]) not in _HELDOUT_COMBO_SET:
-            return place_pair(rng, a, b, rel, pair_layout), rel, None
+            return place_pair(rng, a, b, rel, pair_layout), rel
 
 
 def shape_mask(obj: PlacedObject, size: int) -> np.ndarray:
@@ -408,22 +372,21 @@ def render_scene(objects: List[PlacedObject], size: int) -> np.ndarray:
 
 
 def render_example(rng: np.random.Generator, size: int, split: str = "train", p_two: float = P_TWO_OBJECTS,
-                   p_place: float = 0.0, pair_layout: str = "free", relations: Sequence[str] = RELATIONS):
+                   pair_layout: str = "free", relations: Sequence[str] = RELATIONS):
     """One example: (uint8 [size, size, 3] image, caption, metadata).
 
-    Metadata: ``{"objects": [{color, shape, size, center, extent, bbox}], "relation", "placement"}``
+    Metadata: ``{"objects": [{color, shape, size, center, extent, bbox}], "relation"}``
     with centre, extent and bbox (x0, y0, x1, y1) as fractions of the image side.
     """
     if size < 16:
         raise ValueError(f"image size {size} is too small for legible shapes (need >= 16)")
-    objects, relation, placement = sample_scene(rng, split, p_two, p_place, pair_layout, relations)
-    caption = format_caption([ObjectSpec(o.color, o.shape, o.size) for o in objects], relation, placement)
+    objects, relation = sample_scene(rng, split, p_two, pair_layout, relations)
+    caption = format_caption([ObjectSpec(o.color, o.shape, o.size) for o in objects], relation)
     meta = {
         "objects": [
             {"color": o.color, "shape": o.shape, "size": o.size, "center": (o.cx, o.cy), "extent": o.extent, "bbox": o.bbox}
             for o in objects
         ],
         "relation": relation,
-        "placement": placement,
     }
     return render_scene(objects, size), caption, meta

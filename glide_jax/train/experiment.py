@@ -6,9 +6,11 @@ An experiment is a frozen ``ExperimentConfig``: what to train (``task`` and
 ``experiments/configs/`` return one from ``get_config()``; the command line
 edits it with ``--set train.lr=1e-4 model.unet.dtype=bfloat16``, each value
 parsed according to the type of the field it replaces, so a typo in a key or a
-value of the wrong type fails before anything runs. The JSON form is stored in
-every checkpoint, which makes a workdir self-describing: resuming and loading
-for sampling need nothing but the workdir.
+value of the wrong type fails before anything runs. The JSON form
+(``glide_jax.config.config_to_dict``; read back with
+``config_from_dict(d, ExperimentConfig)``) is stored in every checkpoint, which
+makes a workdir self-describing: resuming and loading for sampling need nothing
+but the workdir.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
-from glide_jax.config import ClipConfig, ModelConfig, config_from_dict, config_to_dict
+from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data.shapes import PAIR_LAYOUTS, RELATIONS, check_relations
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
+from glide_jax.models.families import family_of
 
-TASKS = ("base", "upsample", "inpaint", "clip")
+# task -> (model family it trains, the ModelConfig kinds it accepts)
+TASKS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "base": ("unet", ("base",)),
+    "upsample": ("unet", ("upsample",)),
+    "inpaint": ("unet", ("inpaint", "upsample-inpaint")),
+    "clip": ("clip", ()),
+}
 
 
 @dataclass(frozen=True)
@@ -35,10 +44,9 @@ class DataConfig:
 
     source: str = "shapes"  # "shapes": procedural captioned shapes rendered on demand; "tfds": prepared dataset at `path`
     path: str = ""  # "tfds": folder of a prepared dataset version (.../name/config/1.0.0)
-    split: str = "train"
+    split: str = "train"  # split to read ("shapes": "train" or "heldout")
     num_examples: int = 20000  # "shapes": size of the procedural training set
     two_object_fraction: float = 0.5  # "shapes": share of two-object scenes (the rest: one object with a size)
-    placement_fraction: float = 0.0  # "shapes": share of one-object captions naming the object's half ("at the top")
     pair_layout: str = "free"  # "shapes": "halves" puts each object of a related pair wholly in its half
     relations: Tuple[str, ...] = RELATIONS  # "shapes": relations of two-object training scenes (a curriculum)
     seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
@@ -62,31 +70,30 @@ class TrainConfig:
     """Optimisation, logging and checkpointing schedule."""
 
     seed: int = 0  # parameter init and the per-step randomness fold_in(key(seed), step)
-    steps: int = 1000
+    steps: int = 1000  # total optimiser steps of the run (a resumed run continues to this step)
     batch_size: int = 32  # global, summed over hosts
     microbatches: int = 1  # gradient accumulation: the batch is processed in this many slices
-    lr: float = 1e-4
+    lr: float = 1e-4  # peak learning rate
     lr_schedule: str = "constant"  # "constant" or "cosine" (to 0 at `steps`), both after linear warmup
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # steps of linear warmup from 0 to `lr`
     weight_decay: float = 0.0  # decoupled (AdamW); applied to matrices and kernels only
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
+    adam_b1: float = 0.9  # Adam's first-moment decay
+    adam_b2: float = 0.999  # Adam's second-moment decay
+    adam_eps: float = 1e-8  # Adam's denominator epsilon
     grad_clip: float = 1.0  # global-norm clipping; 0 disables it
-    ema_rate: float = 0.9999
+    ema_rate: float = 0.9999  # decay of the parameters' moving average (the weights sampled with)
     ema_warmup: bool = False  # decay min(ema_rate, (1 + step) / (10 + step)): short runs forget the init
     loss_type: str = "mse"  # "mse" or "rescaled_mse" (hybrid loss weighting, see diffusion.losses)
     mse_weighting: str = "eps"  # "eps" (GLIDE), "truncated_snr" or "min_snr" (see diffusion.losses.mse_weights)
     mse_weight_clip: float = 5.0  # cap of truncated_snr's weight, gamma of min_snr
     high_noise_fraction: float = 0.0  # share of each batch with t drawn from [high_noise_from * T, T) (0: uniform)
     high_noise_from: float = 0.5  # fraction of the chain where that range starts
-    init_from: str = ""  # inpaint: workdir, model dir, released name or .pt/.npz of the model to fine-tune;
-    # base/upsample: a trained model of the same config, or of one level fewer (see train.deepen)
-    log_every: int = 50
-    checkpoint_every: int = 1000
+    init_from: str = ""  # model to start from (see train.warm_start): workdir, model dir, embedded or released name, .pt/.npz
+    log_every: int = 50  # steps between metric lines
+    checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end)
     keep_last: int = 3  # checkpoints kept ...
     keep_every: int = 0  # ... plus every step that is a multiple of this (0: none)
-    async_checkpoint: bool = True
+    async_checkpoint: bool = True  # write checkpoints in the background while training goes on
     sample_every: int = 0  # sample grids every N steps (0: only after the last step); -1 never
 
     def __post_init__(self):
@@ -108,44 +115,45 @@ class TrainConfig:
 class MeshConfig:
     """Device mesh sizes; one of them may be -1 (all remaining devices)."""
 
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
+    data: int = -1  # replicas: each holds all parameters and sees its share of the batch
+    fsdp: int = 1  # parameters, optimiser state and batch split together
+    tensor: int = 1  # model-parallel matmuls (heads and MLP channels split)
 
 
 @dataclass(frozen=True)
 class SampleConfig:
     """Preview grids written during training (EMA parameters, classifier-free guidance)."""
 
-    num_images: int = 4
-    steps: int = 25
-    sampler: str = "ddim"
-    guidance_scale: float = 3.0
+    num_images: int = 4  # images per preview grid
+    steps: int = 25  # sampling steps (respaced)
+    sampler: str = "ddim"  # a sampler of glide_jax.diffusion.samplers ("ddim", "ddpm", "dpm++2m")
+    guidance_scale: float = 3.0  # classifier-free guidance scale
     prompts: Tuple[str, ...] = ()  # default: the captions of the first training records
     temperature: float = 1.0  # initial-noise scale (GLIDE's upsampler used 0.997)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    task: str
-    model: Union[ModelConfig, ClipConfig]
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    mesh: MeshConfig = field(default_factory=MeshConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    name: str = ""
+    """One training run: what to train, on what, how, where, and its previews."""
+
+    task: str  # one of TASKS: which entry point trains it and how it starts
+    model: Union[ModelConfig, ClipConfig]  # the network being trained
+    data: DataConfig = field(default_factory=DataConfig)  # its training data
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation and checkpoint schedule
+    mesh: MeshConfig = field(default_factory=MeshConfig)  # device layout
+    sample: SampleConfig = field(default_factory=SampleConfig)  # preview grids
+    name: str = ""  # the config's name (file stem or variant), shown in logs and experiment.json
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        want_clip = self.task == "clip"
-        if want_clip != isinstance(self.model, ClipConfig):
+            raise ValueError(f"task must be one of {tuple(TASKS)}, got {self.task!r}")
+        family, kinds = TASKS[self.task]
+        if family_of(self.model).name != family:
             raise ValueError(f"task {self.task!r} does not match a {type(self.model).__name__} model")
+        want_clip = family == "clip"
         if not want_clip:
-            kind = self.model.kind
-            expected = {"base": ("base",), "upsample": ("upsample",), "inpaint": ("inpaint", "upsample-inpaint")}
-            if kind not in expected[self.task]:
-                raise ValueError(f"task {self.task!r} cannot train a {kind!r} model")
+            if self.model.kind not in kinds:
+                raise ValueError(f"task {self.task!r} cannot train a {self.model.kind!r} model")
             if self.model.unet.super_res and not self.model.low_res_size:
                 raise ValueError("a super-resolution model needs model.low_res_size")
         if want_clip and self.train.microbatches != 1:
@@ -153,44 +161,6 @@ class ExperimentConfig:
         if want_clip and (self.train.high_noise_fraction or self.train.mse_weighting != "eps"):
             raise ValueError("train.high_noise_fraction and train.mse_weighting shape the diffusion loss; "
                              "the CLIP step draws its timesteps uniformly and has no MSE")
-
-
-# ----------------------------------------------------------------------------- JSON
-
-
-def _plain(cfg) -> Dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
-    out = {"task": cfg.task, "name": cfg.name, "model": config_to_dict(cfg.model)}
-    for part in ("data", "train", "mesh", "sample"):
-        out[part] = _plain(getattr(cfg, part))
-    return out
-
-
-def _build(cls, values: Mapping[str, Any]):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
-    return ExperimentConfig(
-        task=d["task"],
-        name=d.get("name", ""),
-        model=config_from_dict(d["model"]),
-        data=_build(DataConfig, d.get("data", {})),
-        train=_build(TrainConfig, d.get("train", {})),
-        mesh=_build(MeshConfig, d.get("mesh", {})),
-        sample=_build(SampleConfig, d.get("sample", {})),
-    )
 
 
 # ----------------------------------------------------------------------------- overrides

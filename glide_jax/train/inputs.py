@@ -18,15 +18,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Union
 
 import jax
 import numpy as np
 
-from glide_jax.config import ClipConfig
+from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data import input_pipeline, shapes
 from glide_jax.data.masks import random_inpaint_mask
-from glide_jax.train.experiment import ExperimentConfig
+from glide_jax.models.families import family_of
+from glide_jax.train.experiment import DataConfig, ExperimentConfig
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -35,16 +36,14 @@ class ShapesSource:
     """Random-access procedural captioned shapes (``{"image": uint8 [S, S, 3], "caption": bytes}``)."""
 
     def __init__(self, num_examples: int, size: int, seed: int = 0, split: str = "train",
-                 p_two: float = shapes.P_TWO_OBJECTS, p_place: float = 0.0, pair_layout: str = "free",
+                 p_two: float = shapes.P_TWO_OBJECTS, pair_layout: str = "free",
                  relations: Sequence[str] = shapes.RELATIONS):
         self.num_examples, self.size, self.seed, self.split = int(num_examples), int(size), int(seed), split
         if not 0.0 <= p_two <= 1.0:
             raise ValueError(f"the fraction of two-object scenes must be in [0, 1], got {p_two}")
-        if not 0.0 <= p_place <= 1.0:
-            raise ValueError(f"the fraction of placed single objects must be in [0, 1], got {p_place}")
         if pair_layout not in shapes.PAIR_LAYOUTS:
             raise ValueError(f"pair layout must be one of {shapes.PAIR_LAYOUTS}, got {pair_layout!r}")
-        self.p_two, self.p_place, self.pair_layout = float(p_two), float(p_place), pair_layout
+        self.p_two, self.pair_layout = float(p_two), pair_layout
         self.relations = shapes.check_relations(relations)
         self._split_id = {"train": 0, "heldout": 1}[split]
 
@@ -55,27 +54,23 @@ class ShapesSource:
         if not 0 <= index < self.num_examples:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self._split_id, int(index)])
-        image, caption, _ = shapes.render_example(rng, self.size, self.split, self.p_two, self.p_place,
-                                                self.pair_layout, self.relations)
+        image, caption, _ = shapes.render_example(rng, self.size, self.split, self.p_two, self.pair_layout,
+                                                self.relations)
         return {"image": image, "caption": caption.encode("utf-8")}
 
     def __repr__(self) -> str:
         # The repr is what grain checks when a run resumes: it names the index space (which examples
-        # exist and their random streams), not the scene mix, so the shares of two-object scenes and of
-        # placed single objects, the pair layout and the relations, may be changed between resumed runs (a curriculum)
-        # while the iterator position stays valid.
+        # exist and their random streams), not the scene mix, so the share of two-object scenes, the pair
+        # layout and the relations may be changed between resumed runs (a curriculum) while the iterator
+        # position stays valid.
         return f"ShapesSource(n={self.num_examples}, size={self.size}, seed={self.seed}, split={self.split})"
-
-
-def image_size(cfg: ExperimentConfig) -> int:
-    return cfg.model.image_size if isinstance(cfg.model, ClipConfig) else cfg.model.unet.image_size
 
 
 def open_source(cfg: ExperimentConfig):
     data = cfg.data
     if data.source == "shapes":
-        return ShapesSource(data.num_examples, image_size(cfg), data.seed, data.split, data.two_object_fraction,
-                            data.placement_fraction, data.pair_layout, data.relations)
+        return ShapesSource(data.num_examples, family_of(cfg.model).image_size(cfg.model), data.seed, data.split,
+                            data.two_object_fraction, data.pair_layout, data.relations)
     if not data.path:
         raise ValueError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
                          "(see tools/prepare_dataset.py), e.g. --set data.path=/data/tfds/my_set/default/1.0.0")
@@ -90,14 +85,6 @@ def _caption(record) -> str:
 # ----------------------------------------------------------------------------- tokenizers
 
 
-def vocab_size(cfg: ExperimentConfig) -> int:
-    return cfg.model.n_vocab if isinstance(cfg.model, ClipConfig) else cfg.model.unet.text.n_vocab
-
-
-def text_length(cfg: ExperimentConfig) -> int:
-    return cfg.model.max_text_len if isinstance(cfg.model, ClipConfig) else cfg.model.unet.text.text_ctx
-
-
 def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
     """Resolve ``data.tokenizer`` to a ``get_tokenizer`` spec, learning or copying a sentencepiece model
     into ``<workdir>/tokenizer.model`` when needed (there, the sampling loaders find it)."""
@@ -105,6 +92,7 @@ def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
     from glide_jax.tokenizers.spm import train_sentencepiece
 
     kind = cfg.data.tokenizer
+    vocab_size = family_of(cfg.model).vocab_size(cfg.model)
     if kind in ("glide-bpe", "clip"):
         spec = kind
     else:
@@ -117,7 +105,7 @@ def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
                     lines = [_caption(source[i]) for i in range(n)]
                     (tmp / "captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
                     # BPE, not unigram: on a small caption grammar it reaches whole-word pieces.
-                    model = train_sentencepiece(tmp / "captions.txt", tmp / "spm", vocab_size(cfg), model_type="bpe",
+                    model = train_sentencepiece(tmp / "captions.txt", tmp / "spm", vocab_size, model_type="bpe",
                                                 num_threads=1, hard_vocab_limit=False, minloglevel=2)
                 elif kind.startswith("sentencepiece:"):
                     model = Path(kind.split(":", 1)[1]).expanduser()
@@ -133,53 +121,61 @@ def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
             multihost_utils.sync_global_devices("glide_jax_tokenizer")
         spec = f"sentencepiece:{target}"
     tok = get_tokenizer(spec)
-    if tok.n_vocab > vocab_size(cfg):
-        raise ValueError(f"tokenizer {spec} has {tok.n_vocab} ids but the model embeds only {vocab_size(cfg)}")
+    if tok.n_vocab > vocab_size:
+        raise ValueError(f"tokenizer {spec} has {tok.n_vocab} ids but the model embeds only {vocab_size}")
     return spec
 
 
 class Tokenize:
-    """Picklable ``captions -> {"tokens", "mask"}`` (GLIDE text encoder) or ``{"tokens", "lens"}`` (CLIP)."""
+    """Picklable ``captions -> {key: array}``, the keys being the model family's ``text_keys``
+    (``tokens`` and ``mask`` for the U-Nets, ``tokens`` and ``lens`` for CLIP)."""
 
-    def __init__(self, spec: str, length: int, clip: bool):
-        self.spec, self.length, self.clip = spec, int(length), bool(clip)
+    def __init__(self, spec: str, model: Union[ModelConfig, ClipConfig]):
+        self.spec, self.model = spec, model
         self._tok = None
 
     def __getstate__(self):
-        return {"spec": self.spec, "length": self.length, "clip": self.clip, "_tok": None}
+        return {"spec": self.spec, "model": self.model, "_tok": None}
 
     def __call__(self, captions: List[str]) -> Dict[str, np.ndarray]:
         if self._tok is None:
             from glide_jax.tokenizers import get_tokenizer
 
             self._tok = get_tokenizer(self.spec)
-        tokens, extra = self._tok.encode_batch(list(captions), self.length)
-        tokens = np.asarray(tokens, np.int32)
-        if not self.clip:
-            return {"tokens": tokens, "mask": np.asarray(extra, bool)}
-        from glide_jax.tokenizers import clip_lengths
-
-        return {"tokens": tokens, "lens": clip_lengths(extra)}
+        family = family_of(self.model)
+        return dict(zip(family.text_keys, family.encode_prompts(self._tok, self.model, captions)))
 
 
 def make_tokenize(cfg: ExperimentConfig, spec: str) -> Tokenize:
-    return Tokenize(spec, text_length(cfg), isinstance(cfg.model, ClipConfig))
+    return Tokenize(spec, cfg.model)
 
 
 # ----------------------------------------------------------------------------- iterator
 
 
+def _unet_inputs(model: ModelConfig, data: DataConfig) -> Dict[str, Any]:
+    unet = model.unet
+    return {"low_res_size": model.low_res_size if unet.super_res else None, "inpaint": unet.inpaint,
+            "caption_dropout": data.caption_dropout}
+
+
+def _clip_inputs(model: ClipConfig, data: DataConfig) -> Dict[str, Any]:
+    # The contrastive loss needs every caption: no dropout (it exists for the diffusion models' guidance).
+    return {"caption_dropout": 0.0}
+
+
+# model family -> the pipeline options its batches need beyond image size, batch and seed
+FAMILY_INPUTS = {"unet": _unet_inputs, "clip": _clip_inputs}
+
+
 def pipeline_config(cfg: ExperimentConfig) -> input_pipeline.PipelineConfig:
-    model = cfg.model
-    is_clip = isinstance(model, ClipConfig)
+    family = family_of(cfg.model)
     return input_pipeline.PipelineConfig(
-        image_size=image_size(cfg),
-        low_res_size=None if is_clip else (model.low_res_size if model.unet.super_res else None),
+        image_size=family.image_size(cfg.model),
         global_batch_size=cfg.train.batch_size,
         seed=cfg.data.seed,
-        caption_dropout=0.0 if is_clip else cfg.data.caption_dropout,
-        inpaint=(not is_clip) and model.unet.inpaint,
         worker_count=cfg.data.worker_count,
+        **FAMILY_INPUTS[family.name](cfg.model, cfg.data),
     )
 
 
