@@ -12,13 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
-OPENAI_MODELS = {"base": "base", "upsample": "upsample", "inpaint": "base-inpaint",
-                 "upsample-inpaint": "upsample-inpaint", "clip": "clip"}
-# The embedded set has no inpainting upsampler: inpainted 32x32 samples go through the plain one.
-EMBEDDED_MODELS = {"base": "embedded-base", "upsample": "embedded-upsample", "inpaint": "embedded-inpaint",
-                   "upsample-inpaint": "embedded-upsample", "clip": "embedded-clip"}
+from glide_jax.hub.released import RELEASED
 
 
 def _stage_args(ap, prefix: str, fallback):
@@ -37,11 +32,11 @@ def _common(ap, inpaint: bool = False):
     ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--model", default="embedded",
-                    help="'embedded' (default, offline shapes models), 'openai', or a model directory "
-                         "/ training workdir")
+                    help="'embedded' (default, offline shapes models), 'openai', or one model: a model "
+                         "directory, a training workdir, a .pt file, an embedded or a released name")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
     ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
-    from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+    from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     _stage_args(ap, "", BASE_DEFAULT)
     _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
@@ -60,7 +55,7 @@ def _steps(value: str):
 
 def stage_options(model, fallback, sampler, steps, temperature=None, start=None):
     """The CLI's stage options: the model's recommendation (or the package default) with any flag applied."""
-    from glide_jax.sampling.pipeline import DEFAULT
+    from glide_jax.sampling.options import DEFAULT
 
     if sampler is None and steps is None and temperature is None and start is None:
         return DEFAULT
@@ -96,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--prompt", required=True)
     _common(u)
     c = sub.add_parser("convert", help="convert a downloaded OpenAI checkpoint into the cache")
-    c.add_argument("names", nargs="+", choices=sorted(OPENAI_MODELS.values()))
+    c.add_argument("names", nargs="+", choices=RELEASED)
     d = sub.add_parser("download", help="download OpenAI checkpoints or the tokenizer vocabularies")
     d.add_argument("names", nargs="+", help="base, upsample, base-inpaint, upsample-inpaint, clip/image-enc, "
                                             "clip/text-enc, clip, tokenizers, or all")
@@ -105,13 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline(args, inpaint: bool):
-    from glide_jax.hub.loading import load_pipeline
+    from glide_jax.hub.registry import MODEL_SETS, load_pipeline
 
-    if args.model in ("openai", "embedded"):
-        names = OPENAI_MODELS if args.model == "openai" else EMBEDDED_MODELS
-        base = names["inpaint"] if inpaint else names["base"]
-        up = args.upsampler or (names["upsample-inpaint"] if inpaint else names["upsample"])
-        clip = args.clip_model or (names["clip"] if args.clip_guidance else None)
+    if args.model in MODEL_SETS:
+        models = MODEL_SETS[args.model]
+        base = models.inpaint if inpaint else models.base
+        up = args.upsampler or (models.upsample_inpaint if inpaint else models.upsample)
+        clip = args.clip_model or (models.clip if args.clip_guidance else None)
     else:
         base, up, clip = args.model, args.upsampler, args.clip_model
         if args.clip_guidance and not clip:
@@ -121,36 +116,17 @@ def _pipeline(args, inpaint: bool):
     return load_pipeline(base, up, clip)
 
 
-def relation_notes(pipe, prompts) -> list:
-    """What to tell the user about prompts whose relation the base model was not trained on:
-    a note for each one ``Pipeline.generate`` restates (the same scene, said with the converse
-    relation), a warning for a relation it cannot restate."""
-    from glide_jax.data import shapes
+def rewrite_notes(pipe, prompts) -> list:
+    """A note for each prompt ``Pipeline.generate`` will sample in other words, with the rule's reason."""
+    from glide_jax.sampling.rewrites import explain_all
 
-    trained = pipe.base.relations
-    if not trained:
-        return []
-    known = ", ".join(repr(r) for r in trained)
-    notes, warned = [], set()
-    for prompt, said in zip(prompts, pipe.restated(prompts)):
-        if said != prompt:
-            notes.append(f"note: drawing {prompt!r} as {said!r}, the same scene in the relations the model was "
-                         f"trained on ({known})")
-            continue
-        try:
-            relation = shapes.parse_caption(prompt).relation
-        except ValueError:
-            continue
-        if relation and relation not in trained and relation not in warned:
-            warned.add(relation)
-            notes.append(f"warning: the model was trained on the relations {known} only and may draw {relation!r} "
-                         f"wrongly")
-    return notes
+    return [f"note: drawing {prompt!r} as {said!r}" + "".join(f" ({note})" for note in notes)
+            for prompt, said, notes in explain_all(pipe.prompt_rewriter, prompts)]
 
 
 def _run_sampling(args) -> int:
     from glide_jax.sampling.images import read_image, save_images
-    from glide_jax.sampling.pipeline import BASE_DEFAULT, UPSAMPLE_DEFAULT
+    from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     inpaint = args.command == "inpaint"
     pipe = _pipeline(args, inpaint)
@@ -158,7 +134,7 @@ def _run_sampling(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.command != "upsample":
-        for note in relation_notes(pipe, prompts):
+        for note in rewrite_notes(pipe, prompts):
             print(note, file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.n)]
     base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
@@ -199,7 +175,7 @@ def main(argv=None) -> int:
                 print(download(n, cache_dir=args.cache_dir))
             return 0
         if args.command == "convert":
-            from glide_jax.hub.model_dir import convert_released
+            from glide_jax.hub.released import convert_released
 
             for n in args.names:
                 print(convert_released(n))

@@ -1,4 +1,4 @@
-"""Checkpoint files: the torch-free .pt reader, the Orbax model store and the conversion tool."""
+"""Checkpoint files: the torch-free .pt reader, model directories and the conversion tool."""
 
 import pickle
 import struct
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import require_fixture
 
-from glide_jax.hub.model_dir import load_model, save_model
+from glide_jax.hub.model_dir import save_model_dir
+from glide_jax.hub.registry import load_model
 from glide_jax.hub.torch_zip import load_state_dict
 from glide_jax.config import get_preset
 from glide_jax.parity.fixtures import load_fixture, prefixed
@@ -105,7 +106,7 @@ def test_convert_tool_roundtrip_and_never_overwrites(tmp_path, capsys):
 def test_store_roundtrip_and_released_names_explain_missing_download(tmp_path):
     cfg = get_preset("tiny-clip")
     params = {"params": {"logit_scale": np.float32(4.6), "w": np.ones((2, 3), np.float32)}}
-    save_model(tmp_path / "c", params, cfg)
+    save_model_dir(tmp_path / "c", cfg, params)
     got_cfg, got = load_model(str(tmp_path / "c"))
     assert got_cfg == cfg and np.array_equal(got["params"]["w"], params["params"]["w"])
     with pytest.raises(FileNotFoundError, match="glide-jax download base"):

@@ -6,13 +6,14 @@ import pytest
 from conftest import require_fixture
 from flax.core import meta
 
-from glide_jax.hub.model_dir import save_model
 from glide_jax.config import get_preset
 from glide_jax.diffusion import samplers
-from glide_jax.models.clip import ClipModel
-from glide_jax.models.clip import init_params as clip_init
-from glide_jax.models.unet import GlideUNet, example_inputs
-from glide_jax.sampling.pipeline import LoadedModel, Pipeline, StageOptions
+from glide_jax.hub.model_dir import save_model_dir
+from glide_jax.models.families import init_params
+from glide_jax.sampling.loaded_model import LoadedModel
+from glide_jax.sampling.options import StageOptions
+from glide_jax.sampling.pipeline import Pipeline
+from glide_jax.sampling.rewrites import PromptRewrites
 
 FAST = StageOptions("ddim", 4)
 UP = StageOptions("ddpm", "3", 0.997)
@@ -27,9 +28,7 @@ def bpe():
 
 def _random(name, tokenizer, seed=1):
     cfg = get_preset(name)
-    inp = example_inputs(cfg.unet, 1, cfg.low_res_size)
-    params = meta.unbox(GlideUNet(cfg.unet).init(jax.random.key(seed), *inp, **inp.kwargs))
-    return LoadedModel(cfg, params, tokenizer)
+    return LoadedModel(cfg, {"params": meta.unbox(init_params(cfg, jax.random.key(seed)))}, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +80,14 @@ def test_truncated_start_is_an_edit_of_the_canvas(pipe):
     assert np.abs(near.astype(int) - 200).mean() < 12 < np.abs(full.astype(int) - 200).mean()
 
 
-def test_sampling_json_carries_the_truncated_start(tmp_path):
-    import json
+def test_sampling_json_carries_the_truncated_start():
+    from glide_jax.sampling.advice import SamplingAdvice
 
-    from glide_jax.sampling.pipeline import read_sampling
-
-    (tmp_path / "sampling.json").write_text(json.dumps(
-        {"sampler": "ddpm", "steps": 50, "start": 0.9, "canvas": [200, 200, 200], "guidance_scale": 2.0}))
-    opts, scale = read_sampling(tmp_path)
-    assert opts == StageOptions("ddpm", 50, start=0.9, canvas=(200, 200, 200)) and scale == 2.0
-    opts.validate("base")
+    advice = SamplingAdvice.from_json(
+        {"sampler": "ddpm", "steps": 50, "start": 0.9, "canvas": [200, 200, 200], "guidance_scale": 2.0})
+    assert advice.stage == StageOptions("ddpm", 50, start=0.9, canvas=(200, 200, 200))
+    assert advice.guidance_scale == 2.0 and not advice.prompt_rewrites
+    advice.stage.validate("base")
 
 
 def test_cli_flags_keep_the_models_truncated_start():
@@ -136,8 +133,7 @@ def test_clip_guidance_changes_samples(bpe):
     from glide_jax.tokenizers.clip_bpe import ClipTokenizer
 
     cfg = get_preset("tiny-clip")
-    model = ClipModel(cfg)
-    clip = LoadedModel(cfg, meta.unbox(clip_init(model, jax.random.key(3))),
+    clip = LoadedModel(cfg, {"params": meta.unbox(init_params(cfg, jax.random.key(3)))},
                        ClipTokenizer.load(require_fixture("tokenizer")))
     pipe = Pipeline(_random("tiny-base", bpe), clip=clip)
     opts = StageOptions("ddpm", 4)
@@ -147,22 +143,32 @@ def test_clip_guidance_changes_samples(bpe):
     assert np.abs(strong.astype(int) - weak.astype(int)).mean() > 0.5
 
 
-def test_captions_are_restated_into_the_relations_the_base_was_trained_on(pipe, monkeypatch):
+RIGHT_OF = PromptRewrites.from_json([{"pattern": "(?P<a>an? .+?) to the right of (?P<b>an? .+)",
+                                     "replacement": r"\g<b> to the left of \g<a>", "note": "trained on left only"}])
+
+
+def test_prompts_are_rewritten_by_the_base_models_rules_or_the_callers(pipe, monkeypatch):
     import dataclasses
 
     base = pipe.base  # the module's model: its sampling loop is already compiled for this batch shape
-    trained = Pipeline(dataclasses.replace(base, relations=("above", "below", "to the left of")))
+    ruled = Pipeline(dataclasses.replace(base, prompt_rewrites=RIGHT_OF))
     prompts = ["a red circle to the right of a blue square", "a red circle above a blue square"]
     said = ["a blue square to the left of a red circle", "a red circle above a blue square"]
-    assert trained.restated(prompts) == said and Pipeline(base).restated(prompts) == prompts
+    assert ruled.rewrite(prompts) == said and Pipeline(base).rewrite(prompts) == prompts
+    shouted = Pipeline(dataclasses.replace(base, prompt_rewrites=RIGHT_OF), prompt_rewriter=str.upper)
+    assert shouted.rewrite(prompts) == [p.upper() for p in prompts]  # the caller's rewriter replaces the rules
     encoded = []
-    real = trained.base.tokens
-    monkeypatch.setattr(trained.base, "tokens", lambda p: encoded.append(list(p)) or real(p))
-    out = trained.generate(prompts, seed=0, base=FAST, upsample=None)
-    assert encoded[-1][:2] == said  # the conditional half of the guidance batch
-    np.testing.assert_array_equal(out, trained.generate(said, seed=0, base=FAST, upsample=None, restate=False))
-    trained.generate(prompts, seed=0, base=FAST, upsample=None, restate=False)
+    real = ruled.base.tokens
+    monkeypatch.setattr(ruled.base, "tokens", lambda p: encoded.append(list(p)) or real(p))
+    out = ruled.generate(prompts, seed=0, base=FAST, upsample=None)
+    assert encoded[-1] == said + ["", ""]  # the conditional half of the guidance batch, then the unconditional
+    np.testing.assert_array_equal(out, ruled.generate(said, seed=0, base=FAST, upsample=None, rewrite_prompts=False))
+    ruled.generate(prompts, seed=0, base=FAST, upsample=None, rewrite_prompts=False)
     assert encoded[-1][:2] == prompts
+    with pytest.raises(ValueError, match="must return strings"):
+        Pipeline(base, prompt_rewriter=lambda p: None).rewrite(["a"])
+    with pytest.raises(ValueError, match="prompt_rewriter must be a callable"):
+        Pipeline(base, prompt_rewriter="upper")
 
 
 def test_upsample_images(pipe):
@@ -215,17 +221,21 @@ def test_bad_input_is_named(pipe, kwargs, match):
         pipe.generate(prompts, upsample=None, **kwargs)
 
 
-def test_cli_generate_writes_pngs_and_rejects_bad_input(tmp_path, monkeypatch, bpe):
+def test_cli_generate_writes_pngs_notes_rewrites_and_rejects_bad_input(tmp_path, monkeypatch, capsys, bpe):
     from glide_jax.cli import main
 
     monkeypatch.setenv("GLIDE_JAX_CACHE", str(require_fixture("tokenizer")))
     m = _random("tiny-base", bpe)
-    save_model(tmp_path / "model", m.params, m.config)
+    save_model_dir(tmp_path / "model", m.config, m.params, sampling={"prompt_rewrites": RIGHT_OF.to_json()})
     out = tmp_path / "out"
-    code = main(["generate", "a red circle", "a blue square", "--model", str(tmp_path / "model"), "--upsampler",
-                 "none", "--steps", "3", "--sampler", "ddim", "--out", str(out), "--no-progress"])
+    code = main(["generate", "a red circle to the right of a blue square", "a blue square", "--model",
+                 str(tmp_path / "model"), "--upsampler", "none", "--steps", "3", "--sampler", "ddim", "--out", str(out),
+                 "--no-progress"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["generate_000.png", "generate_001.png", "generate_grid.png"]
+    assert capsys.readouterr().err.splitlines() == [
+        "note: drawing 'a red circle to the right of a blue square' as 'a blue square to the left of a red circle' "
+        "(trained on left only)"]
     assert main(["generate", "x", "--model", str(tmp_path / "model"), "--upsampler", "none", "--guidance", "-3",
                  "--out", str(out)]) == 2
     assert main(["generate", "x", "--model", str(tmp_path / "missing")]) == 2

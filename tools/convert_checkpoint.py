@@ -1,11 +1,14 @@
-"""Convert an OpenAI GLIDE ``.pt`` checkpoint into a glide_jax model directory (Orbax + config.json).
+"""Convert an OpenAI GLIDE ``.pt`` checkpoint into a glide_jax model directory (config.json + params.zip).
 
     python -m tools.convert_checkpoint --preset base --pt base.pt --out models/base
     python -m tools.convert_checkpoint --preset clip --image-pt clip_image_enc.pt --text-pt clip_text_enc.pt --out models/clip
     python -m tools.convert_checkpoint --reference-kwargs kwargs.json --pt model.pt --out models/custom
 
 The ``.pt`` files are read without executing pickled code (or with
-``torch.load(weights_only=True)`` when ``--use-torch`` is given).
+``torch.load(weights_only=True)`` when ``--use-torch`` is given). The model
+directory (:mod:`glide_jax.hub.model_dir`) holds float32 parameters unless
+``--float16`` is given; ``--model`` then loads it, e.g.
+``glide-jax generate "a corgi" --model models/base --upsampler none``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from glide_jax.hub.convert import convert_pt
-from glide_jax.hub.model_dir import save_model
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, UNetConfig, get_preset
+from glide_jax.hub.convert import convert_pt
+from glide_jax.hub.model_dir import save_model_dir
+from glide_jax.models.families import family_of
 
 
 def _config(args):
@@ -40,11 +45,12 @@ def main(argv=None) -> int:
     ap.add_argument("--text-pt", help="CLIP text encoder checkpoint (.pt)")
     ap.add_argument("--out", required=True, help="model directory to write")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    ap.add_argument("--float16", action="store_true", help="store the parameters as float16 (half the size)")
     ap.add_argument("--use-torch", action="store_true", help="read with torch.load(weights_only=True)")
     args = ap.parse_args(argv)
     try:
         config = _config(args)
-        if isinstance(config, ClipConfig):
+        if family_of(config).name == "clip":
             if not (args.image_pt and args.text_pt):
                 ap.error("a CLIP conversion needs --image-pt and --text-pt")
             paths = {"image": args.image_pt, "text": args.text_pt}
@@ -53,7 +59,10 @@ def main(argv=None) -> int:
                 ap.error("a U-Net conversion needs --pt")
             paths = {"model": args.pt}
         config, params = convert_pt(config, paths, use_torch=args.use_torch)
-        out = save_model(args.out, params, config, overwrite=args.overwrite)
+        card = {"converted_from": sorted(Path(p).name for p in paths.values())}
+        save_model_dir(args.out, config, params, dtype="float16" if args.float16 else "float32", card=card,
+                       overwrite=args.overwrite)
+        out = Path(args.out).absolute()
     except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,80 @@
+"""Reading a training run's newest EMA weights for sampling, without the training code.
+
+A training workdir holds ``checkpoints/<step>/`` written by Orbax's
+``CheckpointManager`` (see ``glide_jax/train/checkpointing.py``) with, among
+others, the items ``ema_params`` (the EMA parameter tree, what GLIDE samples
+with) and ``experiment`` (the run's config as JSON, whose ``model`` entry is a
+tagged model config). Only those two items are read here; a step that cannot
+be read is skipped with a warning and the next older one is tried. The
+sentencepiece vocabulary a run learned sits beside as ``tokenizer.model``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import numpy as np
+
+from glide_jax.config import config_from_dict
+from glide_jax.models.families import abstract_params
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class UnreadableCheckpointWarning(UserWarning):
+    """A workdir's newest checkpoint could not be read; an older one is used."""
+
+
+def checkpoints_of(path) -> Optional[Path]:
+    """The ``checkpoints/`` folder of a workdir (or the folder itself), None if ``path`` is neither."""
+    path = Path(path).absolute()
+    if path.name == CHECKPOINT_DIR and path.is_dir():
+        return path
+    return path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else None
+
+
+def is_workdir(path) -> bool:
+    return checkpoints_of(path) is not None
+
+
+def _abstract_variables(config):
+    """Parameter shapes placed on the first local device, for Orbax to restore into."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(config))
+
+
+def load_workdir(path, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+    """``(model_config, {"params": ema_params}, experiment)`` from a workdir's newest readable checkpoint
+    (or ``step``); the parameters are float32 numpy arrays."""
+    import orbax.checkpoint as ocp  # imported on use: only workdirs need it
+
+    directory = checkpoints_of(path)
+    if directory is None:
+        raise FileNotFoundError(f"{path} is not a training workdir (no {CHECKPOINT_DIR}/ folder)")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(directory, options=options) as manager:
+        steps = sorted(manager.all_steps(), reverse=True) if step is None else [int(step)]
+        if not steps:
+            raise FileNotFoundError(f"{directory} holds no finished checkpoint")
+        for s in steps:
+            try:
+                experiment = manager.restore(s, args=ocp.args.Composite(experiment=ocp.args.JsonRestore()))
+                experiment = dict(experiment["experiment"] or {})
+                if "model" not in experiment:
+                    raise ValueError(f"checkpoint {s} records no model config")
+                config = config_from_dict(experiment["model"])
+                restored = manager.restore(
+                    s, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(_abstract_variables(config))))
+                params = {"params": jax.tree.map(lambda a: np.asarray(a, np.float32), restored["ema_params"])}
+                return config, params, experiment
+            except Exception as e:  # any unreadable part disqualifies the step
+                if step is not None:
+                    raise
+                warnings.warn(f"checkpoint step {s} in {directory} is unreadable ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one",
+                              UnreadableCheckpointWarning, stacklevel=2)
+    raise FileNotFoundError(f"no readable checkpoint in {directory}")
+

@@ -1,0 +1,139 @@
+"""The two sampling stages of one batch: the base model (text to 64x64) and the upsampler (64 to 256).
+
+Each stage builds its model callable (text encoded once), its guidance and its
+start, then runs one compiled sampling loop. What a stage is conditioned on
+arrives validated and already at the batch's size in a small dataclass, made
+once per ``Pipeline.generate`` call (see :mod:`glide_jax.sampling.pipeline`).
+
+Conventions: masks are 1 where the given image is kept and 0 where the model
+fills in (GLIDE's convention); classifier-free guidance uses the batch layout
+``[cond..., uncond...]`` with the empty caption as unconditional input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from glide_jax.diffusion import guidance
+from glide_jax.diffusion.samplers import sample_loop
+from glide_jax.diffusion.schedule import make_schedule
+from glide_jax.sampling import images
+from glide_jax.sampling.loaded_model import LoadedModel
+from glide_jax.sampling.networks import clip_grad_fn, unet_model_fn
+from glide_jax.sampling.options import StageOptions
+
+ImageAndMask = Tuple[np.ndarray, np.ndarray]  # [B, S, S, 3] in [-1, 1] and [B, S, S, 1] of 0/1 (1 = keep)
+
+
+def _repeat(array: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
+    return None if array is None else np.repeat(array, n, 0)
+
+
+def _repeat_pair(pair: Optional[ImageAndMask], n: int) -> Optional[ImageAndMask]:
+    return None if pair is None else (np.repeat(pair[0], n, 0), np.repeat(pair[1], n, 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConditioning:
+    """What the base stage is conditioned on besides the prompts.
+
+    ``init`` (with ``strength``) is an image to start from, noised to that
+    fraction of the chain: an edit, or the plain canvas of a truncated start.
+    ``inpaint`` is the known image and mask at the base model's size.
+    ``clip_guidance_scale`` replaces classifier-free guidance by CLIP guidance.
+    """
+
+    options: StageOptions
+    guidance_scale: float
+    clip_guidance_scale: Optional[float] = None
+    init: Optional[np.ndarray] = None
+    strength: float = 1.0
+    inpaint: Optional[ImageAndMask] = None
+
+    @property
+    def classifier_free(self) -> bool:
+        return self.guidance_scale != 1.0 and self.clip_guidance_scale is None
+
+    def repeated(self, n: int) -> "BaseConditioning":
+        """The same conditioning with its images repeated for a batch of ``n`` (they are given once)."""
+        return dataclasses.replace(self, init=_repeat(self.init, n), inpaint=_repeat_pair(self.inpaint, n))
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsampleConditioning:
+    """What the upsampler is conditioned on besides the prompts and its low-resolution input:
+    the known image and mask at its size when inpainting (pasted into every x0 estimate)."""
+
+    options: StageOptions
+    inpaint: Optional[ImageAndMask] = None
+
+    def repeated(self, n: int) -> "UpsampleConditioning":
+        return dataclasses.replace(self, inpaint=_repeat_pair(self.inpaint, n))
+
+
+def sample_base(model: LoadedModel, prompts: Sequence[str], key: jax.Array, conditioning: BaseConditioning, *,
+                clip: Optional[LoadedModel] = None, progress=None) -> jax.Array:
+    """Base-size samples ``[B, S, S, 3]`` in [-1, 1], one per prompt."""
+    unet = model.config.unet
+    opts = conditioning.options
+    n = len(prompts)
+    cfg_guided = conditioning.classifier_free
+    rows = list(prompts) + [""] * n if cfg_guided else list(prompts)
+    copies = 2 if cfg_guided else 1
+    tokens, mask = model.tokens(rows)
+    extra, denoised_fn = {}, None
+    if conditioning.inpaint is not None:
+        image, keep = conditioning.inpaint
+        extra = {"inpaint_image": np.concatenate([image] * copies), "inpaint_mask": np.concatenate([keep] * copies)}
+        denoised_fn = guidance.inpaint_denoised_fn(extra["inpaint_image"], extra["inpaint_mask"])
+    model_fn = unet_model_fn(unet, model.params, tokens, mask, **extra)
+    if cfg_guided:
+        model_fn = guidance.classifier_free_guidance(model_fn, conditioning.guidance_scale)
+    cond_fn = None
+    if conditioning.clip_guidance_scale is not None:
+        clip_tokens, clip_lengths = clip.tokens(prompts)
+        grad = clip_grad_fn(clip.config, clip.params, clip_tokens, clip_lengths, unet.image_size)
+        cond_fn = guidance.clip_guidance(grad, conditioning.clip_guidance_scale)
+    schedule = make_schedule(model.config.diffusion, respacing=opts.respacing)
+    shape = (len(rows), unet.image_size, unet.image_size, 3)
+    x_T = start = None
+    key_init, key_loop = jax.random.split(key)
+    if conditioning.init is not None:
+        init_rows = np.concatenate([conditioning.init] * copies)
+        start, x_T = guidance.sdedit_start(schedule, init_rows, conditioning.strength, key=key_init)
+    out = sample_loop(schedule, model_fn, None if x_T is not None else shape, sampler=opts.sampler, key=key_loop,
+                      x_T=x_T, start_index=start, eta=opts.eta, temperature=opts.temperature,
+                      denoised_fn=denoised_fn, cond_fn=cond_fn, progress=progress)
+    return out[:n]
+
+
+def sample_upsample(model: LoadedModel, prompts: Sequence[str], low_res, key: jax.Array,
+                    conditioning: UpsampleConditioning, *, progress=None) -> jax.Array:
+    """Super-resolved samples ``[B, S, S, 3]`` in [-1, 1] of ``low_res`` (one per prompt)."""
+    unet = model.config.unet
+    opts = conditioning.options
+    tokens, mask = model.tokens(prompts)
+    low_res = np.asarray(images.to_model(images.to_uint8(low_res)))  # quantise to 8 bits like the reference
+    extra, denoised_fn = {"low_res": low_res}, None
+    if conditioning.inpaint is not None:
+        # The known pixels are pasted into every x0 prediction with any upsampler; an inpainting
+        # upsampler also sees them (and the mask) as input channels.
+        if unet.inpaint:
+            extra.update(inpaint_image=conditioning.inpaint[0], inpaint_mask=conditioning.inpaint[1])
+        denoised_fn = guidance.inpaint_denoised_fn(*conditioning.inpaint)
+    model_fn = unet_model_fn(unet, model.params, tokens, mask, **extra)
+    schedule = make_schedule(model.config.diffusion, respacing=opts.respacing)
+    shape = (len(prompts), unet.image_size, unet.image_size, 3)
+    x_T = start = None
+    if opts.start < 1.0:
+        key_init, key = jax.random.split(key)
+        enlarged = jax.image.resize(jnp.asarray(low_res), shape, "linear")
+        start, x_T = guidance.sdedit_start(schedule, enlarged, opts.start, key=key_init)
+    return sample_loop(schedule, model_fn, None if x_T is not None else shape, sampler=opts.sampler, key=key,
+                       x_T=x_T, start_index=start, eta=opts.eta, temperature=opts.temperature,
+                       denoised_fn=denoised_fn, progress=progress)
