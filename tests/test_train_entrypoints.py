@@ -168,7 +168,7 @@ def test_kill_and_rerun_equals_the_uninterrupted_run(base_run, runs, env):
 
 
 def test_training_workdir_loads_for_sampling(base_run):
-    from glide_jax.hub.model_dir import load_model
+    from glide_jax.hub.registry import load_model
     from glide_jax.models.unet import GlideUNet
 
     cfg = load_config_file(f"{CONFIGS}/base.py:micro")
@@ -198,6 +198,34 @@ def test_upsample_entry_point(runs):
     assert kernel.shape[2] == 6  # [x, low_res upsampled]
 
 
+def test_an_upsampler_warm_started_from_the_upsampler_run_trains(runs, env, tmp_path):
+    from glide_jax.train import loop
+    from glide_jax.train.experiment import apply_overrides
+
+    root, started = runs
+    started["upsample"].wait()
+    source = started["upsample"].workdir
+    run = Run(env, "upsample", "upsample.py:micro", root / "upsample_warm", f"train.init_from={source}",
+              "train.steps=2", "train.sample_every=-1")
+    # Meanwhile: such a run's step 0 holds exactly the source's EMA weights, as parameters and as average.
+    cfg = apply_overrides(load_config_file(f"{CONFIGS}/upsample.py:micro"), [f"train.init_from={source}"])
+    prepared = loop.prepare(cfg, tmp_path / "probe")
+    state, _ = loop.restore_or_initialise(prepared)
+    prepared.checkpointer.close()
+    _, ema = load_for_sampling(source)
+    assert int(state.step) == 0
+    _assert_bit_identical(state.params, ema["params"])
+    _assert_bit_identical(state.ema_params, ema["params"])
+
+    run.wait()
+    out = run.output()
+    assert "resumed" not in out and _steps(root / "upsample_warm") == [2]
+    lines = [json.loads(l) for l in (root / "upsample_warm" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [2] and np.isfinite(lines[0]["loss"]) and lines[0]["skipped"] == 0
+    # It kept the source's vocabulary rather than learning a new one.
+    assert (root / "upsample_warm" / "tokenizer.model").read_bytes() == (source / "tokenizer.model").read_bytes()
+
+
 def test_clip_entry_point(runs):
     _, started = runs
     started["clip"].wait()
@@ -211,14 +239,14 @@ def test_clip_entry_point(runs):
 
 def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     from glide_jax.models.unet import GlideUNet
-    from glide_jax.train.finetune import load_inpaint_init
+    from glide_jax.train.warm_start import initial_params
 
     root, _ = runs
     run = Run(env, "inpaint", "inpaint.py:micro", root / "inpaint", f"train.init_from={base_run}")
     # Meanwhile: the widened start computes exactly what the base model computes.
     cfg = load_config_file(f"{CONFIGS}/inpaint.py:micro")
     _, base = load_for_sampling(base_run)
-    init = load_inpaint_init(str(base_run), cfg.model)
+    init = initial_params("inpaint", str(base_run), cfg.model)
     u = cfg.model.unet
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, u.image_size, u.image_size, 3)), jnp.float32)

@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent(
     from glide_jax.data.input_pipeline import global_batch
     from glide_jax.train import sharding as sh, state as S
     from glide_jax.train.experiment import ExperimentConfig, MeshConfig, TrainConfig
-    from glide_jax.train.loop import build_state, make_step_fn
+    from glide_jax.train.loop import build_state
+    from glide_jax.train.step import make_train_step
 
     out_dir, runs = Path(sys.argv[1]), json.loads(sys.argv[2])
     unet = UNetConfig(image_size=16, num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
@@ -47,10 +48,11 @@ SCRIPT = textwrap.dedent(
         tx = S.make_optimizer(cfg.train)
         init, shardings, _ = build_state(cfg, mesh, tx)
         state = init()
-        step = sh.jit_step(make_step_fn(cfg, tx, mesh), shardings, mesh)
+        step = sh.jit_step(make_train_step(cfg.model, cfg.train, tx, mesh), shardings, mesh)
         losses = []
         for _ in range(2):
-            state, metrics = step(state, global_batch(batch, sh.batch_sharding(mesh)))
+            placed = global_batch(batch, sh.batch_sharding(mesh))
+            state, metrics = step(state, placed)
             losses.append(float(metrics["loss"]))
         host = jax.device_get(state)
         np.savez(out_dir / f"{name}.npz", *[np.asarray(x) for x in jax.tree.leaves(host)])
@@ -65,6 +67,8 @@ SCRIPT = textwrap.dedent(
             "kernel_shard": list(kernel.addressable_shards[0].data.shape),
             "kernel_devices": len({s.device for s in kernel.addressable_shards}),
             "mu_shard": list(mu.addressable_shards[0].data.shape),
+            "batch_spec": [list(a) if isinstance(a, tuple) else a for a in placed["image"].sharding.spec],
+            "batch_shard": list(placed["image"].addressable_shards[0].data.shape),
             "device0_fraction": sum(s.data.size for x in leaves for s in x.addressable_shards if s.device == dev0)
             / sum(x.size for x in leaves),
         }
@@ -131,6 +135,9 @@ def test_parameters_and_optimizer_state_are_split(results):
     # conv kernel [3, 3, in=32, out=32]: input channels over fsdp (4), output channels over tensor (2).
     assert a["kernel_shape"] == [3, 3, 32, 32] and a["kernel_spec"] == [None, None, "fsdp", "tensor"]
     assert a["kernel_shard"] == [3, 3, 8, 16] and a["mu_shard"] == [3, 3, 8, 16] and a["kernel_devices"] == 8
+    # The batch is split over fsdp only: the size-1 data axis is left out of its layout.
+    assert a["batch_spec"] == ["fsdp"] and a["batch_shard"] == [4, 16, 16, 3]
+    assert results["single"]["batch_spec"] == [None] and results["single"]["batch_shard"] == [16, 16, 16, 3]
     # Each device holds a small part of the parameters (norms, biases and 3-channel convs stay whole).
     assert a["device0_fraction"] < 0.25
     assert results["single"]["device0_fraction"] == 1.0

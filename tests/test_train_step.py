@@ -15,9 +15,8 @@ import pytest
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, TextConfig, UNetConfig
 from glide_jax.data import shapes
 from glide_jax.models.clip import ClipModel
-from glide_jax.models.clip import init_params as clip_init
-from glide_jax.models.unet import GlideUNet, example_inputs
-from glide_jax.train import state as S
+from glide_jax.models.families import init_params
+from glide_jax.train import state as state_lib
 from glide_jax.train.experiment import TrainConfig
 from glide_jax.train.step import contrastive_loss, make_clip_step, make_diffusion_step
 
@@ -39,14 +38,13 @@ def _batch(seed=0):
 
 
 def _params(model_cfg=MODEL):
-    inputs = example_inputs(model_cfg.unet, 1)
-    init = jax.jit(lambda k: nn.unbox(GlideUNet(model_cfg.unet).init(k, *inputs)["params"]))
+    init = jax.jit(lambda k: nn.unbox(init_params(model_cfg, k)))
     return init(jax.random.key(0, impl="rbg"))  # compiles much faster than threefry; any init does here
 
 
 @pytest.fixture(scope="module")
 def setup():
-    tx = S.make_optimizer(TRAIN)
+    tx = state_lib.make_optimizer(TRAIN)
     step = jax.jit(make_diffusion_step(MODEL, TRAIN, tx))
     return tx, step, _params()
 
@@ -60,7 +58,7 @@ def _probe_loss(step, state, batch):
 def test_loss_falls_when_overfitting_a_few_images(setup):
     tx, step, params = setup
     batch = _batch()
-    state = S.create_state(params, tx, seed=0)
+    state = state_lib.create_state(params, tx, seed=0)
     before = _probe_loss(step, state, batch)
     losses = []
     for _ in range(40):
@@ -81,7 +79,7 @@ def test_loss_falls_when_overfitting_a_few_images(setup):
 
 def test_non_finite_loss_skips_the_update_and_counts_it(setup):
     tx, step, params = setup
-    state, _ = step(S.create_state(params, tx, seed=0), _batch())
+    state, _ = step(state_lib.create_state(params, tx, seed=0), _batch())
     before = jax.device_get(state)
     bad = dict(_batch(), image=_batch()["image"].at[0, 0, 0, 0].set(jnp.nan))
     state, metrics = step(state, bad)
@@ -100,7 +98,7 @@ def test_high_noise_draw_reaches_the_step(setup):
     tx, _, params = setup
     cfg = dataclasses.replace(TRAIN, high_noise_fraction=1.0, high_noise_from=0.75)
     step = jax.jit(make_diffusion_step(MODEL, cfg, tx))
-    _, metrics = step(S.create_state(params, tx, seed=0), _batch())
+    _, metrics = step(state_lib.create_state(params, tx, seed=0), _batch())
     # Every timestep lies in the last quarter of the chain: the other quarters report no samples (NaN).
     q = [float(metrics[f"mse_q{i}"]) for i in range(4)]
     assert all(math.isnan(v) for v in q[:3]) and math.isfinite(q[3]), q
@@ -111,7 +109,7 @@ def test_bfloat16_compute_keeps_float32_params_and_close_loss(setup):
     tx, step, params = setup
     bf16 = dataclasses.replace(MODEL, unet=dataclasses.replace(MODEL.unet, dtype="bfloat16"))
     step16 = jax.jit(make_diffusion_step(bf16, TRAIN, tx))
-    state = S.create_state(params, tx, seed=0)
+    state = state_lib.create_state(params, tx, seed=0)
     s32, m32 = step(state, _batch())
     s16, m16 = step16(state, _batch())
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s16.params))
@@ -137,9 +135,8 @@ def test_clip_step_learns_to_pair_images_with_captions():
                      n_head_text=2, n_xf_blocks_text=1, n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1,
                      logit_scale=10.0, n_timesteps=1000)
     train = TrainConfig(lr=3e-3, warmup_steps=0, ema_rate=0.9, batch_size=B)
-    tx = S.make_optimizer(train)
-    model = ClipModel(cfg)
-    params = jax.jit(lambda k: nn.unbox(clip_init(model, k)))(jax.random.key(0, impl="rbg"))
+    tx = state_lib.make_optimizer(train)
+    params = jax.jit(lambda k: nn.unbox(init_params(cfg, k)))(jax.random.key(0, impl="rbg"))
     step = jax.jit(make_clip_step(cfg, train, tx))
     # Four flat colours (their mean survives much of the noise) and four distinct captions.
     colours = np.array([[-1, -1, -1], [1, -1, -1], [-1, 1, -1], [1, 1, 1]], np.float32)
@@ -150,10 +147,10 @@ def test_clip_step_learns_to_pair_images_with_captions():
     @jax.jit
     def probe(params):  # contrastive loss of the nearly clean images (t = 20)
         t = jnp.full((B,), 20, jnp.int32)
-        img, txt = model.apply({"params": params}, images, t, tokens, batch["lens"])
+        img, txt = ClipModel(cfg).apply({"params": params}, images, t, tokens, batch["lens"])
         return contrastive_loss(img, txt, jnp.eye(B), params["logit_scale"])
 
-    state = S.create_state(params, tx, seed=0)
+    state = state_lib.create_state(params, tx, seed=0)
     before, _ = probe(state.params)
     for _ in range(25):
         state, m = step(state, batch)
@@ -166,8 +163,8 @@ def test_clip_step_learns_to_pair_images_with_captions():
 def test_ema_warmup_forgets_the_initialisation():
     plain = TrainConfig(ema_rate=0.999)
     warm = dataclasses.replace(plain, ema_warmup=True)
-    assert S.ema_decay(plain, jnp.int32(5)) == 0.999
-    decays = np.array([float(S.ema_decay(warm, jnp.int32(s))) for s in range(20000)])
+    assert state_lib.ema_decay(plain, jnp.int32(5)) == 0.999
+    decays = np.array([float(state_lib.ema_decay(warm, jnp.int32(s))) for s in range(20000)])
     np.testing.assert_allclose(decays[[0, 90, 1000]], [0.1, 91 / 100, 1001 / 1010], rtol=1e-6)
     assert decays.max() == pytest.approx(0.999) and np.all(np.diff(decays) >= 0)
     # The weight the average still gives the initial parameters after 1000 updates.
@@ -175,5 +172,5 @@ def test_ema_warmup_forgets_the_initialisation():
     params = {"w": jnp.zeros(3)}
     ema = params
     for s in range(200):  # tracking a parameter that moved to 1 right after init
-        ema = S.ema_update(ema, {"w": jnp.ones(3)}, S.ema_decay(warm, jnp.int32(s)))
+        ema = state_lib.ema_update(ema, {"w": jnp.ones(3)}, state_lib.ema_decay(warm, jnp.int32(s)))
     assert float(ema["w"][0]) > 0.99

@@ -43,25 +43,38 @@ def _load(name: str, overrides: List[str]):
     return apply_overrides(load_config_file(f"{CONFIG_DIR / family}.py:{variant}"), overrides)
 
 
+def _unet_conditioning(model, batch_size: int, rng) -> Dict[str, Any]:
+    import numpy as np
+
+    out, s = {}, model.unet.image_size
+    if model.unet.super_res:
+        low = model.low_res_size
+        out["low_res"] = rng.uniform(-1, 1, (batch_size, low, low, 3)).astype(np.float32)
+    if model.unet.inpaint:
+        out["inpaint_mask"] = np.ones((batch_size, s, s, 1), np.float32)
+    return out
+
+
+# model family -> the image conditioning its batches carry besides image and text
+_CONDITIONING = {"unet": _unet_conditioning, "clip": lambda model, batch_size, rng: {}}
+# model family -> the compute dtype of a model config
+_DTYPE = {"unet": lambda model: model.unet.dtype, "clip": lambda model: model.dtype}
+
+
 def _synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
     import numpy as np
 
-    from glide_jax.train import inputs as data_lib
+    from glide_jax.models.families import family_of
 
+    family = family_of(cfg.model)
     rng = np.random.default_rng(0)
-    s = data_lib.image_size(cfg)
-    ctx = data_lib.text_length(cfg)
-    batch = {"image": (rng.integers(0, 256, (batch_size, s, s, 3)) / 127.5 - 1).astype(np.float32),
-             "tokens": rng.integers(1, 100, (batch_size, ctx)).astype(np.int32)}
-    if cfg.task == "clip":
-        batch["lens"] = np.full((batch_size,), ctx // 2, np.int32)
-        return batch
-    batch["mask"] = np.arange(ctx)[None] < ctx // 2 + np.zeros((batch_size, 1), int)
-    if cfg.model.unet.super_res:
-        lr = cfg.model.low_res_size
-        batch["low_res"] = rng.uniform(-1, 1, (batch_size, lr, lr, 3)).astype(np.float32)
-    if cfg.model.unet.inpaint:
-        batch["inpaint_mask"] = np.ones((batch_size, s, s, 1), np.float32)
+    s, ctx = family.image_size(cfg.model), family.text_length(cfg.model)
+    lens = np.full((batch_size,), ctx // 2, np.int32)
+    text = {"tokens": rng.integers(1, 100, (batch_size, ctx)).astype(np.int32), "lens": lens,
+            "mask": np.arange(ctx)[None] < lens[:, None]}
+    batch = {"image": (rng.integers(0, 256, (batch_size, s, s, 3)) / 127.5 - 1).astype(np.float32)}
+    batch.update({k: text[k] for k in family.text_keys})
+    batch.update(_CONDITIONING[family.name](cfg.model, batch_size, rng))
     return batch
 
 
@@ -85,14 +98,15 @@ def _compile_step(cfg, mesh, batch_size: int):
 
     from glide_jax.train import sharding as sh
     from glide_jax.train import state as state_lib
-    from glide_jax.train.loop import build_state, make_step_fn
+    from glide_jax.train.loop import build_state
+    from glide_jax.train.step import make_train_step
 
     tx = state_lib.make_optimizer(cfg.train)
     init, shardings, abstract = build_state(cfg, mesh, tx)
     bsh = sh.batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in _synthetic_batch(cfg, 1).items()}
     batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=bsh) for k, v in batch.items()}
-    step = sh.jit_step(make_step_fn(cfg, tx, mesh), shardings, mesh)
+    step = sh.jit_step(make_train_step(cfg.model, cfg.train, tx, mesh), shardings, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(abstract, batch).compile()
     return compiled, init, abstract, time.perf_counter() - t0
@@ -105,6 +119,7 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
     import jax
 
     from glide_jax.data.input_pipeline import global_batch
+    from glide_jax.models.families import family_of
     from glide_jax.train import sharding as sh
     from glide_jax.train.experiment import MeshConfig
     from glide_jax.train.state import param_count
@@ -127,9 +142,9 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
         "config": name,
         "device": str(jax.devices()[0].device_kind),
         "params": param_count(abstract.params),
-        "image_size": cfg.model.unet.image_size if cfg.task != "clip" else cfg.model.image_size,
+        "image_size": family_of(cfg.model).image_size(cfg.model),
         "batch_size": batch_size,
-        "dtype": getattr(getattr(cfg.model, "unet", cfg.model), "dtype", "float32"),
+        "dtype": _DTYPE[family_of(cfg.model).name](cfg.model),
         "compile_s": round(compile_s, 1),
         "step_s": round(step_s, 4),
         "images_per_s": round(batch_size / step_s, 2),

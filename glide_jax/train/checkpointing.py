@@ -36,8 +36,8 @@ import orbax.checkpoint as ocp
 from grain.checkpoint import CheckpointRestore as GrainRestore
 from grain.checkpoint import CheckpointSave as GrainSave
 
-from glide_jax.config import ClipConfig, ModelConfig
-from glide_jax.train import experiment as config_lib
+from glide_jax.config import ClipConfig, ModelConfig, config_from_dict
+from glide_jax.models.families import abstract_params
 from glide_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ class Checkpointer:
 
     def save(self, state: TrainState, data_state: Optional[bytes] = None, experiment: Optional[Dict] = None,
              *, force: bool = False) -> bool:
-        """``data_state``: the iterator's ``get_state()`` *now* (the iterator moves on during an async save);
-        ``experiment``: the config dict (``train.config.to_dict``)."""
-        """Start saving ``state`` at its step (asynchronously unless disabled); False if already saved."""
+        """Start saving ``state`` at its step (asynchronously unless disabled); False if already saved.
+
+        ``data_state``: the iterator's ``get_state()`` *now* (the iterator moves on during an async save);
+        ``experiment``: the config as JSON data (``glide_jax.config.config_to_dict``)."""
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return False
@@ -202,20 +203,9 @@ class Checkpointer:
 
 
 def _abstract_params(model_cfg: Union[ModelConfig, ClipConfig]):
-    """Unboxed parameter shapes of a model, placed on the first local device."""
-    import flax.linen as nn
-
-    if isinstance(model_cfg, ClipConfig):
-        from glide_jax.models.clip import ClipModel, init_params
-
-        model = ClipModel(model_cfg)
-        boxed = jax.eval_shape(lambda k: init_params(model, k), jax.random.key(0))
-    else:
-        from glide_jax.hub.convert_unet import abstract_params
-
-        boxed = abstract_params(model_cfg.unet, model_cfg.low_res_size)["params"]
+    """Parameter shapes of a model, placed on the first local device (the restore target)."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.unbox(boxed))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model_cfg))
 
 
 def load_for_sampling(workdir: Union[str, Path], step: Optional[int] = None
@@ -237,7 +227,7 @@ def load_for_sampling(workdir: Union[str, Path], step: Optional[int] = None
         for s in steps:
             try:
                 exp = manager.restore(s, args=ocp.args.Composite(experiment=ocp.args.JsonRestore()))["experiment"]
-                model_cfg = config_lib.from_dict(exp).model
+                model_cfg = config_from_dict(exp["model"])
                 out = manager.restore(
                     s, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(_abstract_params(model_cfg)))
                 )

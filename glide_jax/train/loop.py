@@ -1,11 +1,37 @@
-"""The training loop shared by every entry point: build, resume, step, log, preview, checkpoint.
+"""The training loop shared by every entry point: prepare, restore or initialise, step, finish.
 
 ``train(cfg, workdir)`` is idempotent with respect to interruption: it always
-starts by restoring the newest readable checkpoint of ``workdir`` (parameters,
-EMA, optimiser, step, data-iterator position), so rerunning the same command
-after a crash or ``kill -9`` continues the run, and because every step's
-randomness is ``fold_in(key(seed), step)`` and the batches come back in the
-same order, the result equals that of an uninterrupted run.
+starts from the newest readable checkpoint of ``workdir``, so rerunning the
+same command after a crash or ``kill -9`` continues the run, and because every
+step's randomness is ``fold_in(key(seed), step)`` and the batches come back in
+the same order, the result equals that of an uninterrupted run.
+
+Resume order (:func:`prepare` then :func:`restore_or_initialise`):
+
+1. ``experiment.json`` of the workdir is compared with this config
+   (:func:`check_resumable`); a different model or optimiser structure is
+   refused before anything is read or moved. The config itself always comes
+   from the command line, never from the checkpoint.
+2. The tokenizer spec is resolved: the workdir's ``tokenizer.model`` (learnt
+   on the first run, or copied from the warm-start source) is reused as is.
+3. The state's layout is computed abstractly (shapes and shardings from
+   ``jax.eval_shape``; nothing is allocated).
+4. The checkpoints are tried from the newest step down. From each one, in
+   this order: the ``train`` item (step, parameters, optimiser state, base
+   PRNG key, skipped-update count) and ``ema_params``, read straight into the
+   sharded layout; then the grain iterator state, applied to the iterator
+   only after the whole checkpoint has been read. The first checkpoint that
+   reads completely is used; unreadable ones are moved to
+   ``checkpoints.corrupt/``.
+5. Without a usable checkpoint the run starts at step 0 from a fresh
+   iterator and the parameters of ``train.init_from`` (through
+   ``warm_start.STARTS``, the table of starts per task), else from a
+   born-sharded random init seeded by ``train.seed``.
+
+Recomputed on every (re)start, never restored: the mesh and shardings, the
+optimiser and its learning-rate schedule (a function of ``state.step``), the
+per-step keys, the jitted step, the metric writers (which drop what a killed
+run logged after its checkpoint) and the previewer.
 
 Workdir layout: ``experiment.json`` (the config, for humans), ``checkpoints/``,
 ``tokenizer.model`` (when the vocabulary is learned), ``metrics.jsonl``,
@@ -19,56 +45,39 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Tuple, Union
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from glide_jax.config import ClipConfig, config_from_dict
+from glide_jax.config import config_from_dict, config_to_dict
 from glide_jax.data.input_pipeline import global_batch
-from glide_jax.train import experiment as config_lib
+from glide_jax.models.families import family_of, init_params
 from glide_jax.train import inputs as data_lib
 from glide_jax.train import sharding as sh
 from glide_jax.train import state as state_lib
+from glide_jax.train import warm_start
 from glide_jax.train.checkpointing import Checkpointer
 from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.metrics import MetricsWriter, Throughput
-from glide_jax.train.step import make_clip_step, make_diffusion_step
+from glide_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = "experiment.json"
 _BATCH_KEYS = ("image", "tokens", "mask", "lens", "low_res", "inpaint_mask")
+PREVIEWED_FAMILIES = ("unet",)  # the families whose runs write sample grids (CLIP draws nothing)
 
 
-def boxed_param_init(cfg: ExperimentConfig) -> Callable[[jax.Array], Any]:
-    """``key -> boxed parameter tree`` (logical axis names attached) of the experiment's model."""
-    if isinstance(cfg.model, ClipConfig):
-        from glide_jax.models.clip import ClipModel, init_params
-
-        model = ClipModel(cfg.model)
-        return lambda key: init_params(model, key)
-    from glide_jax.models.unet import GlideUNet, example_inputs
-
-    model_cfg = cfg.model
-    model = GlideUNet(model_cfg.unet)
-    inputs = example_inputs(model_cfg.unet, 1, model_cfg.low_res_size)
-    return lambda key: model.init(key, *inputs, **inputs.kwargs)["params"]
+# ----------------------------------------------------------------------------- state
 
 
-def make_step_fn(cfg: ExperimentConfig, tx, mesh=None):
-    if isinstance(cfg.model, ClipConfig):
-        return make_clip_step(cfg.model, cfg.train, tx)
-    return make_diffusion_step(cfg.model, cfg.train, tx, mesh=mesh)
-
-
-def build_state(cfg: ExperimentConfig, mesh, tx):
-    """``(init_fn, shardings, abstract)``: a jitted, born-sharded state initialiser and the layouts."""
-    param_init = boxed_param_init(cfg)
+def build_state(cfg: ExperimentConfig, mesh, tx) -> Tuple[Callable[[], state_lib.TrainState], Any, Any]:
+    """``(init_fn, shardings, abstract)``: a jitted, born-sharded random-init state and the layouts."""
 
     def init_boxed(key):
-        return state_lib.create_state(param_init(key), tx, cfg.train.seed)
+        return state_lib.create_state(init_params(cfg.model, key), tx, cfg.train.seed)
 
     key = jax.random.key(cfg.train.seed)
     abstract_boxed = jax.eval_shape(init_boxed, key)
@@ -78,23 +87,14 @@ def build_state(cfg: ExperimentConfig, mesh, tx):
     return (lambda: init(key)), shardings, abstract
 
 
-def state_from_params(params, cfg: ExperimentConfig, tx, shardings):
+def state_from_params(params, cfg: ExperimentConfig, tx, shardings) -> state_lib.TrainState:
     """A fresh state around given (host) parameters, created directly in the sharded layout."""
     params = jax.device_put(params, shardings.params)
     create = jax.jit(lambda p: state_lib.create_state(p, tx, cfg.train.seed), out_shardings=shardings)
     return create(params)
 
 
-def _inherited_tokenizer(cfg: ExperimentConfig) -> Optional[str]:
-    """A fine-tune or warm start keeps the vocabulary of the model it starts from."""
-    if cfg.task == "clip" or not cfg.train.init_from or cfg.data.tokenizer != "sentencepiece":
-        return None
-    from glide_jax.hub import embedded
-
-    init = cfg.train.init_from
-    source = embedded.embedded_dir(init) if embedded.is_embedded(init) else Path(init).expanduser()
-    candidate = source / data_lib.TOKENIZER_FILE
-    return f"sentencepiece:{candidate}" if candidate.exists() else None
+# ----------------------------------------------------------------------------- 1-3: prepare
 
 
 def check_resumable(workdir: Path, cfg: ExperimentConfig) -> None:
@@ -106,23 +106,38 @@ def check_resumable(workdir: Path, cfg: ExperimentConfig) -> None:
     path = workdir / EXPERIMENT_FILE
     if not path.exists():
         return
-    saved, new = json.loads(path.read_text()), config_lib.to_dict(cfg)
-    problems = ["task"] if saved.get("task") != new["task"] else []
+    saved = json.loads(path.read_text())
+    problems = ["task"] if saved.get("task") != cfg.task else []
     try:  # parsed, so that a field added since the run was saved compares as its default
         same_model = config_from_dict(saved["model"]) == cfg.model
     except (KeyError, TypeError, ValueError):
         same_model = False
     problems += [] if same_model else ["model"]
     problems += [f"train.{k} on/off" for k in ("weight_decay", "grad_clip")
-                 if bool(saved.get("train", {}).get(k)) != bool(new["train"][k])]
+                 if bool(saved.get("train", {}).get(k)) != bool(getattr(cfg.train, k))]
     if problems:
         raise ValueError(f"{workdir} holds a run with a different {', '.join(problems)} than this config; "
                          "use a new workdir or the run's own config (see its experiment.json)")
 
 
-def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
-    """Train (or continue training) ``cfg`` in ``workdir``; returns a summary of the run."""
-    sh.maybe_initialize_distributed()
+@dataclasses.dataclass
+class Run:
+    """Everything a run computes before its state exists (see the resume order above)."""
+
+    cfg: ExperimentConfig  # with data.tokenizer resolved to the warm-start source's vocabulary, if any
+    workdir: Path
+    mesh: Any
+    tx: Any  # the optimiser
+    init_random: Callable[[], state_lib.TrainState]  # born-sharded random init
+    shardings: Any  # of the TrainState
+    abstract: Any  # TrainState of ShapeDtypeStructs with shardings: the restore target
+    source: Any  # the random-access data source
+    tokenize: data_lib.Tokenize
+    checkpointer: Checkpointer
+
+
+def prepare(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Run:
+    """Steps 1-3 of the resume order: check the workdir, resolve the tokenizer, lay out the state."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     check_resumable(workdir, cfg)
@@ -130,57 +145,82 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
     mesh = sh.make_mesh(cfg.mesh)
     if tc.batch_size % sh.data_parallel_size(mesh):
         raise ValueError(f"batch_size {tc.batch_size} is not divisible by the {sh.data_parallel_size(mesh)} data shards")
-
     source = data_lib.open_source(cfg)
-    inherited = _inherited_tokenizer(cfg)
+    inherited = warm_start.inherited_tokenizer(tc.init_from, cfg.data.tokenizer)
     if inherited:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, tokenizer=inherited))
     tokenize = data_lib.make_tokenize(cfg, data_lib.prepare_tokenizer(cfg, workdir, source))
     tx = state_lib.make_optimizer(tc)
-    init_state, shardings, abstract = build_state(cfg, mesh, tx)
-    experiment = config_lib.to_dict(cfg)
+    init_random, shardings, abstract = build_state(cfg, mesh, tx)
+    checkpointer = Checkpointer(workdir, keep_last=tc.keep_last, keep_every=tc.keep_every,
+                                async_save=tc.async_checkpoint)
+    return Run(cfg, workdir, mesh, tx, init_random, shardings, abstract, source, tokenize, checkpointer)
 
-    checkpointer = Checkpointer(workdir, keep_last=tc.keep_last, keep_every=tc.keep_every, async_save=tc.async_checkpoint)
-    iterator = data_lib.make_iterator(cfg, source, tokenize)
-    restored = checkpointer.restore(abstract, iterator)
+
+# ----------------------------------------------------------------------------- 4-5: restore or initialise
+
+
+def initialise(run: Run) -> state_lib.TrainState:
+    """Step 5: the step-0 state, from ``train.init_from`` (``warm_start.STARTS[task]``) or at random."""
+    cfg = run.cfg
+    if not cfg.train.init_from:
+        return run.init_random()
+    params = warm_start.initial_params(cfg.task, cfg.train.init_from, cfg.model)
+    return state_from_params(params, cfg, run.tx, run.shardings)
+
+
+def restore_or_initialise(run: Run) -> Tuple[state_lib.TrainState, Any]:
+    """Steps 4-5: ``(state, data iterator)`` from the newest readable checkpoint, or fresh ones."""
+    iterator = data_lib.make_iterator(run.cfg, run.source, run.tokenize)
+    restored = run.checkpointer.restore(run.abstract, iterator)
     if restored is not None:
         state, _ = restored
-        print(f"resumed from step {int(state.step)} in {checkpointer.directory}", flush=True)
-    else:
-        iterator = data_lib.make_iterator(cfg, source, tokenize)
-        if cfg.task == "inpaint" and tc.init_from:
-            from glide_jax.train.finetune import load_inpaint_init
+        print(f"resumed from step {int(state.step)} in {run.checkpointer.directory}", flush=True)
+        return state, iterator
+    # The failed restore attempts may have moved the iterator: start from a new one.
+    return initialise(run), data_lib.make_iterator(run.cfg, run.source, run.tokenize)
 
-            state = state_from_params(load_inpaint_init(tc.init_from, cfg.model), cfg, tx, shardings)
-        elif cfg.task in ("base", "upsample") and tc.init_from:
-            from glide_jax.train.deepen import load_warm_start
 
-            state = state_from_params(load_warm_start(tc.init_from, cfg.model), cfg, tx, shardings)
-        else:
-            state = init_state()
-    if jax.process_index() == 0:
-        (workdir / EXPERIMENT_FILE).write_text(json.dumps(experiment, indent=2))
+# ----------------------------------------------------------------------------- the step loop
 
+
+def _previewer(run: Run):
+    if family_of(run.cfg.model).name not in PREVIEWED_FAMILIES or run.cfg.train.sample_every < 0:
+        return None
+    from glide_jax.train.preview import Previewer
+
+    return Previewer(run.cfg, run.workdir, run.source, run.tokenize)
+
+
+def _preview(previewer, writer: MetricsWriter, state, step: int) -> None:
+    t0 = time.perf_counter()
+    path = previewer({"params": state.ema_params}, step)
+    if path is not None:
+        from PIL import Image
+
+        writer.image("samples", np.asarray(Image.open(path)), step)
+        print(f"wrote {path} ({time.perf_counter() - t0:.1f}s)", flush=True)
+
+
+def run_steps(run: Run, state, iterator, experiment: Dict[str, Any]) -> Dict[str, Any]:
+    """Steps from ``state.step`` to ``train.steps``: log, checkpoint and preview on their schedules, then
+    save the last step and draw the final preview. Returns the run's summary."""
+    cfg, tc = run.cfg, run.cfg.train
     start = int(jax.device_get(state.step))
-    print(f"{cfg.name or cfg.task}: {state_lib.param_count(state.params):,} parameters, mesh {dict(mesh.shape)}, "
+    print(f"{cfg.name or cfg.task}: {state_lib.param_count(state.params):,} parameters, mesh {dict(run.mesh.shape)}, "
           f"global batch {tc.batch_size}, steps {start} -> {tc.steps}", flush=True)
-    log.info("largest arrays:\n%s", sh.describe(shardings.params, abstract.params))
-
-    step_fn = sh.jit_step(make_step_fn(cfg, tx, mesh), shardings, mesh)
-    writer = MetricsWriter(workdir, resume_step=start, total_steps=tc.steps)
-    previewer = None
-    if not isinstance(cfg.model, ClipConfig) and tc.sample_every >= 0:
-        from glide_jax.train.preview import Previewer
-
-        previewer = Previewer(cfg, workdir, source, tokenize)
-    batch_sharding = sh.batch_sharding(mesh)
+    log.info("largest arrays:\n%s", sh.describe(run.shardings.params, run.abstract.params))
+    step_fn = sh.jit_step(make_train_step(cfg.model, tc, run.tx, run.mesh), run.shardings, run.mesh)
+    writer = MetricsWriter(run.workdir, resume_step=start, total_steps=tc.steps)
+    previewer = _previewer(run)
+    batch_sharding = sh.batch_sharding(run.mesh)
     throughput = Throughput(tc.batch_size, tc.steps)
-    metrics, last = None, {}
+    last: Dict[str, float] = {}
     done = start
     t_start = time.perf_counter()
 
     def save():
-        checkpointer.save(state, iterator.get_state(), experiment)
+        run.checkpointer.save(state, iterator.get_state(), experiment)
 
     for step in range(start, tc.steps):
         local = next(iterator)
@@ -204,17 +244,23 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
     save()
     if previewer is not None and (tc.sample_every == 0 or done % max(tc.sample_every, 1)) and done > start:
         _preview(previewer, writer, state, done)
-    checkpointer.close()
     writer.close()
     return {"step": done, "metrics": last, "skipped": int(jax.device_get(state.skipped)),
             "seconds": time.perf_counter() - t_start}
 
 
-def _preview(previewer, writer: MetricsWriter, state, step: int) -> None:
-    t0 = time.perf_counter()
-    path = previewer({"params": state.ema_params}, step)
-    if path is not None:
-        from PIL import Image
+# ----------------------------------------------------------------------------- the whole run
 
-        writer.image("samples", np.asarray(Image.open(path)), step)
-        print(f"wrote {path} ({time.perf_counter() - t0:.1f}s)", flush=True)
+
+def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
+    """Train (or continue training) ``cfg`` in ``workdir``; returns a summary of the run."""
+    sh.maybe_initialize_distributed()
+    run = prepare(cfg, workdir)
+    state, iterator = restore_or_initialise(run)
+    experiment = config_to_dict(run.cfg)
+    if jax.process_index() == 0:
+        (run.workdir / EXPERIMENT_FILE).write_text(json.dumps(experiment, indent=2))
+    try:
+        return run_steps(run, state, iterator, experiment)
+    finally:
+        run.checkpointer.close()  # waits for the last asynchronous save

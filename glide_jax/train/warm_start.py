@@ -1,0 +1,198 @@
+"""Starting a training run from a trained model (``train.init_from``) instead of random weights.
+
+Two ways, one per task in ``STARTS``:
+
+* **the same model** (``base``, ``upsample``, ``clip``, and ``inpaint`` from an
+  inpainting model): the source's config must equal the run's, up to
+  ``FREE_FIELDS`` (how a network runs, not what its weights mean); the
+  parameters are copied as they are. This continues a model under a new
+  experiment: another data mix, a curriculum stage, a longer schedule.
+* **inpaint widening** (``inpaint`` from a base or upsampler, as the GLIDE
+  paper fine-tunes its inpainting models): the first convolution
+  ``input_blocks_0_0`` grows from ``[x, (low_res_up)]`` to
+  ``[x, image * mask, mask, (low_res_up)]`` input channels. The new channels'
+  weights start at zero, so at step 0 the inpainting model computes exactly
+  what its source computes; every other parameter is copied.
+
+Either way the result must have exactly the parameter shapes of the run's
+model (``glide_jax.models.families.abstract_params``), or a
+``CheckpointMismatchError`` names every difference.
+
+The source is anything the model registry (``glide_jax.hub.registry``) loads
+-- a training workdir's EMA weights, a model directory, an embedded or
+released model name, an OpenAI ``.pt`` file -- or, for a U-Net, a ``.npz`` of
+a PyTorch state dict (keys optionally prefixed ``state/``, as in the
+reference fixtures). A run that
+learns a sentencepiece vocabulary keeps its source's instead
+(:func:`inherited_tokenizer`): new ids would scramble the token embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import jax
+import numpy as np
+
+from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.models.families import abstract_params, family_of, flat_shapes
+
+Config = Union[ModelConfig, ClipConfig]
+Params = Dict[str, Any]
+
+FIRST_CONV = "input_blocks_0_0"
+# Fields (at any depth of a config) that change how a network runs, not what its weights mean.
+FREE_FIELDS = ("dropout", "dtype", "remat")
+TOKENIZER_FILE = "tokenizer.model"
+
+
+# ----------------------------------------------------------------------------- comparing configs
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def differences(source: Any, target: Any, free: Sequence[str] = FREE_FIELDS, prefix: str = "") -> List[str]:
+    """``"path: source vs target"`` for every field of two configs that differs, ignoring ``free`` fields."""
+    if type(source) is not type(target):
+        return [f"{prefix or 'config'}: {type(source).__name__} vs {type(target).__name__}"]
+    out = []
+    for f in dataclasses.fields(source):
+        if f.name in free:
+            continue
+        a, b = getattr(source, f.name), getattr(target, f.name)
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+            out += differences(a, b, free, f"{prefix}{f.name}.")
+        elif a != b:
+            out.append(f"{prefix}{f.name}: {a!r} vs {b!r}")
+    return out
+
+
+def check_fits(params: Params, target: Config, what: str) -> None:
+    """Raise ``CheckpointMismatchError`` unless ``params`` has exactly the parameter shapes of ``target``."""
+    from glide_jax.hub.torch_layout import CheckpointMismatchError
+
+    want, got = flat_shapes(abstract_params(target)), flat_shapes(params)
+    misshaped = [f"{'/'.join(k)}: {what} {got[k]} vs model {want[k]}" for k in sorted(set(want) & set(got))
+                 if want[k] != got[k]]
+    if set(want) != set(got) or misshaped:
+        raise CheckpointMismatchError(what, ("/".join(k) for k in set(want) - set(got)),
+                                      ("/".join(k) for k in set(got) - set(want)), misshaped)
+
+
+def _host_tree(params: Params) -> Params:
+    """The bare parameter tree (no ``{"params": ...}`` wrapper) as numpy arrays."""
+    return jax.tree.map(np.asarray, params.get("params", params))
+
+
+# ----------------------------------------------------------------------------- the two starts
+
+
+def same_model_params(source_params: Params, source: Config, target: Config) -> Params:
+    """The source's parameters, for a run of the same model (up to ``FREE_FIELDS``)."""
+    diff = differences(source, target)
+    if diff:
+        raise ValueError("the model to start from is not the model this run trains (only "
+                         f"{', '.join(FREE_FIELDS)} may differ): " + "; ".join(diff))
+    tree = _host_tree(source_params)
+    check_fits(tree, target, "warm start")
+    return tree
+
+
+def widen_first_conv(kernel: np.ndarray, in_channels: int, super_res: bool) -> np.ndarray:
+    """``[kh, kw, c_in, c_out]`` kernel of ``[x, (low_res)]`` -> ``[x, image*mask, mask, (low_res)]``,
+    the new input channels zero."""
+    kernel = np.asarray(kernel)
+    c = in_channels
+    expected = c * (2 if super_res else 1)
+    if kernel.shape[2] != expected:
+        raise ValueError(f"first conv has {kernel.shape[2]} input channels, expected {expected}")
+    out = np.zeros(kernel.shape[:2] + (expected + c + 1,) + kernel.shape[3:], kernel.dtype)
+    out[:, :, :c] = kernel[:, :, :c]
+    out[:, :, 2 * c + 1:] = kernel[:, :, c:]
+    return out
+
+
+def inpaint_params(source_params: Params, source: Config, target: ModelConfig) -> Params:
+    """Parameters of an inpainting ``target``: a copy of an inpainting source, or a base or upsampler
+    source with its first convolution widened."""
+    if family_of(source).name == "unet" and source.unet.inpaint:
+        return same_model_params(source_params, source, target)
+    diff = differences(source, target, FREE_FIELDS + ("inpaint",))
+    if diff:
+        raise ValueError("the model to fine-tune and the inpainting model differ beyond the inpainting input "
+                         "channels: " + "; ".join(diff))
+    tree = _host_tree(source_params)
+    unet = dict(tree["unet"])
+    unet[FIRST_CONV] = dict(unet[FIRST_CONV], kernel=widen_first_conv(
+        unet[FIRST_CONV]["kernel"], target.unet.in_channels, target.unet.super_res))
+    tree = dict(tree, unet=unet)
+    check_fits(tree, target, "inpainting start")
+    return tree
+
+
+# task -> how its parameters come from the model at train.init_from: (source params, source config, target config)
+STARTS: Dict[str, Callable[[Params, Config, Config], Params]] = {
+    "base": same_model_params,
+    "upsample": same_model_params,
+    "clip": same_model_params,
+    "inpaint": inpaint_params,
+}
+
+
+# ----------------------------------------------------------------------------- loading the source
+
+
+def _read_npz_state(path: Path) -> Dict[str, np.ndarray]:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    if any(k.startswith("state/") for k in arrays):
+        arrays = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+    return arrays
+
+
+def _npz_source(path: Path, target: Config) -> Tuple[Config, Params]:
+    """A U-Net state dict saved as ``.npz``: its config is the target's, with or without the inpainting
+    inputs, as the first convolution's input channels say."""
+    from glide_jax.hub.convert import convert_state
+
+    if family_of(target).name != "unet":
+        raise ValueError(f"{path}: a .npz state dict can start a U-Net only, not a {type(target).__name__}")
+    state = _read_npz_state(path)
+    first = state.get("input_blocks.0.0.weight")
+    config = target
+    if first is not None and np.shape(first)[1] != target.unet.model_in_channels:
+        config = dataclasses.replace(target, unet=dataclasses.replace(target.unet, inpaint=False))
+    return config, convert_state(config, {"model": state})
+
+
+def load_source(init_from: str, target: Config) -> Tuple[Config, Params]:
+    """``(config, params)`` of the model at ``init_from``: a ``.npz`` state dict, or any source of the
+    model registry (``glide_jax.hub.registry``)."""
+    path = Path(init_from).expanduser()
+    if path.is_file() and path.suffix == ".npz":
+        return _npz_source(path, target)
+    from glide_jax.hub.registry import load_model
+
+    return load_model(init_from)
+
+
+def initial_params(task: str, init_from: str, target: Config) -> Params:
+    """Host parameters (no ``{"params": ...}`` wrapper) to start a ``task`` run of ``target`` from ``init_from``."""
+    source, params = load_source(init_from, target)
+    return STARTS[task](params, source, target)
+
+
+def inherited_tokenizer(init_from: str, tokenizer: str) -> Optional[str]:
+    """The ``data.tokenizer`` spec of the source's own sentencepiece vocabulary, when this run would learn
+    one (``tokenizer == "sentencepiece"``) and the source has one; else None."""
+    if not init_from or tokenizer != "sentencepiece":
+        return None
+    from glide_jax.hub import embedded
+
+    source = embedded.embedded_dir(init_from) if embedded.is_embedded(init_from) else Path(init_from).expanduser()
+    candidate = source / TOKENIZER_FILE
+    return f"sentencepiece:{candidate}" if candidate.exists() else None
