@@ -21,7 +21,7 @@ from glide_jax.train.experiment import apply_overrides, load_config_file
 def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m experiments.train_{task}", description=description)
     parser.add_argument("--config", required=True,
-                        help="config file and variant, e.g. experiments/configs/base.py:tiny (calls get_config('tiny'))")
+                        help="config file and variant, e.g. experiments/configs/base.py:tiny")
     parser.add_argument("--workdir", required=True, help="run directory; rerunning with the same one resumes")
     parser.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config fields, e.g. --set train.lr=1e-4 model.unet.dtype=bfloat16")
