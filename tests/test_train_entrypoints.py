@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from glide_jax.config import ClipConfig, ModelConfig
-from glide_jax.train.checkpointing import load_for_sampling
+from glide_jax.hub.workdir import load_workdir
 from glide_jax.train.experiment import load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +104,12 @@ def _checkpoint(workdir, step):
         return {"train": out["train"], "ema_params": out["ema_params"]}
 
 
+def _ema_model(workdir):
+    """``(model config, {"params": ema_params})`` of a workdir's newest checkpoint, as sampling reads it."""
+    config, params, _ = load_workdir(workdir)
+    return config, params
+
+
 def _steps(workdir):
     return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").iterdir() if p.name.isdigit())
 
@@ -172,7 +178,7 @@ def test_training_workdir_loads_for_sampling(base_run):
     from glide_jax.models.unet import GlideUNet
 
     cfg = load_config_file(f"{CONFIGS}/base.py:micro")
-    model_cfg, params = load_for_sampling(base_run)
+    model_cfg, params = _ema_model(base_run)
     assert isinstance(model_cfg, ModelConfig) and model_cfg == cfg.model
     _assert_bit_identical(params["params"], _checkpoint(base_run, 12)["ema_params"])
     same_cfg, same = load_model(str(base_run))  # the sampling pipeline's loader takes a workdir too
@@ -192,7 +198,7 @@ def test_upsample_entry_point(runs):
     workdir = started["upsample"].workdir
     assert _steps(workdir) == [3, 6]
     assert (workdir / "samples" / "step_0000006.png").exists()
-    model_cfg, params = load_for_sampling(workdir)
+    model_cfg, params = _ema_model(workdir)
     assert model_cfg.unet.super_res and model_cfg.low_res_size == 8
     kernel = params["params"]["unet"]["input_blocks_0_0"]["kernel"]
     assert kernel.shape[2] == 6  # [x, low_res upsampled]
@@ -212,7 +218,7 @@ def test_an_upsampler_warm_started_from_the_upsampler_run_trains(runs, env, tmp_
     prepared = loop.prepare(cfg, tmp_path / "probe")
     state, _ = loop.restore_or_initialise(prepared)
     prepared.checkpointer.close()
-    _, ema = load_for_sampling(source)
+    _, ema = _ema_model(source)
     assert int(state.step) == 0
     _assert_bit_identical(state.params, ema["params"])
     _assert_bit_identical(state.ema_params, ema["params"])
@@ -233,7 +239,7 @@ def test_clip_entry_point(runs):
     assert _steps(workdir) == [3, 6]
     lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(l["loss"]) and 0 <= l["accuracy"] <= 1 and l["logit_scale"] > 0 for l in lines)
-    model_cfg, params = load_for_sampling(workdir)
+    model_cfg, params = _ema_model(workdir)
     assert isinstance(model_cfg, ClipConfig) and "logit_scale" in params["params"]
 
 
@@ -245,7 +251,7 @@ def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     run = Run(env, "inpaint", "inpaint.py:micro", root / "inpaint", f"train.init_from={base_run}")
     # Meanwhile: the widened start computes exactly what the base model computes.
     cfg = load_config_file(f"{CONFIGS}/inpaint.py:micro")
-    _, base = load_for_sampling(base_run)
+    _, base = _ema_model(base_run)
     init = initial_params("inpaint", str(base_run), cfg.model)
     u = cfg.model.unet
     rng = np.random.default_rng(0)

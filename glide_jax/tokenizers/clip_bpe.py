@@ -21,7 +21,8 @@ import ftfy
 import numpy as np
 import regex
 
-from glide_jax.tokenizers.byte_bpe import Pair, PieceCache, byte_chars, byte_to_unicode_table, merge_symbols, parse_merges
+from glide_jax.tokenizers.byte_bpe import (Pair, PieceCache, byte_chars, byte_to_unicode_table, merge_symbols,
+                                          parse_merges)
 from glide_jax.tokenizers.files import CLIP_BPE_FILE, find_vocab_file, read_vocab_text
 from glide_jax.tokenizers.padding import check_prompt_list, warn_truncated
 

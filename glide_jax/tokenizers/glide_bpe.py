@@ -21,7 +21,8 @@ from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import regex
 
-from glide_jax.tokenizers.byte_bpe import Pair, PieceCache, byte_chars, byte_to_unicode_table, merge_symbols, parse_merges
+from glide_jax.tokenizers.byte_bpe import (Pair, PieceCache, byte_chars, byte_to_unicode_table, merge_symbols,
+                                          parse_merges)
 from glide_jax.tokenizers.files import GLIDE_BPE_FILES, find_vocab_file, read_vocab_text
 from glide_jax.tokenizers.padding import MaskPaddingMixin
 

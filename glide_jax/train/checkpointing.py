@@ -1,4 +1,4 @@
-"""Checkpoints of a training run: asynchronous Orbax saves, fall-back restore, loading for sampling.
+"""Checkpoints of a training run: asynchronous Orbax saves and fall-back restore.
 
 A checkpoint ``<workdir>/checkpoints/<step>/`` holds the items
 
@@ -17,7 +17,8 @@ damaged (a truncated or deleted file): it raises. ``Checkpointer.restore``
 therefore walks back from the newest step, warns about each unreadable one,
 moves it aside (to ``<workdir>/checkpoints.corrupt/``, so the step can be
 saved afresh) and uses the first that restores completely. The iterator state
-is applied only after the whole checkpoint was read.
+is applied only after the whole checkpoint was read. Sampling reads a workdir's
+EMA weights without the training code (``glide_jax.hub.workdir``).
 """
 
 from __future__ import annotations
@@ -31,13 +32,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from grain.checkpoint import CheckpointRestore as GrainRestore
 from grain.checkpoint import CheckpointSave as GrainSave
 
-from glide_jax.config import ClipConfig, ModelConfig, config_from_dict
-from glide_jax.models.families import abstract_params
 from glide_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -197,45 +195,3 @@ class Checkpointer:
                     ) from e
             return state, dict(out["experiment"] or {})
         return None
-
-
-# ----------------------------------------------------------------------------- sampling
-
-
-def _abstract_params(model_cfg: Union[ModelConfig, ClipConfig]):
-    """Parameter shapes of a model, placed on the first local device (the restore target)."""
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model_cfg))
-
-
-def load_for_sampling(workdir: Union[str, Path], step: Optional[int] = None
-                      ) -> Tuple[Union[ModelConfig, ClipConfig], Dict[str, Any]]:
-    """``(model_config, {"params": ema_params})`` from a training workdir's newest readable checkpoint.
-
-    The result plugs straight into ``GlideUNet(config.unet).apply`` and the
-    sampling pipeline. ``workdir`` may also be its ``checkpoints/`` folder.
-    """
-    path = Path(workdir).absolute()
-    directory = path if (path.name == CHECKPOINT_DIR or not (path / CHECKPOINT_DIR).exists()) else path / CHECKPOINT_DIR
-    if not directory.exists():
-        raise FileNotFoundError(f"{workdir} holds no training checkpoints")
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(directory, options=options) as manager:
-        steps = sorted(manager.all_steps(), reverse=True) if step is None else [int(step)]
-        if not steps:
-            raise FileNotFoundError(f"{directory} holds no finished checkpoint")
-        for s in steps:
-            try:
-                exp = manager.restore(s, args=ocp.args.Composite(experiment=ocp.args.JsonRestore()))["experiment"]
-                model_cfg = config_from_dict(exp["model"])
-                out = manager.restore(
-                    s, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(_abstract_params(model_cfg)))
-                )
-                params = jax.tree.map(jnp.asarray, out["ema_params"])
-                return model_cfg, {"params": params}
-            except Exception as e:
-                if step is not None:
-                    raise
-                warnings.warn(f"checkpoint step {s} in {directory} is unreadable ({type(e).__name__}); trying an older one",
-                              CorruptCheckpointWarning, stacklevel=2)
-    raise FileNotFoundError(f"no readable checkpoint in {directory}")

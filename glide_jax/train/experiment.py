@@ -88,7 +88,7 @@ class TrainConfig:
     mse_weight_clip: float = 5.0  # cap of truncated_snr's weight, gamma of min_snr
     high_noise_fraction: float = 0.0  # share of each batch with t drawn from [high_noise_from * T, T) (0: uniform)
     high_noise_from: float = 0.5  # fraction of the chain where that range starts
-    init_from: str = ""  # model to start from (see train.warm_start): workdir, model dir, embedded or released name, .pt/.npz
+    init_from: str = ""  # model to start from (train.warm_start): a workdir, model dir, model name or .pt/.npz file
     log_every: int = 50  # steps between metric lines
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end)
     keep_last: int = 3  # checkpoints kept ...

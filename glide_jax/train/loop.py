@@ -144,7 +144,8 @@ def prepare(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Run:
     tc = cfg.train
     mesh = sh.make_mesh(cfg.mesh)
     if tc.batch_size % sh.data_parallel_size(mesh):
-        raise ValueError(f"batch_size {tc.batch_size} is not divisible by the {sh.data_parallel_size(mesh)} data shards")
+        raise ValueError(f"batch_size {tc.batch_size} is not divisible by the "
+                         f"{sh.data_parallel_size(mesh)} data shards")
     source = data_lib.open_source(cfg)
     inherited = warm_start.inherited_tokenizer(tc.init_from, cfg.data.tokenizer)
     if inherited:

@@ -1,4 +1,4 @@
-"""Placing a training run on a device mesh: mesh, parameter layouts, sharded init, jitted step.
+"""Placing a training run on a device mesh: mesh, parameter and batch layouts, jitted step.
 
 The mesh has the axes of ``glide_jax.models.partitioning.MESH_AXES`` --
 ``data`` (replicas), ``fsdp`` (parameters, optimiser state *and* batch are
@@ -8,13 +8,15 @@ A dimension that the assigned mesh axes do not divide stays whole (e.g. the 3
 input channels of the first convolution), so any model fits any mesh.
 
 The state is never materialised unsharded: its shapes and logical names come
-from ``jax.eval_shape`` of the init function, and the init itself is jitted
-with ``out_shardings`` so every device creates only its own shards. That is
+from ``jax.eval_shape`` of the init function (:func:`tree_shardings` turns them
+into layouts), and ``glide_jax.train.loop.build_state`` jits the init with
+those ``out_shardings`` so every device creates only its own shards. That is
 what makes a 3.5B-parameter state (plus EMA and Adam moments) initialisable on
 a pod whose single host could not hold it.
 
 Multi-host runs call :func:`maybe_initialize_distributed` first; each host
-feeds its own slice of the global batch (``glide_jax.data.input_pipeline.global_batch``).
+feeds its own slice of the global batch (``glide_jax.data.input_pipeline.global_batch``),
+laid out by :func:`batch_sharding`, the one batch layout of training.
 """
 
 from __future__ import annotations
@@ -141,24 +143,17 @@ def tree_shardings(abstract_boxed: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     )
 
 
-def init_sharded(init_fn: Callable[..., Any], mesh: Mesh, *args, rules=LOGICAL_RULES) -> Tuple[Any, Any]:
-    """Run ``init_fn(*args)`` (which returns a boxed tree) so that its output is born sharded.
-
-    Returns ``(tree, shardings)`` with plain (unboxed) arrays.
-    """
-    abstract = jax.eval_shape(init_fn, *args)
-    shardings = tree_shardings(abstract, mesh, rules)
-    tree = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
-    return tree, shardings
-
-
 def abstract_with_shardings(abstract_plain: Any, shardings: Any) -> Any:
     """``ShapeDtypeStruct``s carrying shardings: the restore target of a sharded checkpoint."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_plain, shardings)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split over the data-parallel axes (data and fsdp)."""
+    """Leading (batch) dimension split over the data-parallel axes (data and fsdp) larger than one.
+
+    Axes of size one split nothing and are left out of the spec: ``P("fsdp")`` on a
+    ``data=1`` mesh, ``P(None)`` on one device.
+    """
     axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
     return NamedSharding(mesh, PartitionSpec(axes if axes else None))
 
