@@ -2,9 +2,12 @@
 
 Models are named with ``--model``: ``embedded`` (the default: the tiny
 captioned-shapes models shipped in the package, offline, 32x32 upsampled to
-64x64), ``openai`` (the released GLIDE (filtered) checkpoints, downloaded and
-converted into the cache with ``glide-jax download``), or a model directory /
-training workdir. Bad input prints ``error: ...`` and exits with status 2.
+64x64), ``openai`` (the released GLIDE (filtered) checkpoints, downloaded with
+``glide-jax download`` and converted into the cache on first use), or one
+model source: a model directory, a training workdir, a released U-Net's
+``.pt`` file, an embedded or a released name (``glide_jax.hub.registry``).
+A prompt the base model's rules rewrite is noted on stderr. Bad input prints
+``error: ...`` and exits with status 2.
 """
 
 from __future__ import annotations

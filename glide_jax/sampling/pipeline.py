@@ -98,52 +98,24 @@ class Pipeline:
               inpaint_mask, clip_guidance_scale, rewrite_prompts) -> SamplingPlan:
         """Validate every argument of ``generate`` and prepare what the stages need, before any sampling."""
         prompts = self.rewrite(prompts) if rewrite_prompts else _check_prompts(prompts)
-        if guidance_scale is None:
-            guidance_scale = self.base.guidance_scale if self.base.guidance_scale is not None else GUIDANCE_DEFAULT
-        base = resolve_stage(base, self.base, BASE_DEFAULT)
-        if upsample is not None:
-            if self.upsampler is None and isinstance(upsample, str) and upsample == DEFAULT:
-                upsample = None  # no upsampler loaded: base-size samples
-            else:
-                upsample = resolve_stage(upsample, self.upsampler, UPSAMPLE_DEFAULT)
-        if not 0.0 <= guidance_scale <= 100.0:
-            raise ValueError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
-        if clip_guidance_scale is not None and not 0.0 < clip_guidance_scale <= 1000.0:
-            raise ValueError(f"clip_guidance_scale must be in (0, 1000], got {clip_guidance_scale}")
+        guidance_scale, base, upsample = self._settings(guidance_scale, base, upsample, clip_guidance_scale)
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         if (inpaint_image is None) != (inpaint_mask is None):
             raise ValueError("inpainting needs both inpaint_image and inpaint_mask")
         if init_image is not None and inpaint_image is not None:
             raise ValueError("give either init_image (editing) or inpaint_image (inpainting), not both")
-        base.validate("base")
-        if upsample is not None:
-            upsample.validate("upsample")
-            if self.upsampler is None:
-                raise ValueError("no upsampler is loaded: pass upsample=None for base-size samples")
         batch_size = batch_size or len(prompts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         size = self.base.config.unet.image_size
-        init = inpaint_low = inpaint_high = None
+        init = None
         if init_image is not None:
             init = _image_at(images.read_image(init_image, "init_image"), size)
-        elif inpaint_image is None and base.start < 1.0:
+        elif inpaint_image is None and base.start < 1.0:  # a truncated start is an edit of the plain canvas
             init = images.to_model(np.full((size, size, 3), base.canvas, np.uint8))[None]
             strength = base.start
-        if inpaint_image is not None:
-            image = images.read_image(inpaint_image, "inpaint_image")
-            mask = images.read_mask(inpaint_mask, image.shape[:2])
-            if not self.base.config.unet.inpaint:
-                raise ValueError("the base model is not an inpainting model; load base-inpaint for inpainting")
-            inpaint_low = (_image_at(image, size), _mask_at(mask, size))
-            if upsample is not None:
-                high = self.upsampler.config.unet.image_size
-                inpaint_high = (_image_at(image, high), _mask_at(mask, high))
-        elif self.base.config.unet.inpaint:
-            raise ValueError("this is an inpainting model: give inpaint_image and inpaint_mask")
-        elif upsample is not None and self.upsampler.config.unet.inpaint:
-            raise ValueError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
+        inpaint_low, inpaint_high = self._inpaint_images(inpaint_image, inpaint_mask, upsample is not None)
         if clip_guidance_scale is not None and self.clip is None:
             raise ValueError("CLIP guidance needs a CLIP model: load the pipeline with clip=...")
         return SamplingPlan(
@@ -151,6 +123,45 @@ class Pipeline:
             BaseConditioning(base, guidance_scale, clip_guidance_scale, init, strength, inpaint_low),
             None if upsample is None else UpsampleConditioning(upsample, inpaint_high),
         )
+
+    def _settings(self, guidance_scale, base, upsample, clip_guidance_scale):
+        """The guidance scale and both stages' options, the models' recommendations filled in, checked."""
+        if guidance_scale is None:
+            guidance_scale = self.base.guidance_scale if self.base.guidance_scale is not None else GUIDANCE_DEFAULT
+        if not 0.0 <= guidance_scale <= 100.0:
+            raise ValueError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
+        if clip_guidance_scale is not None and not 0.0 < clip_guidance_scale <= 1000.0:
+            raise ValueError(f"clip_guidance_scale must be in (0, 1000], got {clip_guidance_scale}")
+        base = resolve_stage(base, self.base, BASE_DEFAULT)
+        base.validate("base")
+        if upsample is not None:
+            if self.upsampler is None and isinstance(upsample, str) and upsample == DEFAULT:
+                upsample = None  # no upsampler loaded: base-size samples
+            else:
+                upsample = resolve_stage(upsample, self.upsampler, UPSAMPLE_DEFAULT)
+                upsample.validate("upsample")
+                if self.upsampler is None:
+                    raise ValueError("no upsampler is loaded: pass upsample=None for base-size samples")
+        return guidance_scale, base, upsample
+
+    def _inpaint_images(self, inpaint_image, inpaint_mask, upsampling: bool):
+        """The known image and mask at the base size and, when upsampling, at the upsampler's size."""
+        if inpaint_image is None:
+            if self.base.config.unet.inpaint:
+                raise ValueError("this is an inpainting model: give inpaint_image and inpaint_mask")
+            if upsampling and self.upsampler.config.unet.inpaint:
+                raise ValueError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
+            return None, None
+        image = images.read_image(inpaint_image, "inpaint_image")
+        mask = images.read_mask(inpaint_mask, image.shape[:2])
+        if not self.base.config.unet.inpaint:
+            raise ValueError("the base model is not an inpainting model; load base-inpaint for inpainting")
+        size = self.base.config.unet.image_size
+        low = (_image_at(image, size), _mask_at(mask, size))
+        if not upsampling:
+            return low, None
+        high = self.upsampler.config.unet.image_size
+        return low, (_image_at(image, high), _mask_at(mask, high))
 
     # ------------------------------------------------------------------ public
     def generate(
