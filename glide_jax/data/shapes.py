@@ -128,26 +128,6 @@ def format_caption(objects: List[ObjectSpec], relation: Optional[str] = None) ->
     raise ValueError(f"need one object without relation or two with a relation, got {objects}, {relation!r}")
 
 
-def restate(caption: str, relations: Sequence[str]) -> str:
-    """``caption`` said with a relation in ``relations`` when it can be: "A to the right of B" is
-    the same scene as "B to the left of A", "A below B" as "B above A".
-
-    Why: a model trained on one direction of an axis (the relation curriculum of
-    docs/training.md) draws the other direction reversed. Its converse describes exactly
-    the same images, so restating loses nothing. Returned unchanged: captions outside the
-    shapes grammar, one-object captions, and relations that are in ``relations`` or whose
-    converse is not.
-    """
-    try:
-        parsed = parse_caption(caption)
-    except ValueError:
-        return caption
-    rel = parsed.relation
-    if rel is None or rel in relations or MIRROR[rel] not in relations:
-        return caption
-    return format_caption(parsed.objects[::-1], MIRROR[rel])
-
-
 _C = "|".join(COLORS)
 _S = "|".join(SHAPES)
 _NP1 = rf"(?P<art>an?) (?:(?P<size>small|large) )?(?P<color>{_C}) (?P<shape>{_S})"

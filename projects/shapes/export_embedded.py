@@ -113,14 +113,14 @@ def sampling_for(kind: str, sampling: Optional[dict], relations) -> Optional[dic
 
 def export(kind: str, workdir, out_dir, overwrite: bool = False, note: str = "", sampling=None) -> dict:
     from glide_jax.hub.model_dir import save_model_dir
-    from glide_jax.train.checkpointing import load_for_sampling
+    from glide_jax.hub.workdir import load_workdir
 
     workdir = Path(workdir)
     tokenizer = workdir / "tokenizer.model"
     if not tokenizer.exists():
         raise FileNotFoundError(f"{workdir} has no tokenizer.model (embedded models use their run's sentencepiece)")
     step = latest_step(workdir)
-    config, params = load_for_sampling(workdir, step)
+    config, params, _ = load_workdir(workdir, step)
     info = _provenance(workdir, step)
     if note:
         info["note"] = note
@@ -138,7 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     for kind in KINDS:
         p.add_argument(f"--{kind}", default=None, help=f"training workdir of the {kind} model")
-    p.add_argument("--out", default=str(embedded.ASSET_DIR), help="folder of the model folders (default: the package's)")
+    p.add_argument("--out", default=str(embedded.ASSET_DIR),
+                   help="folder to write the model folders into (default: the package's assets)")
     p.add_argument("--overwrite", action="store_true", help="replace existing model folders")
     p.add_argument("--note", action="append", default=[], metavar="KIND=TEXT",
                    help="a remark stored in that model's provenance card")
