@@ -1,7 +1,7 @@
 """``python -m tools.parity`` on the public diffusion fixture: every group is reproduced and passes.
 
 The diffusion check is memoised per fixture content, so when
-``test_diffusion_loops.py`` ran first in the same session this reuses its run.
+``test_diffusion_loops.py`` ran first in the same pytest process this reuses its run.
 """
 
 import re

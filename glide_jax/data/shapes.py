@@ -245,8 +245,8 @@ def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str],
     ``"halves"``: each object lies wholly in its own half of that axis (in the
     free layout one object of about three pairs in ten crosses the midline), so
     the relation alone decides which half of the image gets which colour
-    (docs/training.md, "Session 9" has what it did). The free layout draws
-    exactly the random numbers it always drew.
+    (the shapes project's base curriculum uses it; projects/shapes/README.md).
+    Both layouts draw from the same random stream up to the placement.
     """
     if layout not in PAIR_LAYOUTS:
         raise ValueError(f"pair layout must be one of {PAIR_LAYOUTS}, got {layout!r}")
@@ -307,7 +307,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
     exclusive-or of its order and the relation's direction, with no first-order signal
     to start learning from; trained on "above" and "to the left of" alone, "the first
     phrase goes first" is learnt quickly, and the mirrored relations can be added later
-    (docs/training.md, "Session 10"). All four, the default, draws the same stream as before.
+    (projects/shapes/README.md). All four, the default, gives the full grammar.
     """
     relations = check_relations(relations)
     if split == "heldout":

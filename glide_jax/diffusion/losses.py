@@ -11,8 +11,7 @@ Everything is per sample so callers can reweight, average or log by timestep.
 error in the predicted image at noise level t by ``SNR(t)``, so at high noise,
 where the layout of a scene is chosen, it barely counts; Salimans & Ho's
 truncated-SNR weighting ``max(1, 1/SNR)`` (capped) gives those steps weight,
-Min-SNR the opposite. (On the embedded base, 1,000 truncated-SNR steps did
-not teach relations; docs/training.md has the measurements.)
+Min-SNR the opposite.
 """
 
 from __future__ import annotations
@@ -153,8 +152,8 @@ def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, high_n
     ``[high_noise_start, num_timesteps)`` instead. This deliberately biases the
     objective towards high noise, where a scene's layout (which object goes
     where) is decided and where the uniform draw with the eps loss puts little
-    of the gradient; on the smallest relation task of docs/training.md
-    ("Session 8") a relation word was learnt only with such a draw.
+    of the gradient (the shapes project's relation curriculum trains with it;
+    projects/shapes/README.md).
     """
     if not 0.0 <= high_noise_fraction <= 1.0:
         raise ValueError(f"high_noise_fraction must be in [0, 1], got {high_noise_fraction}")

@@ -4,7 +4,7 @@ The kind comes from the fixture's json: ``create_model_kwargs`` marks a U-Net
 fixture, ``config_yaml`` a CLIP fixture, and diffusion settings a diffusion
 fixture (whose loops also read the model fixtures beside its folder).
 Diffusion results are memoised per content (json, arrays and the model
-fixtures the loops read), so a test session that checks the same fixture
+fixtures the loops read), so a test run that checks the same fixture
 from several tests computes it once.
 """
 

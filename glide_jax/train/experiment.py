@@ -3,7 +3,8 @@
 An experiment is a frozen ``ExperimentConfig``: what to train (``task`` and
 ``model``), on what (``data``), how (``train``), on which device layout
 (``mesh``) and how to preview it (``sample``). Config files in
-``experiments/configs/`` return one from ``get_config()``; the command line
+``experiments/configs/`` return one from ``get_config(variant)`` (named on the command line as
+``path.py:variant``); the command line
 edits it with ``--set train.lr=1e-4 model.unet.dtype=bfloat16``, each value
 parsed according to the type of the field it replaces, so a typo in a key or a
 value of the wrong type fails before anything runs. The JSON form
