@@ -246,7 +246,6 @@ def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str],
     free layout one object of about three pairs in ten crosses the midline), so
     the relation alone decides which half of the image gets which colour
     (the shapes project's base curriculum uses it; projects/shapes/README.md).
-    Both layouts draw from the same random stream up to the placement.
     """
     if layout not in PAIR_LAYOUTS:
         raise ValueError(f"pair layout must be one of {PAIR_LAYOUTS}, got {layout!r}")
