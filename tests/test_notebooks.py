@@ -38,6 +38,7 @@ def embedded_mode(monkeypatch):
     monkeypatch.chdir(NOTEBOOKS)
 
 
+@pytest.mark.slow  # executes the whole notebook (~70 s)
 def test_text2im_notebook():
     ns = run_notebook(NOTEBOOKS / "text2im.ipynb")
     assert ns["MODEL"] == "embedded"
@@ -47,6 +48,7 @@ def test_text2im_notebook():
     assert ns["edits"].shape == (3, 64, 64, 3)
 
 
+@pytest.mark.slow  # executes the whole notebook (~25 s)
 def test_inpaint_notebook():
     ns = run_notebook(NOTEBOOKS / "inpaint.ipynb")
     filled, image, mask = ns["filled"], ns["image"], ns["mask"]
@@ -57,6 +59,7 @@ def test_inpaint_notebook():
     assert np.abs(filled.astype(int) - image.astype(int))[:, ~keep].mean() > 5  # and the hole was redrawn
 
 
+@pytest.mark.slow  # executes the whole notebook (~40 s)
 def test_clip_guided_notebook():
     ns = run_notebook(NOTEBOOKS / "clip_guided.ipynb")
     assert ns["clip_guided"].shape == ns["cfg_guided"].shape == (4, 32, 32, 3)

@@ -55,6 +55,7 @@ def test_batches_are_padded_to_one_shape(pipe):
     np.testing.assert_array_equal(out[:2], two)
 
 
+@pytest.mark.slow  # several edits (~9 s)
 def test_edit_strength_controls_distance_to_init(pipe):
     rng = np.random.default_rng(0)
     init = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
@@ -112,6 +113,7 @@ def test_inpainting_keeps_the_known_region(bpe):
     assert np.abs(out[~keep].astype(int) - image[~keep]).mean() > 10
 
 
+@pytest.mark.slow  # inpainting at two resolutions (~9 s)
 def test_inpainting_through_a_plain_upsampler_keeps_the_known_region(bpe):
     """Without an inpainting upsampler the known pixels are still pasted into every upsampler x0."""
     up = _random("tiny-upsample", bpe)
@@ -129,6 +131,7 @@ def test_inpainting_through_a_plain_upsampler_keeps_the_known_region(bpe):
     assert np.abs(out[~keep].astype(int) - image[~keep]).mean() > 10
 
 
+@pytest.mark.slow  # compiles a CLIP-guided loop (~16 s)
 def test_clip_guidance_changes_samples(bpe):
     from glide_jax.tokenizers.clip_bpe import ClipTokenizer
 
@@ -179,6 +182,7 @@ def test_upsample_images(pipe):
         pipe.upsample_images(["a"], img, options=StageOptions("ddpm", 3, start=0.5, canvas=(0, 0, 0)))
 
 
+@pytest.mark.slow  # one more upsampler compilation (~12 s)
 def test_upsampler_truncated_start_begins_from_the_enlarged_input(pipe):
     """start < 1 for the upsampler: the chain starts from the bilinear enlargement of its input, noised."""
     rng = np.random.default_rng(2)

@@ -141,6 +141,7 @@ def test_base_entry_point_writes_checkpoints_metrics_and_samples(base_run):
     assert saved["name"] == "base_micro" and saved["train"]["steps"] == 12
 
 
+@pytest.mark.slow  # a third training run, killed and resumed (~60 s)
 def test_kill_and_rerun_equals_the_uninterrupted_run(base_run, runs, env):
     root, _ = runs
     workdir = root / "killed"
@@ -204,6 +205,7 @@ def test_upsample_entry_point(runs):
     assert kernel.shape[2] == 6  # [x, low_res upsampled]
 
 
+@pytest.mark.slow  # a warm-started training run (~18 s)
 def test_an_upsampler_warm_started_from_the_upsampler_run_trains(runs, env, tmp_path):
     from glide_jax.train import loop
     from glide_jax.train.experiment import apply_overrides
@@ -243,6 +245,7 @@ def test_clip_entry_point(runs):
     assert isinstance(model_cfg, ClipConfig) and "logit_scale" in params["params"]
 
 
+@pytest.mark.slow  # a fine-tuning run (~30 s)
 def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     from glide_jax.models.unet import GlideUNet
     from glide_jax.train.warm_start import initial_params

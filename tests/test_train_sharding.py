@@ -126,10 +126,12 @@ def results(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("sharding"), ["fsdp4_tensor2_accum2"])
 
 
+@pytest.mark.slow  # two compiled training runs on 8 fake devices (~100 s)
 def test_4x2_mesh_with_gradient_accumulation_matches_single_device(results):
     _check_matches_single_device(results, "fsdp4_tensor2_accum2")
 
 
+@pytest.mark.slow  # shares the 8-device runs above
 def test_parameters_and_optimizer_state_are_split(results):
     a = results["fsdp4_tensor2_accum2"]
     # conv kernel [3, 3, in=32, out=32]: input channels over fsdp (4), output channels over tensor (2).

@@ -55,6 +55,7 @@ def _probe_loss(step, state, batch):
     return float(np.mean([step(state.replace(step=jnp.int32(10**6 + k)), batch)[1]["loss"] for k in range(4)]))
 
 
+@pytest.mark.slow  # hundreds of training steps (~35 s)
 def test_loss_falls_when_overfitting_a_few_images(setup):
     tx, step, params = setup
     batch = _batch()
@@ -130,6 +131,7 @@ def test_contrastive_loss_treats_identical_captions_as_matches():
     assert float(acc) == 1.0
 
 
+@pytest.mark.slow  # hundreds of CLIP steps (~18 s)
 def test_clip_step_learns_to_pair_images_with_captions():
     cfg = ClipConfig(image_size=16, patch_size=4, n_vocab=32, max_text_len=8, n_embd=32, n_head_state_text=16,
                      n_head_text=2, n_xf_blocks_text=1, n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1,
@@ -160,6 +162,7 @@ def test_clip_step_learns_to_pair_images_with_captions():
     assert float(m["logit_scale"]) != pytest.approx(10.0)  # the temperature is a trained parameter
 
 
+@pytest.mark.slow  # a short training run (~9 s)
 def test_ema_warmup_forgets_the_initialisation():
     plain = TrainConfig(ema_rate=0.999)
     warm = dataclasses.replace(plain, ema_warmup=True)

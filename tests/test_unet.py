@@ -79,6 +79,7 @@ def test_roundtrip_to_torch_layout_is_exact():
         np.testing.assert_array_equal(back[k], v)
 
 
+@pytest.mark.slow  # two compilations (~16 s)
 def test_cached_text_embedding_matches_full_call():
     cfg, state, arrays = _text2im()
     params = unet_from_torch(state, cfg)
@@ -92,6 +93,7 @@ def test_cached_text_embedding_matches_full_call():
     np.testing.assert_allclose(full, nhwc(arrays["out/model"]), atol=3e-5)
 
 
+@pytest.mark.slow  # two compilations of a U-Net (~25 s)
 def test_bfloat16_compute_stays_close_and_params_stay_float32():
     cfg, state, arrays = _text2im()
     cfg16 = dataclasses.replace(cfg, dtype="bfloat16")
@@ -123,6 +125,7 @@ def test_every_parameter_has_logical_axes():
         dict(num_res_blocks=2, attention_resolutions=(8,)),
     ],
 )
+@pytest.mark.slow  # builds five more U-Nets (~45 s)
 def test_other_architecture_options_build_and_roundtrip(change):
     cfg = dataclasses.replace(get_preset("tiny-base").unet, **change)
     model = GlideUNet(cfg)
@@ -167,6 +170,7 @@ def test_unknown_preset_names_the_known_ones():
         get_preset("bsae")
 
 
+@pytest.mark.slow  # long attention on CPU (~7 s)
 def test_long_attention_in_query_chunks_equals_one_pass():
     """The 32x32 attention of the full-size models runs in query chunks; the result must not change."""
     from glide_jax.models import layers as L
