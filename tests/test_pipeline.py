@@ -68,6 +68,7 @@ def test_edit_strength_controls_distance_to_init(pipe):
     assert d_near < 12 and d_far > 3 * d_near, (d_near, d_far)
 
 
+@pytest.mark.slow  # compiles the edit path (~14 s)
 def test_truncated_start_is_an_edit_of_the_canvas(pipe):
     grey = (200, 200, 200)
     opts = StageOptions("ddim", 20, start=0.5, canvas=grey)

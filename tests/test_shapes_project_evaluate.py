@@ -305,6 +305,7 @@ def test_tool_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a second end-to-end run of the tool (~8 s)
 def test_tool_starts_a_model_without_a_canvas_from_the_shapes_background(tmp_path, monkeypatch, capsys):
     from projects.shapes.eval_shapes import main
 

@@ -78,6 +78,7 @@ def test_loss_falls_when_overfitting_a_few_images(setup):
     assert 0 < float(jnp.abs(e1 - p0).max()) < float(jnp.abs(p1 - p0).max())
 
 
+@pytest.mark.slow  # compiles the micro training step (~25 s)
 def test_non_finite_loss_skips_the_update_and_counts_it(setup):
     tx, step, params = setup
     state, _ = step(state_lib.create_state(params, tx, seed=0), _batch())
