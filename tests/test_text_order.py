@@ -21,7 +21,7 @@ COLOURS = list(shapes.COLORS)
 def _batch(model, rng, n):
     captions, labels = [], []
     for _ in range(n):
-        objects, relation, _ = shapes.sample_scene(rng, p_two=1.0)
+        objects, relation = shapes.sample_scene(rng, p_two=1.0)
         captions.append(shapes.format_caption([shapes.ObjectSpec(o.color, o.shape) for o in objects], relation))
         first = relation in ("above", "to the left of")
         labels.append(COLOURS.index(objects[0].color if first else objects[1].color))
