@@ -51,10 +51,6 @@ TOKENIZER_FILE = "tokenizer.model"
 # ----------------------------------------------------------------------------- comparing configs
 
 
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
-
-
 def differences(source: Any, target: Any, free: Sequence[str] = FREE_FIELDS, prefix: str = "") -> List[str]:
     """``"path: source vs target"`` for every field of two configs that differs, ignoring ``free`` fields."""
     if type(source) is not type(target):
