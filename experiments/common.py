@@ -5,16 +5,17 @@
 of the file; a file without variants is given as just its path), applies the
 overrides (typed by the fields they replace), checks the config is for this
 entry point and runs ``glide_jax.train.loop.train``. Rerunning the same command
-resumes the run.
+resumes the run. Everything runs inside :func:`glide_jax.errors.run_command`:
+a bad config, workdir or checkpoint ends in ``error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import List, Optional
 
+from glide_jax.errors import run_command
 from glide_jax.train.experiment import apply_overrides, load_config_file
 
 
@@ -25,7 +26,8 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--workdir", required=True, help="run directory; rerunning with the same one resumes")
     parser.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config fields, e.g. --set train.lr=1e-4 model.unet.dtype=bfloat16")
-    parser.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="Python logging level")
     return parser
 
 
@@ -38,25 +40,22 @@ def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
         absl_logging.set_verbosity(args.log_level.lower())
     except ImportError:
         pass
+    return run_command(lambda: _train(task, args))
+
+
+def _train(task: str, args) -> int:
+    """Load and check the config, then train; anticipated failures end in ``error: ...`` (``run_command``)."""
     try:
         cfg = apply_overrides(load_config_file(args.config), [o for group in args.overrides for o in group])
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except TypeError as e:  # a value of the wrong type for its field
+        raise ValueError(f"{args.config}: {e}") from None
     if cfg.task != task:
-        print(f"error: {args.config} configures task {cfg.task!r}; use experiments.train_{cfg.task}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{args.config} configures task {cfg.task!r}; use experiments.train_{cfg.task}")
     if task == "inpaint" and not cfg.train.init_from:
-        print("error: inpainting fine-tunes a trained model: set train.init_from (a training workdir, a model "
-              "directory, a released name such as 'base', or a .pt/.npz file)", file=sys.stderr)
-        return 2
-    from glide_jax.train.checkpointing import IncompatibleCheckpointError
+        raise ValueError("inpainting fine-tunes a trained model: set train.init_from (a training workdir, a model "
+                         "directory, a released name such as 'base', or a .pt/.npz file)")
     from glide_jax.train.loop import train
 
-    try:
-        summary = train(cfg, args.workdir)
-    except IncompatibleCheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = train(cfg, args.workdir)
     print(f"done: step {summary['step']}", flush=True)
     return 0

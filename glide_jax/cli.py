@@ -6,15 +6,21 @@ captioned-shapes models shipped in the package, offline, 32x32 upsampled to
 ``glide-jax download`` and converted into the cache on first use), or one
 model source: a model directory, a training workdir, a released U-Net's
 ``.pt`` file, an embedded or a released name (``glide_jax.hub.registry``).
-A prompt the base model's rules rewrite is noted on stderr. Bad input prints
-``error: ...`` and exits with status 2.
+A prompt the base model's rules rewrite is noted on stderr. Every command runs
+inside :func:`glide_jax.errors.run_command`: bad input or a missing, damaged or
+unwritable file prints ``error: ...`` and exits with status 2 (a bug keeps its
+traceback and exits 1), and input that is accepted but probably not meant
+prints ``warning: ...``. The output folder is created and test-written before
+any sampling starts. docs/errors.md lists what each kind of bad input gets.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
+import warnings
 
 from glide_jax.hub.released import RELEASED
 
@@ -26,22 +32,24 @@ def _stage_args(ap, prefix: str, fallback):
                     help=f"steps or respacing spec such as fast27 (default: the model's, else {fallback.steps})")
 
 
-def _common(ap, inpaint: bool = False):
+def _common(ap, base_stage: bool = True):
+    """Flags shared by the sampling commands; ``base_stage=False`` (upsample) leaves out the base model's."""
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--n", type=int, default=1, help="images per prompt")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="classifier-free guidance scale (default: the model's recommendation, else 3)")
-    ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
-    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="integer in [0, 2**32)")
     ap.add_argument("--model", default="embedded",
                     help="'embedded' (default, offline shapes models), 'openai', or one model: a model "
                          "directory, a training workdir, a .pt file, an embedded or a released name")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
-    ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
     from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
-    _stage_args(ap, "", BASE_DEFAULT)
+    if base_stage:
+        ap.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the model's recommendation, else 3)")
+        ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
+        ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
+        ap.add_argument("--batch-size", type=int, default=None, help="images sampled at once (default: all)")
+        _stage_args(ap, "", BASE_DEFAULT)
     _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
     ap.add_argument("--upsample-temperature", type=float, default=None,
                     help="initial noise scale of the upsampler "
@@ -53,7 +61,7 @@ def _common(ap, inpaint: bool = False):
 
 
 def _steps(value: str):
-    return int(value) if value.isdigit() else value
+    return int(value) if re.fullmatch(r"\s*[+-]?\d+\s*", value) else value
 
 
 def stage_options(model, fallback, sampler, steps, temperature=None, start=None):
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="super-resolution of an existing image (64 → 256 with openai, 32 → 64 embedded)")
     u.add_argument("--image", required=True)
     u.add_argument("--prompt", required=True)
-    _common(u)
+    _common(u, base_stage=False)
     c = sub.add_parser("convert", help="convert a downloaded OpenAI checkpoint into the cache")
     c.add_argument("names", nargs="+", choices=RELEASED)
     d = sub.add_parser("download", help="download OpenAI checkpoints or the tokenizer vocabularies")
@@ -105,14 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _pipeline(args, inpaint: bool):
     from glide_jax.hub.registry import MODEL_SETS, load_pipeline
 
+    clip_model, clip_guidance = getattr(args, "clip_model", None), getattr(args, "clip_guidance", None)
     if args.model in MODEL_SETS:
         models = MODEL_SETS[args.model]
         base = models.inpaint if inpaint else models.base
         up = args.upsampler or (models.upsample_inpaint if inpaint else models.upsample)
-        clip = args.clip_model or (models.clip if args.clip_guidance else None)
+        clip = clip_model or (models.clip if clip_guidance else None)
     else:
-        base, up, clip = args.model, args.upsampler, args.clip_model
-        if args.clip_guidance and not clip:
+        base, up, clip = args.model, args.upsampler, clip_model
+        if clip_guidance and not clip:
             raise ValueError("--clip-guidance with a custom --model needs --clip-model")
     if up in (None, "none"):
         up = None
@@ -127,66 +136,98 @@ def rewrite_notes(pipe, prompts) -> list:
             for prompt, said, notes in explain_all(pipe.prompt_rewriter, prompts)]
 
 
+def _check_numbers(args) -> None:
+    """Flags whose values argparse's types cannot judge; checked before any model is loaded."""
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size} (leave it out to sample all at once)")
+    from glide_jax.sampling.pipeline import make_key
+
+    try:
+        make_key(args.seed)
+    except ValueError as e:
+        raise ValueError(str(e).replace("seed must", "--seed must", 1)) from None
+
+
+def split_prompt_note(prompts) -> str:
+    """A warning for ``generate a red circle`` (unquoted words become one prompt each), else ''."""
+    if len(prompts) > 1 and all(len(p.split()) == 1 for p in prompts):
+        joined = " ".join(prompts)
+        return (f"{len(prompts)} prompts of one word each ({', '.join(map(repr, prompts[:4]))}"
+                f"{', ...' if len(prompts) > 4 else ''}) are sampled separately; to draw one prompt, quote it: "
+                f"glide-jax generate \"{joined}\"")
+    return ""
+
+
 def _run_sampling(args) -> int:
-    from glide_jax.sampling.images import read_image, save_images
+    from glide_jax.errors import InputWarning
+    from glide_jax.sampling.images import prepare_output_dir, read_image, save_images
     from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     inpaint = args.command == "inpaint"
-    pipe = _pipeline(args, inpaint)
     prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    _check_numbers(args)
+    out_dir = prepare_output_dir(args.out)
+    if split_prompt_note(prompts):
+        warnings.warn(split_prompt_note(prompts), InputWarning)
+    pipe = _pipeline(args, inpaint)
     if args.command != "upsample":
         for note in rewrite_notes(pipe, prompts):
             print(note, file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.n)]
-    base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
     up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,
                                                             args.upsample_steps, args.upsample_temperature,
                                                             args.upsample_start)
-    kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up, batch_size=args.batch_size,
-                  clip_guidance_scale=args.clip_guidance, progress=not args.no_progress)
-    if args.command == "inpaint":
-        kwargs.update(inpaint_image=args.image, inpaint_mask=args.mask)
-    elif args.command == "edit":
-        kwargs.update(init_image=args.image, strength=args.strength)
     if args.command == "upsample":
         if pipe.upsampler is None:
-            raise ValueError("upsample needs an upsampler model")
+            raise ValueError("upsample needs an upsampler model (--upsampler)")
         images = pipe.upsample_images(prompts, read_image(args.image), seed=args.seed, options=up,
                                       progress=not args.no_progress)
     else:
+        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
+        kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up,
+                      batch_size=args.batch_size, clip_guidance_scale=args.clip_guidance,
+                      progress=not args.no_progress)
+        if args.command == "inpaint":
+            kwargs.update(inpaint_image=args.image, inpaint_mask=args.mask)
+        elif args.command == "edit":
+            kwargs.update(init_image=args.image, strength=args.strength)
         images = pipe.generate(prompts, **kwargs)
-    for p in save_images(images, args.out, prefix=args.command):
+    for p in save_images(images, out_dir, prefix=args.command):
         print(p)
     return 0
 
 
+def _download(args) -> int:
+    from glide_jax.hub.download import CHECKPOINTS, download, known_names
+
+    names = []
+    for n in args.names:
+        names += list(CHECKPOINTS) + ["tokenizers"] if n == "all" else (
+            ["clip/image-enc", "clip/text-enc"] if n == "clip" else [n])
+    unknown = [n for n in names if n not in known_names()]
+    if unknown:
+        raise ValueError(f"unknown download {unknown[0]!r}; known: {', '.join(known_names())}, clip, all")
+    for n in names:
+        print(download(n, cache_dir=args.cache_dir))
+    return 0
+
+
+def _convert(args) -> int:
+    from glide_jax.hub.released import convert_released
+
+    for n in args.names:
+        print(convert_released(n))
+    return 0
+
+
 def main(argv=None) -> int:
+    from glide_jax.errors import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "download":
-            from glide_jax.hub.download import CHECKPOINTS, download, known_names
-
-            names = []
-            for n in args.names:
-                names += list(CHECKPOINTS) + ["tokenizers"] if n == "all" else (
-                    ["clip/image-enc", "clip/text-enc"] if n == "clip" else [n])
-            for n in names:
-                if n not in known_names():
-                    raise ValueError(f"unknown download {n!r}; known: {', '.join(known_names())}, clip, all")
-                print(download(n, cache_dir=args.cache_dir))
-            return 0
-        if args.command == "convert":
-            from glide_jax.hub.released import convert_released
-
-            for n in args.names:
-                print(convert_released(n))
-            return 0
-        return _run_sampling(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    commands = {"download": _download, "convert": _convert}
+    return run_command(lambda: commands.get(args.command, _run_sampling)(args))
 
 
 if __name__ == "__main__":

@@ -264,12 +264,19 @@ PRESETS = {
 }
 
 
+class UnknownPresetError(KeyError, ValueError):
+    """A preset name that is not in ``PRESETS`` (a ``ValueError`` too: it is bad input, not a missing key)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def get_preset(name: str) -> Union[ModelConfig, ClipConfig]:
-    """Return the named preset, or raise a ``KeyError`` that lists the known names."""
+    """Return the named preset, or raise an :class:`UnknownPresetError` that lists the known names."""
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+        raise UnknownPresetError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -1,5 +1,7 @@
 """The checkpoint / vocabulary downloader, against a local HTTP server (never the network)."""
 
+import base64
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require_fixture
+from pt_files import PtFile, TensorRef
 
 from glide_jax.hub import download as dl
 from glide_jax.tokenizers import ClipTokenizer, GlideBPETokenizer
@@ -25,10 +28,13 @@ class _Files:
         self.url = ""
         self.routes = {}
         self.hits = []
+        self.headers = {}
         self.delay = 0.0
 
-    def add(self, path: str, body: bytes, announced: int = None):
+    def add(self, path: str, body: bytes, announced: int = None, headers=None):
+        """Serve ``body``; ``announced=-1`` sends no Content-Length (the transfer ends when the server closes)."""
         self.routes[path] = (body, len(body) if announced is None else announced)
+        self.headers[path] = dict(headers or {})
 
 
 def _handler(files: _Files):
@@ -40,7 +46,10 @@ def _handler(files: _Files):
                 return
             body, announced = files.routes[self.path]
             self.send_response(200)
-            self.send_header("Content-Length", str(announced))
+            if announced >= 0:
+                self.send_header("Content-Length", str(announced))
+            for name, value in files.headers.get(self.path, {}).items():
+                self.send_header(name, value)
             self.end_headers()
             time.sleep(files.delay)
             self.wfile.write(body)
@@ -158,7 +167,8 @@ def test_tokenizer_vocabularies_download_and_load(server, tmp_path, monkeypatch)
         monkeypatch.setitem(dl.TOKENIZER_FILES, name, local)
     folder = dl.download("tokenizers", cache_dir=tmp_path, progress=False)
     assert folder == tmp_path
-    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == sorted(dl.TOKENIZER_FILES)
+    cached = [p.name for p in folder.iterdir() if not p.name.endswith((".lock", dl.RECORD_SUFFIX))]
+    assert sorted(cached) == sorted(dl.TOKENIZER_FILES)
     assert GlideBPETokenizer.load(folder).encode("an oil painting of a corgi") == [
         272, 3056, 12036, 286, 257, 1162, 12397
     ]
@@ -184,3 +194,92 @@ def test_known_checkpoints_and_unknown_names():
     )
     with pytest.raises(ValueError, match=r"'base-256'.*base, upsample, .*clip/text-enc, tokenizers"):
         dl.download("base-256")
+
+
+# ----------------------------------------------------------------------------- verified checkpoints
+
+
+def _small_checkpoint() -> bytes:
+    """A .pt whose layout plays the part of a released checkpoint's (see ``released_layout``)."""
+    weights = np.arange(1, 25, dtype=np.float32)
+    return PtFile({"0": weights}, [TensorRef("conv.weight", "0", 0, (2, 3, 2, 2), (12, 4, 2, 1)),
+                                    TensorRef("conv.bias", "0", 0, (2,), (1,))]).zip_bytes()
+
+
+@pytest.fixture
+def released_layout(monkeypatch):
+    """Make ``base`` a two-tensor model, so a small file can pass (or fail) the released-checkpoint checks."""
+    from glide_jax.hub import verify
+
+    monkeypatch.setattr(verify, "expected_shapes", lambda name: {"conv.weight": (2, 3, 2, 2), "conv.bias": (2,)})
+    monkeypatch.setitem(verify.RELEASED_PARAMETERS, "base", (2, 26))
+
+
+def _remote(server, name="base"):
+    return dataclasses.replace(dl.CHECKPOINTS[name], url=server.url + "/" + dl.CHECKPOINTS[name].filename)
+
+
+def test_a_checkpoint_is_verified_before_it_takes_its_name_and_its_download_is_recorded(
+        server, tmp_path, monkeypatch, released_layout):
+    body = _small_checkpoint()
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    server.add("/base.pt", body, announced=-1, headers={"Content-MD5": md5, "ETag": '"0x8D9"'})
+    monkeypatch.setitem(dl.CHECKPOINTS, "base", _remote(server))
+    path = dl.download("base", cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == body
+    record = json.loads((tmp_path / ("base.pt" + dl.RECORD_SUFFIX)).read_text())
+    assert record["bytes"] == len(body) and record["sha256"] == hashlib.sha256(body).hexdigest()
+    assert record["etag"] == '"0x8D9"' and record["content_md5"] == md5
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("truncated", "not a zip archive"),  # no Content-Length to catch it: the structure does
+    ("wrong_shape", "wrong shape: conv.weight"),
+    ("missing", "missing: conv.bias"),
+    ("bad_crc", "fails its CRC check"),
+    ("content_md5", "Content-MD5"),
+])
+def test_a_checkpoint_that_fails_verification_leaves_nothing_behind(
+        server, tmp_path, monkeypatch, released_layout, problem, match):
+    body, headers = _small_checkpoint(), {}
+    weights = np.arange(1, 25, dtype=np.float32)
+    if problem == "truncated":
+        body = body[: len(body) // 2]
+    elif problem == "wrong_shape":
+        body = PtFile({"0": weights}, [TensorRef("conv.weight", "0", 0, (3, 2, 2, 2), (8, 4, 2, 1)),
+                                       TensorRef("conv.bias", "0", 0, (2,), (1,))]).zip_bytes()
+    elif problem == "missing":
+        body = PtFile({"0": weights}, [TensorRef("conv.weight", "0", 0, (2, 3, 2, 2), (12, 4, 2, 1))]).zip_bytes()
+    elif problem == "bad_crc":
+        at = body.index(weights.tobytes()) + 5
+        body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
+    else:
+        headers["Content-MD5"] = base64.b64encode(b"0" * 16).decode()
+    server.add("/base.pt", body, announced=-1 if problem == "truncated" else None, headers=headers)
+    monkeypatch.setitem(dl.CHECKPOINTS, "base", _remote(server))
+    with pytest.raises(dl.DownloadError, match=match) as caught:
+        dl.download("base", cache_dir=tmp_path, progress=False)
+    assert "nothing was saved as base.pt" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == []
+
+
+def test_a_cached_file_that_lost_bytes_is_set_aside_and_fetched_again(server, tmp_path, monkeypatch, released_layout):
+    body = _small_checkpoint()
+    server.add("/base.pt", body)
+    monkeypatch.setitem(dl.CHECKPOINTS, "base", _remote(server))
+    path = dl.download("base", cache_dir=tmp_path, progress=False)
+    path.write_bytes(body[:100])  # e.g. a disk that filled up while another tool rewrote it
+    with pytest.warns(UserWarning, match="no longer has the size it was downloaded with"):
+        assert dl.download("base", cache_dir=tmp_path, progress=False) == path
+    assert path.read_bytes() == body and server.hits == ["/base.pt", "/base.pt"]
+    aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == body[:100]  # kept, not deleted
+
+
+def test_the_pinned_parameter_counts_are_the_released_checkpoints_manifests():
+    from glide_jax.hub import verify
+
+    for name, (tensors, parameters) in verify.RELEASED_PARAMETERS.items():
+        manifest = json.loads(require_fixture(f"manifests/{name.replace('/', '-')}.json").read_text())
+        assert (manifest["num_tensors"], manifest["total_params"]) == (tensors, parameters)
+        assert {t["key"]: tuple(t["shape"]) for t in manifest["tensors"]} == verify.expected_shapes(name)

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from glide_jax.train import state as state_lib
-from glide_jax.train.checkpointing import CORRUPT_DIR, Checkpointer, CorruptCheckpointWarning
+from glide_jax.train.checkpointing import (CORRUPT_DIR, AllCheckpointsCorruptError, Checkpointer,
+                                          CorruptCheckpointWarning)
 from glide_jax.train.experiment import load_config_file
 from glide_jax.data import shapes
 from glide_jax.train.inputs import ShapesSource, make_iterator
@@ -78,12 +79,19 @@ def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, how):
     assert int(Checkpointer(tmp_path).restore(_abstract())[0].step) == 3
 
 
-def test_no_readable_checkpoint_means_a_fresh_start(tmp_path):
+def test_no_checkpoint_means_a_fresh_start_but_only_corrupt_ones_stop_the_run(tmp_path):
     assert Checkpointer(tmp_path).restore(_abstract()) is None
-    _save_steps(tmp_path, [1])
+    _save_steps(tmp_path, [1, 2])
     _damage(tmp_path, 1, "truncate")
+    _damage(tmp_path, 2, "delete_ema")
+    with pytest.warns(CorruptCheckpointWarning), pytest.raises(AllCheckpointsCorruptError, match="none of the 2"):
+        Checkpointer(tmp_path).restore(_abstract())
+    assert Checkpointer(tmp_path).all_steps() == [1, 2] and not (tmp_path / CORRUPT_DIR).exists()
+    # Asked to, the run sets them all aside and starts again.
+    ck = Checkpointer(tmp_path)
     with pytest.warns(CorruptCheckpointWarning):
-        assert Checkpointer(tmp_path).restore(_abstract()) is None
+        assert ck.restore(_abstract(), restart_if_corrupt=True) is None
+    assert ck.all_steps() == [] and len(list((tmp_path / CORRUPT_DIR).iterdir())) == 2
 
 
 def test_keep_last_n_plus_every_kth(tmp_path):

@@ -16,6 +16,7 @@ start together when the module starts.
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -289,3 +290,17 @@ def test_entry_points_refuse_wrong_configs(base_run, env):
     proc = run("base", "base.py:micro", base_run, "model.unet.num_channels=64")
     assert proc.returncode != 0 and "with a different model" in proc.stderr
     assert _steps(base_run) == before and not (base_run / "checkpoints.corrupt").exists()
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_stops_instead_of_starting_over(base_run, env, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(base_run, workdir)
+    steps = _steps(workdir)
+    for step in steps:
+        shutil.rmtree(workdir / "checkpoints" / str(step) / "ema_params")
+    proc = subprocess.run(_command("base", "base.py:micro", workdir), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: none of the {len(steps)} checkpoints in {workdir / 'checkpoints'} can be read" in proc.stderr
+    assert "restart_if_corrupt=true" in proc.stderr and "Traceback" not in proc.stderr
+    assert _steps(workdir) == steps and not (workdir / "checkpoints.corrupt").exists()

@@ -4,11 +4,17 @@ Neither the PyTorch weights (hundreds of MB each) nor the BPE vocabularies ship 
 package. They are fetched on request only - ``glide-jax download NAME`` or
 :func:`download` - and never at import time.
 
-Every file that appears in the cache under its final name is complete: it is streamed into
-a private temporary file in the same directory, checked against the server's
-``Content-Length`` (and against a SHA-256 digest where one is pinned), flushed to disk and
-only then moved into place with :func:`os.replace`. A short or corrupt transfer is deleted
-and raises :class:`DownloadError`. A per-file lock (``<file>.lock``) makes concurrent
+Every file that appears in the cache under its final name is complete and verified: it is
+streamed into a private temporary file in the same directory and checked against the
+server's ``Content-Length`` and ``Content-MD5`` (when sent), against a pinned SHA-256 (the
+vocabularies), and, for the checkpoints, whose digests OpenAI does not publish, against
+their structure (:func:`glide_jax.hub.verify.verify_checkpoint`: zip CRCs, the released
+keys, shapes and parameter count). Only then is it moved into place with :func:`os.replace`,
+beside a ``<file>.download.json`` record (URL, size, SHA-256, ETag). A web page sent instead
+of the file, a short, damaged or unverifiable transfer is deleted and raises
+:class:`DownloadError`, which says what to do; nothing is left under the final name. A
+cached file whose size no longer matches its record is set aside (``<file>.damaged-<time>``)
+and downloaded again. A per-file lock (``<file>.lock``) makes concurrent
 processes wait for one another instead of downloading the same file twice; a file that
 is already cached is reused without any network access.
 
@@ -19,12 +25,16 @@ standard library (``urllib``) and ``tqdm`` are used.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
+import json
 import os
+import time
 import urllib.request
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, Union
@@ -42,6 +52,7 @@ class RemoteFile:
 
     url: str
     sha256: Optional[str] = None
+    checkpoint: Optional[str] = None  # released checkpoint name whose structure the file must have
 
     @property
     def filename(self) -> str:
@@ -52,13 +63,12 @@ _CHECKPOINT_ROOT = "https://openaipublic.blob.core.windows.net/diffusion/dec-202
 
 # The six public GLIDE (filtered) checkpoints released by OpenAI in December 2021.
 CHECKPOINTS = {
-    "base": RemoteFile(_CHECKPOINT_ROOT + "base.pt"),
-    "upsample": RemoteFile(_CHECKPOINT_ROOT + "upsample.pt"),
-    "base-inpaint": RemoteFile(_CHECKPOINT_ROOT + "base_inpaint.pt"),
-    "upsample-inpaint": RemoteFile(_CHECKPOINT_ROOT + "upsample_inpaint.pt"),
-    "clip/image-enc": RemoteFile(_CHECKPOINT_ROOT + "clip_image_enc.pt"),
-    "clip/text-enc": RemoteFile(_CHECKPOINT_ROOT + "clip_text_enc.pt"),
+    name: RemoteFile(_CHECKPOINT_ROOT + filename, checkpoint=name)
+    for name, filename in (("base", "base.pt"), ("upsample", "upsample.pt"), ("base-inpaint", "base_inpaint.pt"),
+                           ("upsample-inpaint", "upsample_inpaint.pt"), ("clip/image-enc", "clip_image_enc.pt"),
+                           ("clip/text-enc", "clip_text_enc.pt"))
 }
+RECORD_SUFFIX = ".download.json"  # beside each downloaded file: what was received and verified
 
 _TOKENIZER_ROOT = "https://raw.githubusercontent.com/openai/glide-text2im/main/glide_text2im/tokenizer/"
 
@@ -118,15 +128,34 @@ def fetch(
     timeout: float = 60.0,
     chunk_size: int = 1 << 20,
 ) -> Path:
-    """Download ``remote`` into ``directory`` unless it is already there; return its path."""
+    """Download ``remote`` into ``directory`` unless it is already there intact; return its path."""
     dest = Path(directory) / remote.filename
-    if dest.exists():
+    if dest.exists() and _still_intact(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(dest.with_name(dest.name + ".lock")):
-        if not dest.exists():  # another process may have finished it while we waited
+        if not (dest.exists() and _still_intact(dest)):  # another process may have finished it while we waited
+            _set_aside_if_present(dest)
             _download_atomically(remote, dest, progress=progress, timeout=timeout, chunk_size=chunk_size)
     return dest
+
+
+def _still_intact(dest: Path) -> bool:
+    """False when the file's download record says it had another size (truncated or replaced since)."""
+    record = dest.with_name(dest.name + RECORD_SUFFIX)
+    try:
+        expected = json.loads(record.read_text())["bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # no usable record (placed by hand, or an older cache): trusted as it is
+    return dest.stat().st_size == expected
+
+
+def _set_aside_if_present(dest: Path) -> None:
+    if dest.exists():
+        aside = dest.with_name(f"{dest.name}.damaged-{int(time.time())}")
+        os.replace(dest, aside)
+        warnings.warn(f"{dest} no longer has the size it was downloaded with; moved it to {aside} "
+                      "and downloading it again", stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -156,23 +185,40 @@ def _download_atomically(
     tmp_name = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
     try:
         with open(tmp_name, "xb") as out:
-            written, expected, digest = _stream(remote, out, progress, timeout, chunk_size)
+            received = _stream(remote, out, progress, timeout, chunk_size)
             out.flush()
             os.fsync(out.fileno())
-        _verify(remote, written, expected, digest)
+        _verify(remote, received, tmp_name)
         os.replace(tmp_name, dest)
+        record = {"url": remote.url, "bytes": received.written, "sha256": received.sha256,
+                  "etag": received.etag, "content_md5": received.content_md5}
+        dest.with_name(dest.name + RECORD_SUFFIX).write_text(json.dumps(record, indent=2) + "\n")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
 
 
-def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, timeout: float, chunk_size: int):
-    """Copy the response body into ``out``; return (bytes written, Content-Length, sha256)."""
-    digest = hashlib.sha256()
+@dataclass
+class _Received:
+    """What a transfer delivered and what the server said about it."""
+
+    written: int
+    announced: Optional[int]  # Content-Length
+    sha256: str
+    md5: str
+    content_md5: Optional[str]  # the server's Content-MD5 header (base64), if sent
+    content_type: str
+    etag: Optional[str]
+
+
+def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, timeout: float, chunk_size: int) -> _Received:
+    """Copy the response body into ``out`` and say what arrived."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     written = 0
     try:
         with urllib.request.urlopen(remote.url, timeout=timeout) as response:
+            headers = response.headers
             expected = _content_length(response)
             with tqdm(
                 total=expected,
@@ -184,12 +230,15 @@ def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, timeout: float, c
             ) as bar:
                 while chunk := response.read(chunk_size):
                     out.write(chunk)
-                    digest.update(chunk)
+                    sha256.update(chunk)
+                    md5.update(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
     except (OSError, http.client.HTTPException, ValueError) as err:  # URLError is an OSError
-        raise DownloadError(f"downloading {remote.url} failed: {err}") from err
-    return written, expected, digest.hexdigest()
+        raise DownloadError(f"downloading {remote.url} failed: {err}; nothing was saved, try again "
+                            "(`glide-jax download` resumes from scratch)") from err
+    return _Received(written, expected, sha256.hexdigest(), md5.hexdigest(), headers.get("Content-MD5"),
+                     headers.get_content_type() if headers.get("Content-Type") else "", headers.get("ETag"))
 
 
 def _content_length(response) -> Optional[int]:
@@ -197,14 +246,31 @@ def _content_length(response) -> Optional[int]:
     return int(value) if value is not None else None
 
 
-def _verify(remote: RemoteFile, written: int, expected: Optional[int], digest: str) -> None:
-    if expected is not None and written != expected:
-        raise DownloadError(
-            f"downloading {remote.url}: received {written} bytes but the server announced "
-            f"{expected}; the partial file was deleted, try again"
-        )
-    if remote.sha256 is not None and digest != remote.sha256:
-        raise DownloadError(
-            f"downloading {remote.url}: SHA-256 {digest} does not match the expected "
-            f"{remote.sha256}; the file was deleted"
-        )
+def _verify(remote: RemoteFile, received: _Received, path: Path) -> None:
+    def fail(problem: str) -> DownloadError:
+        return DownloadError(f"downloading {remote.url}: {problem}; the file was deleted and nothing was saved "
+                             f"as {remote.filename}. Run the download again; if it keeps failing, the server may "
+                             "be down or have moved the file")
+
+    if received.content_type == "text/html":
+        raise fail("the server sent a web page (text/html) instead of the file")
+    if received.announced is not None and received.written != received.announced:
+        raise fail(f"received {received.written} bytes but the server announced {received.announced}")
+    if received.content_md5 is not None:
+        try:
+            announced_md5 = base64.b64decode(received.content_md5, validate=True).hex()
+        except ValueError:
+            announced_md5 = None
+        if announced_md5 != received.md5:
+            raise fail(f"the content's MD5 does not match the server's Content-MD5 {received.content_md5}")
+    if remote.sha256 is not None and received.sha256 != remote.sha256:
+        raise fail(f"SHA-256 {received.sha256} does not match the expected {remote.sha256}")
+    if remote.checkpoint is not None:
+        from glide_jax.hub.checkpoint_zip import CheckpointFormatError
+        from glide_jax.hub.verify import verify_checkpoint
+
+        try:
+            verify_checkpoint(path, remote.checkpoint)
+        except (CheckpointFormatError, OSError) as e:
+            raise fail(f"the file is not an intact released {remote.checkpoint!r} checkpoint "
+                       f"({str(e).replace(str(path), 'it')})") from None

@@ -27,6 +27,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional
 
@@ -157,7 +159,7 @@ def _write_json(path: Path, value) -> None:
 def _read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({what}): {e}") from None
 
 
@@ -182,15 +184,26 @@ def is_model_dir(path) -> bool:
 
 
 def read_config(directory):
-    directory = Path(directory)
-    return config_from_dict(_read_json(directory / CONFIG_FILE, "the model config"))
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return config_from_dict(_read_json(path, "the model config"))
+    except (KeyError, TypeError, ValueError) as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path} is not a model config this version reads ({type(e).__name__}: {e})") from None
 
 
 def read_params(directory) -> Dict[str, Any]:
     """The Flax variables of a model directory, every array float32."""
     path = Path(directory) / PARAMS_FILE
-    with np.load(path, allow_pickle=False) as npz:
-        flat = {k: npz[k].astype(np.float32) for k in npz.files}
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a zip archive of arrays; it is damaged: save or convert the model again")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            flat = {k: npz[k].astype(np.float32) for k in npz.files}
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # random bytes, truncation, bad CRC
+        raise ValueError(f"{path} is not a readable parameter file ({type(e).__name__}: {e}); "
+                         "it is damaged: save or convert the model again") from None
     if not flat:
         raise ValueError(f"{path} holds no parameters")
     return unflatten_tree(flat)

@@ -55,7 +55,12 @@ def convert_released(name: str, cache_dir=None) -> Path:
         raise FileNotFoundError(
             f"checkpoint {name!r} is not downloaded (looked for {', '.join(missing)}); "
             f"run `glide-jax download {' '.join(DOWNLOADS[name].values())}` first")
-    config, params = convert_pt(get_preset(RELEASED_PRESETS[name]), paths)
+    try:
+        config, params = convert_pt(get_preset(RELEASED_PRESETS[name]), paths)
+    except ValueError as e:  # a damaged download or a file put there by hand (CheckpointFormatError, mismatch)
+        files = " ".join(str(p) for p in paths.values())
+        raise ValueError(f"cannot convert {name!r}: {e}. Delete the downloaded file (rm {files}) and run "
+                         f"`glide-jax download {' '.join(DOWNLOADS[name].values())}` again") from None
     card = {"source": f"OpenAI GLIDE (filtered) released checkpoint {name!r}",
             "converted_from": sorted(p.name for p in paths.values())}
     target = converted_dir(name, cache_dir)

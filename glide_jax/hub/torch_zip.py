@@ -18,12 +18,13 @@ time, after every tensor has been checked, and only those the state dict uses.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import math
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Tuple
 
 import ml_dtypes
 import numpy as np
@@ -33,7 +34,8 @@ from glide_jax.hub.checkpoint_zip import (DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT
                                           CheckpointZip, check_limits, clip, describe, format_bytes)
 from glide_jax.hub.pickle_check import check_pickle
 
-__all__ = ["CheckpointFormatError", "RefusedGlobalError", "load_state_dict", "load_state_dict_with_torch"]
+__all__ = ["CheckpointFormatError", "RefusedGlobalError", "load_state_dict", "load_state_dict_with_torch",
+           "read_manifest"]
 
 MAX_NDIM = 32
 MAX_DIM = 1 << 48
@@ -280,26 +282,45 @@ def load_state_dict(path, *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     """
     limits = dict(max_member_bytes=max_member_bytes, max_total_bytes=max_total_bytes,
                   max_pickle_bytes=max_pickle_bytes, max_compression_ratio=max_compression_ratio)
-    check_limits(limits)
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointFormatError(
-            f"{path} is not a zip-format PyTorch checkpoint; legacy (pre-1.6) files need "
-            "`pip install glide-jax[torch]` and the torch loader (torch.load(weights_only=True))"
-        )
-    with CheckpointZip.open(path, limits) as archive:
-        root = _find_root(archive)
-        records = _load_records(archive, root)
-        byteorder = _read_byteorder(archive, root)
-        plans = {name: _plan_tensor(record, name, archive) for name, record in records.items()}
+    with _planned(path, limits) as (archive, plans, byteorder):
         total = sum(plan.nbytes for plan in plans.values())
         if total > archive.budget:
             raise archive.error(f"its tensors add up to {format_bytes(total)}, over the "
                                 f"{format_bytes(archive.budget)} budget (max_total_bytes, or max_compression_ratio "
                                 "times the file size)")
         return _build_tensors(plans, archive, byteorder)
+
+
+def read_manifest(path) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of a ``.pt`` state dict, every tensor checked against its storage, no data read.
+
+    The same checks as :func:`load_state_dict` (with its default limits) short of
+    decompressing the storages: what a downloaded checkpoint is verified with before
+    it takes its final name.
+    """
+    limits = dict(max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, max_total_bytes=DEFAULT_MAX_TOTAL_BYTES,
+                  max_pickle_bytes=DEFAULT_MAX_PICKLE_BYTES, max_compression_ratio=DEFAULT_MAX_COMPRESSION_RATIO)
+    with _planned(path, limits) as (_, plans, _):
+        return {name: (plan.size, np.dtype(plan.storage.dtype)) for name, plan in plans.items()}
+
+
+@contextlib.contextmanager
+def _planned(path, limits: Dict[str, int]) -> Iterator[Tuple[CheckpointZip, Dict[str, _TensorPlan], str]]:
+    """The open archive, every tensor's checked plan and the byte order; nothing decompressed but the pickle."""
+    check_limits(limits)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointFormatError(
+            f"{path} is not a zip-format PyTorch checkpoint (a damaged or incomplete download, or a legacy "
+            "pre-1.6 file, which needs `pip install glide-jax[torch]` and the torch loader)"
+        )
+    with CheckpointZip.open(path, limits) as archive:
+        root = _find_root(archive)
+        records = _load_records(archive, root)
+        byteorder = _read_byteorder(archive, root)
+        yield archive, {name: _plan_tensor(record, name, archive) for name, record in records.items()}, byteorder
 
 
 def load_state_dict_with_torch(path) -> Dict[str, np.ndarray]:

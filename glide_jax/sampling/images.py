@@ -3,28 +3,64 @@
 User images arrive as uint8 RGB arrays (or PNG/JPEG paths); the models work on
 float32 NHWC in [-1, 1]. Every check here raises a ``ValueError`` that names the
 problem (wrong rank, size, channel count, mask values) instead of letting a
-shape error surface deep inside a jitted function.
+shape error surface deep inside a jitted function. A file that is not an image
+(or a truncated one, or one too large to decode safely) is a ``ValueError`` naming
+the file. A mask file with grey levels is thresholded at half its range with an
+:class:`~glide_jax.errors.InputWarning` saying how many pixels were grey.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Union
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, List, Sequence, Union
 
 import numpy as np
 
+from glide_jax.errors import InputWarning
+
 ImageLike = Union[str, Path, np.ndarray]
+
+
+@contextmanager
+def _opened(path: Path, what: str) -> Iterator["object"]:
+    """A PIL image of ``path``, fully decoded; every decoding failure a ``ValueError`` naming the file."""
+    from PIL import Image
+
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory, not an image file")
+    im = None
+    try:
+        im = Image.open(path)
+        im.load()
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        if im is not None:
+            im.close()
+        _refuse_image(e, path, what)
+    try:
+        yield im
+    finally:
+        im.close()
+
+
+def _refuse_image(e: BaseException, path: Path, what: str) -> None:
+    from PIL import Image
+
+    if isinstance(e, Image.DecompressionBombError):
+        raise ValueError(f"{what} {path} is too large to decode safely ({e})") from None
+    if isinstance(e, OSError) and e.errno is not None:  # permission and I/O errors name their file already
+        raise e
+    raise ValueError(f"{what} {path} is not a readable image ({e})") from None
 
 
 def read_image(image: ImageLike, what: str = "image") -> np.ndarray:
     """An RGB uint8 ``[H, W, 3]`` array from a path or an array (uint8, or float in [-1, 1])."""
     if isinstance(image, (str, Path)):
-        from PIL import Image
-
         path = Path(image)
-        if not path.exists():
-            raise FileNotFoundError(f"{what} file {path} does not exist")
-        with Image.open(path) as im:
+        with _opened(path, what) as im:
             if im.mode not in ("RGB", "RGBA", "L", "P", "LA"):
                 raise ValueError(f"{what} {path} has unsupported mode {im.mode}; use an RGB image")
             return np.asarray(im.convert("RGB"))
@@ -34,24 +70,41 @@ def read_image(image: ImageLike, what: str = "image") -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
     if np.issubdtype(arr.dtype, np.floating):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise ValueError(f"{what} has {bad} NaN or infinite values; give finite values in [-1, 1]")
         if arr.min() < -1.0 - 1e-3 or arr.max() > 1.0 + 1e-3:
             raise ValueError(f"float {what} values must lie in [-1, 1], got [{arr.min():.3f}, {arr.max():.3f}]")
         return to_uint8(arr)
     raise ValueError(f"{what} must be uint8 or float in [-1, 1], got dtype {arr.dtype}")
 
 
+def _mask_file(path: Path) -> np.ndarray:
+    """A mask file as 0/1 floats: 8- or 16-bit grey levels (or colours) thresholded at half their range."""
+    with _opened(path, "mask") as im:
+        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            arr, top = np.asarray(im).astype(np.float64), 65535.0
+        elif im.mode == "F":
+            raise ValueError(f"mask {path} holds floating-point pixels; save it as an 8-bit black-and-white PNG")
+        else:
+            arr, top = np.asarray(im.convert("L")).astype(np.float64), 255.0
+    grey = int(np.count_nonzero((arr > 0) & (arr < top)))
+    if grey:
+        warnings.warn(f"mask {path} has {grey} grey pixels of {arr.size} (neither black nor white); "
+                      f"pixels at or above half of white ({int(top) // 2 + 1}) are kept, the rest are filled in",
+                      InputWarning, stacklevel=3)
+    return (arr > top / 2).astype(np.float32)
+
+
 def read_mask(mask: ImageLike, size: Sequence[int]) -> np.ndarray:
     """A float32 ``[H, W, 1]`` mask of 0/1 (1 = keep the given pixels, 0 = fill in).
 
-    Accepts a path (white = keep, black = fill), a bool array, or a 0/1 (or
-    0/255) array of shape ``[H, W]`` or ``[H, W, 1]``; ``size`` is the image's ``(H, W)``.
+    Accepts a path (white = keep, black = fill; 8- or 16-bit, grey levels
+    thresholded with a warning), a bool array, or a 0/1 (or 0/255) array of
+    shape ``[H, W]`` or ``[H, W, 1]``; ``size`` is the image's ``(H, W)``.
     """
     if isinstance(mask, (str, Path)):
-        from PIL import Image
-
-        with Image.open(mask) as im:
-            arr = np.asarray(im.convert("L"))
-        arr = (arr >= 128).astype(np.float32)
+        arr = _mask_file(Path(mask))
     else:
         arr = np.asarray(mask)
         if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -113,6 +166,22 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
         r, col = divmod(i, ncols)
         grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
     return grid
+
+
+def prepare_output_dir(out_dir) -> Path:
+    """Create ``out_dir`` and prove it takes a file, before any minutes are spent sampling into it."""
+    import tempfile
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} is a file; choose a folder with --out")
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"output folder {out_dir} lies under a file ({parent})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+        pass  # an unwritable folder or a full disk fails here, as an OSError naming the file
+    return out_dir
 
 
 def save_images(images: np.ndarray, out_dir, prefix: str = "sample", grid: bool = True) -> List[Path]:

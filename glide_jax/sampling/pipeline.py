@@ -12,11 +12,13 @@ uint8 images. Models come from :mod:`glide_jax.hub.registry` (``load_pipeline``)
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import List, Optional, Sequence, Union
 
 import jax
 import numpy as np
 
+from glide_jax.errors import InputWarning
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, StageOptions,
@@ -39,6 +41,44 @@ def _check_prompts(prompts) -> List[str]:
     if bad:
         raise ValueError(f"prompts must be strings, got {type(bad[0]).__name__}")
     return prompts
+
+
+SEED_RANGE = 2 ** 32  # a JAX key holds 32 bits of an integer seed; larger ones would alias smaller ones
+
+
+def make_key(seed: Union[int, jax.Array]) -> jax.Array:
+    """The PRNG key of ``seed``: an integer in [0, 2**32) or a JAX key, which is used as given."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise ValueError(f"seed must be an integer or a JAX key, got {seed!r}")
+    if isinstance(seed, (int, np.integer)):
+        if not 0 <= int(seed) < SEED_RANGE:
+            raise ValueError(f"seed must be an integer in [0, {SEED_RANGE - 1}], got {int(seed)} "
+                             "(a JAX key keeps 32 bits, so a larger seed would repeat a smaller one)")
+        return jax.random.key(int(seed))
+    return seed
+
+
+def warn_about_prompts(prompts: Sequence[str], model: LoadedModel) -> None:
+    """Say when a prompt is effectively no caption: empty, or made only of pieces the vocabulary lacks."""
+    count_unknown = getattr(model.tokenizer, "count_unknown", None)
+    for prompt in dict.fromkeys(prompts):
+        if not prompt.strip():
+            warnings.warn(f"prompt {prompt!r} is empty: the image is sampled without a caption",
+                          InputWarning, stacklevel=3)
+            continue
+        if count_unknown is None:
+            continue
+        known, unknown = count_unknown(prompt)
+        if unknown and not known:
+            warnings.warn(f"prompt {prompt!r} has no word the model's vocabulary knows ({_pieces(unknown)} "
+                          "unknown): the image is sampled as if the caption were empty", InputWarning, stacklevel=3)
+        elif unknown:
+            warnings.warn(f"prompt {prompt!r} has {_pieces(unknown)} the model's vocabulary does not know; "
+                          "the model reads each as one 'unknown' token", InputWarning, stacklevel=3)
+
+
+def _pieces(count: int) -> str:
+    return f"{count} piece" + ("" if count == 1 else "s")
 
 
 def _check_family(model: Optional[LoadedModel], role: str, family: str) -> None:
@@ -105,8 +145,9 @@ class Pipeline:
             raise ValueError("inpainting needs both inpaint_image and inpaint_mask")
         if init_image is not None and inpaint_image is not None:
             raise ValueError("give either init_image (editing) or inpaint_image (inpainting), not both")
-        batch_size = batch_size or len(prompts)
-        if batch_size < 1:
+        warn_about_prompts(prompts, self.base)
+        batch_size = len(prompts) if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         size = self.base.config.unet.image_size
         init = None
@@ -156,6 +197,9 @@ class Pipeline:
         mask = images.read_mask(inpaint_mask, image.shape[:2])
         if not self.base.config.unet.inpaint:
             raise ValueError("the base model is not an inpainting model; load base-inpaint for inpainting")
+        if mask.min() > 0:
+            raise ValueError("the inpainting mask keeps every pixel (all white): there is nothing to fill in; "
+                             "paint the region to replace black")
         size = self.base.config.unet.image_size
         low = (_image_at(image, size), _mask_at(mask, size))
         if not upsampling:
@@ -200,7 +244,7 @@ class Pipeline:
                           batch_size=batch_size, init_image=init_image, strength=strength,
                           inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
                           clip_guidance_scale=clip_guidance_scale, rewrite_prompts=rewrite_prompts)
-        key = jax.random.key(seed) if isinstance(seed, int) else seed
+        key = make_key(seed)
         bar = ProgressBar.get() if progress else None
         base_conditioning = plan.base.repeated(plan.batch_size)
         upsample_conditioning = None if plan.upsample is None else plan.upsample.repeated(plan.batch_size)
@@ -227,6 +271,7 @@ class Pipeline:
                         options: Union[StageOptions, str] = DEFAULT, progress: bool = False) -> np.ndarray:
         """Super-resolve one given image once per prompt; returns uint8 ``[N, S, S, 3]``."""
         prompts = _check_prompts(prompts)
+        key = make_key(seed)
         if self.upsampler is None:
             raise ValueError("no upsampler is loaded")
         if self.upsampler.config.unet.inpaint:
@@ -234,9 +279,9 @@ class Pipeline:
                              "use generate(inpaint_image=..., inpaint_mask=...)")
         options = resolve_stage(options, self.upsampler, UPSAMPLE_DEFAULT)
         options.validate("upsample")
+        warn_about_prompts(prompts, self.upsampler)
         low = self.upsampler.config.low_res_size or self.base.config.unet.image_size
         x = _image_at(images.read_image(image, "image"), low)
-        key = jax.random.key(seed) if isinstance(seed, int) else seed
         bar = ProgressBar.get() if progress else None
         out = sample_upsample(self.upsampler, prompts, np.repeat(x, len(prompts), 0), key,
                               UpsampleConditioning(options), progress=bar)

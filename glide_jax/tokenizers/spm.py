@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import sentencepiece
 
@@ -64,6 +64,18 @@ class SentencePieceTokenizer(MaskPaddingMixin):
 
     def decode(self, tokens: Sequence[int]) -> str:
         return self._processor.decode([int(t) for t in tokens])
+
+    def count_unknown(self, text: str) -> Tuple[int, int]:
+        """``(known, unknown)``: how many of ``text``'s pieces the vocabulary has, and how many it maps
+        to the unknown id (pieces that are only a word boundary count as neither)."""
+        unk = self._processor.unk_id()
+        known = unknown = 0
+        for token in self.encode(text):
+            if token == unk:
+                unknown += 1
+            elif self._processor.id_to_piece(token).strip("\u2581 "):
+                known += 1
+        return known, unknown
 
 
 def train_sentencepiece(

@@ -16,7 +16,10 @@ looks finished; but Orbax does not survive a finished checkpoint that was later
 damaged (a truncated or deleted file): it raises. ``Checkpointer.restore``
 therefore walks back from the newest step, warns about each unreadable one,
 moves it aside (to ``<workdir>/checkpoints.corrupt/``, so the step can be
-saved afresh) and uses the first that restores completely. The iterator state
+saved afresh) and uses the first that restores completely. When none of them
+reads, nothing is moved and :class:`AllCheckpointsCorruptError` stops the run,
+unless the caller allows a restart (``train.restart_if_corrupt``), in which
+case they are all set aside and the run starts from step 0. The iterator state
 is applied only after the whole checkpoint was read. Sampling reads a workdir's
 EMA weights without the training code (``glide_jax.hub.workdir``).
 """
@@ -46,6 +49,10 @@ CORRUPT_DIR = "checkpoints.corrupt"
 
 class CorruptCheckpointWarning(UserWarning):
     """The newest checkpoint could not be read; an older one is used."""
+
+
+class AllCheckpointsCorruptError(ValueError):
+    """A run has checkpoints but none of them reads: starting over would silently discard the run."""
 
 
 class _IteratorState:
@@ -144,45 +151,34 @@ class Checkpointer:
         self.manager.close()
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
-    def restore(self, abstract_state: TrainState, data_iterator: Any = None) -> Optional[Tuple[TrainState, Dict]]:
+    def restore(self, abstract_state: TrainState, data_iterator: Any = None,
+                restart_if_corrupt: bool = False) -> Optional[Tuple[TrainState, Dict]]:
         """Newest readable checkpoint as ``(state, experiment_dict)``, or None if there is none.
 
         ``abstract_state`` holds ``jax.ShapeDtypeStruct``s with shardings: the
         arrays are restored directly into that layout. ``data_iterator`` (if
         given) gets the saved iterator state; a state it rejects (another data
         source) raises ``IncompatibleCheckpointError`` and leaves every
-        checkpoint in place, since the checkpoint itself is sound. If None is
-        returned the iterator may have been touched: build a fresh one.
+        checkpoint in place, since the checkpoint itself is sound. Unreadable
+        checkpoints newer than the one used are moved aside; when none reads,
+        :class:`AllCheckpointsCorruptError` is raised with all of them left in
+        place, unless ``restart_if_corrupt`` (then they are moved aside and None
+        is returned). If None is returned the iterator may have been touched:
+        build a fresh one.
         """
+        unreadable = []
         for step in sorted(self.manager.all_steps(), reverse=True):
-            items = {
-                "train": ocp.args.StandardRestore(_train_item(abstract_state)),
-                "ema_params": ocp.args.StandardRestore(abstract_state.ema_params),
-                "experiment": ocp.args.JsonRestore(),
-            }
             box = _IteratorState()
-            if data_iterator is not None:
-                items["data"] = GrainRestore(box)
             try:
-                out = self.manager.restore(step, args=ocp.args.Composite(**items))
-                train = out["train"]
-                state = TrainState(step=train["step"], params=train["params"], ema_params=out["ema_params"],
-                                   opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"])
-                if int(jax.device_get(state.step)) != step:
-                    raise ValueError(f"checkpoint {step} holds step {int(state.step)}")
-                jax.block_until_ready(state)
-                if data_iterator is not None:
-                    json.loads(box.state)  # a damaged iterator file is corruption, not another dataset
+                state, out = self._read(step, abstract_state, box if data_iterator is not None else None)
             except Exception as e:  # any unreadable part disqualifies the whole checkpoint
-                warnings.warn(
-                    f"checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else ''}); moving it to {CORRUPT_DIR}/ and "
-                    "falling back to the previous checkpoint",
-                    CorruptCheckpointWarning,
-                    stacklevel=2,
-                )
-                self._set_aside(step)
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                warnings.warn(f"checkpoint step {step} in {self.directory} is unreadable ({reason})",
+                              CorruptCheckpointWarning, stacklevel=2)
+                unreadable.append((step, reason))
                 continue
+            for bad, _ in unreadable:
+                self._set_aside(bad)
             if data_iterator is not None:
                 try:
                     data_iterator.set_state(box.state)
@@ -194,4 +190,32 @@ class Checkpointer:
                         "Nothing was moved."
                     ) from e
             return state, dict(out["experiment"] or {})
+        if unreadable and not restart_if_corrupt:
+            listed = "; ".join(f"step {step}: {reason}" for step, reason in unreadable)
+            raise AllCheckpointsCorruptError(
+                f"none of the {len(unreadable)} checkpoints in {self.directory} can be read ({listed}); "
+                "nothing was moved. Restore them from a backup, or start the run again from step 0 with "
+                f"--set train.restart_if_corrupt=true (they are then moved to {CORRUPT_DIR}/)")
+        for bad, _ in unreadable:
+            self._set_aside(bad)
         return None
+
+    def _read(self, step: int, abstract_state: TrainState, box: Optional[_IteratorState]):
+        """``(state, raw items)`` of one checkpoint, every part read completely; raises if any part is bad."""
+        items = {
+            "train": ocp.args.StandardRestore(_train_item(abstract_state)),
+            "ema_params": ocp.args.StandardRestore(abstract_state.ema_params),
+            "experiment": ocp.args.JsonRestore(),
+        }
+        if box is not None:
+            items["data"] = GrainRestore(box)
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        train = out["train"]
+        state = TrainState(step=train["step"], params=train["params"], ema_params=out["ema_params"],
+                           opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"])
+        if int(jax.device_get(state.step)) != step:
+            raise ValueError(f"checkpoint {step} holds step {int(state.step)}")
+        jax.block_until_ready(state)
+        if box is not None:
+            json.loads(box.state)  # a damaged iterator file is corruption, not another dataset
+        return state, out

@@ -95,6 +95,7 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept ...
     keep_every: int = 0  # ... plus every step that is a multiple of this (0: none)
     async_checkpoint: bool = True  # write checkpoints in the background while training goes on
+    restart_if_corrupt: bool = False  # when every checkpoint is unreadable: set them aside and start again (else stop)
     sample_every: int = 0  # sample grids every N steps (0: only after the last step); -1 never
 
     def __post_init__(self):

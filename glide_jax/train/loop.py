@@ -21,8 +21,10 @@ Resume order (:func:`prepare` then :func:`restore_or_initialise`):
    PRNG key, skipped-update count) and ``ema_params``, read straight into the
    sharded layout; then the grain iterator state, applied to the iterator
    only after the whole checkpoint has been read. The first checkpoint that
-   reads completely is used; unreadable ones are moved to
-   ``checkpoints.corrupt/``.
+   reads completely is used; unreadable newer ones are moved to
+   ``checkpoints.corrupt/``. If there are checkpoints and none reads, the run
+   stops with an error and moves nothing (``train.restart_if_corrupt`` sets
+   them aside and goes on to step 5 instead).
 5. Without a usable checkpoint the run starts at step 0 from a fresh
    iterator and the parameters of ``train.init_from`` (through
    ``warm_start.STARTS``, the table of starts per task), else from a
@@ -97,6 +99,17 @@ def state_from_params(params, cfg: ExperimentConfig, tx, shardings) -> state_lib
 # ----------------------------------------------------------------------------- 1-3: prepare
 
 
+def check_workdir(workdir: Union[str, Path]) -> Path:
+    """``workdir`` as an absolute path, created; refused if it or a parent is a file."""
+    workdir = Path(workdir).absolute()
+    for path in (workdir, *workdir.parents):
+        if path.exists() and not path.is_dir():
+            where = "is a file" if path == workdir else f"lies under a file ({path})"
+            raise ValueError(f"workdir {workdir} {where}; give a directory (new or a run's) as --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 def check_resumable(workdir: Path, cfg: ExperimentConfig) -> None:
     """Refuse, before anything is read or moved, to continue a workdir's run with an incompatible config.
 
@@ -138,8 +151,7 @@ class Run:
 
 def prepare(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Run:
     """Steps 1-3 of the resume order: check the workdir, resolve the tokenizer, lay out the state."""
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = check_workdir(workdir)
     check_resumable(workdir, cfg)
     tc = cfg.train
     mesh = sh.make_mesh(cfg.mesh)
@@ -173,7 +185,7 @@ def initialise(run: Run) -> state_lib.TrainState:
 def restore_or_initialise(run: Run) -> Tuple[state_lib.TrainState, Any]:
     """Steps 4-5: ``(state, data iterator)`` from the newest readable checkpoint, or fresh ones."""
     iterator = data_lib.make_iterator(run.cfg, run.source, run.tokenize)
-    restored = run.checkpointer.restore(run.abstract, iterator)
+    restored = run.checkpointer.restore(run.abstract, iterator, restart_if_corrupt=run.cfg.train.restart_if_corrupt)
     if restored is not None:
         state, _ = restored
         print(f"resumed from step {int(state.step)} in {run.checkpointer.directory}", flush=True)
