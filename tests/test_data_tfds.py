@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glide_jax.data import shapes, tfds_builders
+from glide_jax.data import image_examples, shapes, tfds_builders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,24 +88,26 @@ def test_folder_builder(tmp_path):
     builder = tfds_builders.prepare_folders(str(tmp_path / "data"), [str(tmp_path / d) for d in "abc"], size=16)
     src = builder.as_data_source("train")
     assert len(src) == 4  # the unreadable image is skipped
+    assert tfds_builders.build_counts(builder) == dict(image_examples.empty_counts(), written=4, corrupt_image=1)
+    assert {src[i]["key"].decode() for i in range(4)} == {"0:img0.png", "0:img1.png", "2:img0.png", "2:img1.png"}
     by_caption = {src[i]["caption"].decode(): src[i]["image"] for i in range(len(src))}
     assert set(by_caption) == {"a green square", "café crème", "x", "y"}
     assert all(v.shape == (16, 16, 3) and v.dtype == np.uint8 for v in by_caption.values())
     assert np.all(by_caption["a green square"] == (10, 200, 30))
     np.testing.assert_array_equal(by_caption["x"], noisy[1])  # already 16x16: untouched
-    expected = tfds_builders.center_crop_resize(Image.fromarray(noisy[0]), 16)
+    expected = image_examples.center_crop_resize(Image.fromarray(noisy[0]), 16)
     np.testing.assert_array_equal(by_caption["café crème"], expected)
     _no_tensorflow()
 
 
 def test_folder_builder_errors(tmp_path):
+    # A listed file that is missing is counted, not fatal; a source that is no shard is an error.
     _write_folder(tmp_path / "a", [np.zeros((8, 8, 3), np.uint8)], ["ok"], [{"file": "missing.png", "caption": "?"}])
-    with pytest.raises(FileNotFoundError):
-        tfds_builders.prepare_folders(str(tmp_path / "data"), [str(tmp_path / "a")], size=8)
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "captions.jsonl").write_text('{"image": "x.png"}\n')
-    with pytest.raises(ValueError):
-        list(tfds_builders.read_captions(str(tmp_path / "bad")))
+    builder = tfds_builders.prepare_folders(str(tmp_path / "data"), [str(tmp_path / "a")], size=8)
+    assert tfds_builders.build_counts(builder) == dict(image_examples.empty_counts(), written=1, missing_image=1)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ValueError, match="captions.jsonl"):
+        tfds_builders.prepare_folders(str(tmp_path / "data"), [str(tmp_path / "plain")], size=8)
     with pytest.raises(ValueError):
         tfds_builders.folder_config([])
 
@@ -113,10 +115,10 @@ def test_folder_builder_errors(tmp_path):
 def test_center_crop_resize():
     img = np.zeros((20, 40, 3), np.uint8)
     img[:, 10:30] = 255  # the central square
-    out = tfds_builders.center_crop_resize(Image.fromarray(img), 10)
+    out = image_examples.center_crop_resize(Image.fromarray(img), 10)
     assert out.shape == (10, 10, 3) and np.all(out == 255)
     gray = Image.fromarray(np.full((12, 12), 77, np.uint8), mode="L")
-    assert np.all(tfds_builders.center_crop_resize(gray, 6) == 77)
+    assert np.all(image_examples.center_crop_resize(gray, 6) == 77)
 
 
 def _cli(*args):
@@ -130,4 +132,4 @@ def test_cli(tmp_path):
     assert "'train': 6" in out and "'heldout': 2" in out
     _write_folder(tmp_path / "imgs", [np.full((20, 20, 3), 9, np.uint8)], ["nine"])
     out = _cli("folder", "--src", str(tmp_path / "imgs"), "--size", "8", "--name", "mine", "--data-dir", str(tmp_path))
-    assert "image_caption_folder/mine/1.0.0 {'train': 1}" in out
+    assert "image_caption_folder/mine/2.0.0 {'train': 1}\n  written=1 skipped=0\n" in out

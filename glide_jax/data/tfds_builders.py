@@ -15,11 +15,11 @@ Two builders:
   splits ``train`` and ``heldout``. Example ``i`` of a split is rendered from
   ``np.random.default_rng([seed, split_id, i])``, so a dataset is fully defined
   by its config (size, example counts, seed).
-* :class:`ImageCaptionFolder` -- a local collection: one or more folders, each with
-  images and a ``captions.jsonl`` of ``{"file": ..., "caption": ...}`` lines.
-  Images are decoded with PIL, converted to RGB, centre-cropped to a square and
-  resized (Lanczos) to the configured size. Unreadable images are skipped and
-  counted; a missing file listed in a ``captions.jsonl`` is an error.
+* :class:`ImageCaptionFolder` -- an image-caption collection in input shards: folders
+  with a ``captions.jsonl`` and WebDataset tar shards (:mod:`glide_jax.data.caption_shards`).
+  Each record goes through :func:`glide_jax.data.image_examples.to_example` (the size
+  filter, RGB, centre crop, Lanczos resize); defective and filtered records are counted
+  and skipped. Built plainly or as an Apache Beam pipeline (:func:`prepare` with a runner).
 """
 
 from __future__ import annotations
@@ -27,19 +27,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-import json
-import logging
 import os
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
-from glide_jax.data import shapes
-
-log = logging.getLogger(__name__)
+from glide_jax.data import caption_shards, image_examples, shapes
 
 _SPLIT_IDS = {"train": 0, "heldout": 1}
 
@@ -118,92 +113,130 @@ class CaptionedShapes(_LocalBuilder):
             yield i, {"image": image, "caption": caption}
 
 
-# ----------------------------------------------------------------------------- folders
+# ----------------------------------------------------------------------------- image-caption shards
+
+
+class EmptyDatasetError(ValueError):
+    """No record of the sources made it into the dataset."""
 
 
 @dataclasses.dataclass(eq=False)
 class FolderConfig(tfds.core.BuilderConfig):
-    sources: Tuple[str, ...] = ()
-    size: int = 64
+    sources: Tuple[str, ...] = ()  # the --src entries as given (folders, .tar shards, folders of them, globs)
+    size: int = 64  # side of the stored square images
+    min_side: int = 64  # filter: images whose shorter side is below this are skipped
+    max_aspect: float = image_examples.DEFAULT_MAX_ASPECT  # filter: longer / shorter side above this is skipped
 
 
-def folder_config(sources: Sequence[str], size: int = 64, name: Optional[str] = None) -> FolderConfig:
-    """Config for ``sources`` (folders with ``captions.jsonl``); the default name hashes the
-    absolute source paths and the size."""
-    srcs = tuple(os.path.abspath(s) for s in sources)
+def folder_config(sources: Sequence[str], size: int = 64, name: Optional[str] = None, min_side: Optional[int] = None,
+                  max_aspect: float = image_examples.DEFAULT_MAX_ASPECT) -> FolderConfig:
+    """Config for ``sources`` (see :func:`glide_jax.data.caption_shards.find_shards`).
+
+    ``min_side`` defaults to ``size``: no image is scaled up. The default name hashes the
+    absolute source paths, the size and the filter, so different builds never share a folder.
+    """
+    srcs = tuple(s if "://" in s else os.path.abspath(s) for s in sources)
     if not srcs:
-        raise ValueError("need at least one source folder")
+        raise ValueError("need at least one source folder or tar shard")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    image_filter = image_examples.ImageFilter(size if min_side is None else min_side, max_aspect)  # checks them
     if name is None:
-        digest = hashlib.sha1("\n".join(srcs).encode()).hexdigest()[:10]
-        name = f"s{size}_{digest}"
-    return FolderConfig(name=name, description=f"{size}px images from {len(srcs)} folder(s)", sources=srcs, size=size)
-
-
-def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
-    """RGB uint8 [size, size, 3]: the largest centred square of ``img``, resized with Lanczos."""
-    img = img.convert("RGB")
-    w, h = img.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    img = img.crop((left, top, left + s, top + s))
-    if s != size:
-        img = img.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def read_captions(folder: str) -> Iterable[Tuple[str, str]]:
-    """(image path, caption) pairs listed in ``folder/captions.jsonl``."""
-    path = os.path.join(folder, "captions.jsonl")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                file, caption = row["file"], row["caption"]
-            except (ValueError, KeyError) as e:
-                raise ValueError(f"{path}:{lineno}: expected {{\"file\": ..., \"caption\": ...}}") from e
-            yield os.path.join(folder, file), str(caption)
+        identity = "\n".join(srcs + (f"min_side={image_filter.min_side}", f"max_aspect={image_filter.max_aspect}"))
+        name = f"s{size}_{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+    return FolderConfig(name=name, description=f"{size}px images from {len(srcs)} source(s)", sources=srcs, size=size,
+                        min_side=image_filter.min_side, max_aspect=image_filter.max_aspect)
 
 
 class ImageCaptionFolder(_LocalBuilder):
-    """Local image + caption folders, centre-cropped and resized, as one ``train`` split."""
+    """Image-caption shards (folders with ``captions.jsonl``, WebDataset tar shards), centre-cropped
+    and resized, as one ``train`` split of ``{"image", "caption", "key"}``.
 
-    VERSION = tfds.core.Version("1.0.0")
+    ``key`` is ``"<shard index>:<file or sample key>"``, the example's origin. Built plainly or,
+    when TFDS is given a Beam runner or options, as a Beam pipeline (:mod:`glide_jax.data.beam_prepare`);
+    both run :func:`glide_jax.data.image_examples.to_example` on every record and write equal
+    datasets. The counts of written and skipped records (``image_examples.COUNT_NAMES``) are
+    kept in ``info.metadata["counts"]`` (the dataset folder's ``metadata.json``).
+    """
+
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "2.0.0": "tar shards, the size filter, the key feature; defective records are counted and skipped",
+        "1.0.0": "folders with captions.jsonl",
+    }
     BUILDER_CONFIGS = []
+    _use_beam = False  # set per build from the download config
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=_features(self.builder_config.size))
+        size = self.builder_config.size
+        features = tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+            "caption": tfds.features.Text(),
+            "key": tfds.features.Text(),
+        })
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features,
+                                     metadata=tfds.core.MetadataDict())
+
+    def _generate_splits(self, dl_manager, download_config):
+        # TFDS decides Beam or not by what _generate_examples returns; follow the download config.
+        self._use_beam = download_config.beam_runner is not None or download_config.beam_options is not None
+        split_infos = super()._generate_splits(dl_manager, download_config)
+        if not self._use_beam:
+            self.info.metadata["counts"] = dict(self._plain_counts)
+        return split_infos
+
+    def _process_pipeline_result(self, pipeline_result) -> None:
+        from glide_jax.data import beam_prepare
+
+        self.info.metadata["counts"] = beam_prepare.read_counts(pipeline_result)
 
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
         cfg = self.builder_config
-        skipped = 0
-        for shard, folder in enumerate(cfg.sources):
-            for path, caption in read_captions(folder):
-                if not os.path.exists(path):
-                    raise FileNotFoundError(f"{path} is listed in {folder}/captions.jsonl but missing")
-                try:
-                    with Image.open(path) as img:
-                        image = center_crop_resize(img, cfg.size)
-                except OSError as e:
-                    skipped += 1
-                    log.warning("skipping unreadable image %s: %s", path, e)
-                    continue
-                yield f"{shard}:{os.path.relpath(path, folder)}", {"image": image, "caption": caption}
-        if skipped:
-            log.warning("skipped %d unreadable images", skipped)
+        shards = caption_shards.find_shards(cfg.sources)
+        image_filter = image_examples.ImageFilter(cfg.min_side, cfg.max_aspect)
+        if self._use_beam:
+            from glide_jax.data import beam_prepare
+
+            return beam_prepare.examples_transform(shards, cfg.size, image_filter)
+        self._plain_counts = image_examples.empty_counts()
+        return self._plain_examples(shards, cfg.size, image_filter)
+
+    def _plain_examples(self, shards, size, image_filter):
+        for shard in shards:
+            for record in caption_shards.read_shard(shard):
+                outcome, example = image_examples.to_example(record, size, image_filter)
+                self._plain_counts[outcome] += 1
+                if example is not None:
+                    yield record.key, example
+        if not self._plain_counts[image_examples.WRITTEN]:
+            raise EmptyDatasetError(f"every record was skipped: {image_examples.format_counts(self._plain_counts)}")
+
+
+def build_counts(builder: tfds.core.DatasetBuilder) -> Dict[str, int]:
+    """The written / skipped counts recorded when ``builder``'s dataset was built."""
+    counts = (builder.info.metadata or {}).get("counts")
+    if counts is None:
+        raise ValueError(f"{builder.data_dir} records no build counts (not an image-caption dataset of version 2+)")
+    return {name: int(counts.get(name, 0)) for name in image_examples.COUNT_NAMES}
 
 
 # ----------------------------------------------------------------------------- building
 
 
-def prepare(builder_cls, config: tfds.core.BuilderConfig, data_dir: str) -> tfds.core.DatasetBuilder:
-    """Build (or reuse) the dataset as array_record files under ``data_dir`` and return the builder."""
+def prepare(builder_cls, config: tfds.core.BuilderConfig, data_dir: str, beam_runner=None,
+            beam_options=None) -> tfds.core.DatasetBuilder:
+    """Build (or reuse) the dataset as array_record files under ``data_dir`` and return the builder.
+
+    With ``beam_runner`` (a runner name such as ``"DirectRunner"`` or a runner object) or
+    ``beam_options`` (``apache_beam.options.pipeline_options.PipelineOptions``, which may name
+    the runner) a builder that supports Beam runs as a Beam pipeline.
+    """
     builder = builder_cls(config=config, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
+    download_config = tfds.download.DownloadConfig(beam_runner=beam_runner, beam_options=beam_options)
+    builder.download_and_prepare(download_config=download_config)
     return builder
 
 
@@ -212,5 +245,10 @@ def prepare_shapes(data_dir: str, size: int = 64, num_train: int = 20000, num_he
     return prepare(CaptionedShapes, shapes_config(size, num_train, num_heldout, seed), data_dir)
 
 
-def prepare_folders(data_dir: str, sources: Sequence[str], size: int = 64, name: Optional[str] = None) -> tfds.core.DatasetBuilder:
-    return prepare(ImageCaptionFolder, folder_config(sources, size, name), data_dir)
+def prepare_folders(data_dir: str, sources: Sequence[str], size: int = 64, name: Optional[str] = None,
+                    min_side: Optional[int] = None, max_aspect: float = image_examples.DEFAULT_MAX_ASPECT,
+                    beam_runner=None, beam_options=None) -> tfds.core.DatasetBuilder:
+    """Build the image-caption dataset of ``sources`` (folders with ``captions.jsonl`` and tar shards)."""
+    config = folder_config(sources, size, name, min_side, max_aspect)
+    caption_shards.find_shards(config.sources)  # a bad source fails here, before TFDS starts
+    return prepare(ImageCaptionFolder, config, data_dir, beam_runner, beam_options)
