@@ -80,7 +80,7 @@ class Collection:
         if filtered:
             (folder / "tiny.png").write_bytes(_encode(np.zeros((SIZE - 1, 30, 3), np.uint8), "PNG"))
             (folder / "wide.png").write_bytes(_encode(np.zeros((20, 41, 3), np.uint8), "PNG"))
-            rows += [json.dumps({"file": "tiny.png", "caption": "tiny"}), json.dumps({"file": "wide.png", "caption": "wide"})]
+            rows += [json.dumps({"file": name, "caption": name}) for name in ("tiny.png", "wide.png")]
             self.counts.update(too_small=1, extreme_aspect=1)
         (folder / "captions.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
         self.sources.append(str(folder))
@@ -224,7 +224,8 @@ def test_upsampler_reads_the_large_images(tmp_path):
     c.folder(0, 6, defects=False, filtered=False)
     builder = tfds_builders.prepare_folders(str(tmp_path / "data"), c.sources, size=SIZE, min_side=8)
     config = input_pipeline.PipelineConfig(image_size=SIZE, low_res_size=4, global_batch_size=4, caption_dropout=0.0)
-    loader = input_pipeline.make_loader(input_pipeline.open_source(builder.data_dir), config, shard_index=0, shard_count=1)
+    source = input_pipeline.open_source(builder.data_dir)
+    loader = input_pipeline.make_loader(source, config, shard_index=0, shard_count=1)
     batch = next(iter(loader))
     assert batch["image"].shape == (4, SIZE, SIZE, 3) and batch["low_res"].shape == (4, 4, 4, 3)
     np.testing.assert_allclose(batch["low_res"][0], input_pipeline.area_downsample(batch["image"][0], 4), atol=1e-6)
@@ -232,7 +233,8 @@ def test_upsampler_reads_the_large_images(tmp_path):
 
 
 def _cli(*args, expect=0):
-    done = subprocess.run([sys.executable, "-m", "tools.prepare_dataset", *args], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tools.prepare_dataset", *args], cwd=REPO, capture_output=True,
+                          text=True)
     assert done.returncode == expect, done.stderr
     return done.stdout if expect == 0 else done.stderr
 

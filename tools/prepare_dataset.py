@@ -73,9 +73,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     f.add_argument("--max-aspect", type=float, default=image_examples.DEFAULT_MAX_ASPECT,
                    help="skip images whose longer/shorter side ratio exceeds this (default %(default)s)")
     f.add_argument("--beam-runner", default=None,
-                   help="build with Apache Beam on this runner (DirectRunner, DataflowRunner, SparkRunner, FlinkRunner)")
+                   help="build with Apache Beam on this runner (DirectRunner, DataflowRunner, FlinkRunner, ...)")
     f.add_argument("--beam-options", default=None,
-                   help='Beam pipeline options as one string, given with "=": --beam-options="--runner=FlinkRunner --flink_master=H:8081"')
+                   help='Beam pipeline options as one string, given with "=": '
+                        '--beam-options="--runner=FlinkRunner --flink_master=HOST:8081"')
     f.add_argument("--data-dir", required=True)
     args = p.parse_args(argv)
 

@@ -80,7 +80,8 @@ def find_shards(sources: Sequence[str]) -> List[Shard]:
             for tar in sorted(path.glob("*.tar")):
                 shards.append(Shard(len(shards), TAR, str(tar)))
         else:
-            raise ShardError(f"{path} is neither a .tar shard, a folder with {CAPTIONS_FILE}, nor a folder of .tar shards")
+            raise ShardError(f"{path} is neither a .tar shard, a folder with {CAPTIONS_FILE}, "
+                             "nor a folder of .tar shards")
     if not shards:
         raise ShardError("need at least one source shard")
     return shards

@@ -11,7 +11,8 @@ The steps, in order; the first that fails names the skip:
 2. ``missing_image``: a caption without an image file;
 3. ``missing_caption``: an image without a caption, or a caption that is empty once
    stripped of surrounding white space;
-4. ``corrupt_image``: the header cannot be parsed (not an image, truncated before the size);
+4. ``corrupt_image``: the header cannot be parsed (not an image, truncated before the size,
+   or more pixels than PIL's decompression-bomb limit);
 5. the filter on the stored size ``w x h``: ``too_small`` if ``min(w, h) < min_side``,
    ``extreme_aspect`` if ``max(w, h) / min(w, h) > max_aspect`` (a centre crop of such an
    image would lose most of it);
@@ -92,14 +93,14 @@ def to_example(record: RawRecord, size: int, image_filter: ImageFilter) -> Tuple
         width, height = img.size
     except Exception:  # noqa: BLE001 -- PIL's parsers raise many types on arbitrary bytes
         return "corrupt_image", None
-    rejected = image_filter.reject(width, height)
-    if rejected is not None:
-        return rejected, None
-    try:
-        with img:
+    with img:
+        rejected = image_filter.reject(width, height)
+        if rejected is not None:
+            return rejected, None
+        try:
             image = center_crop_resize(img, size)
-    except Exception:  # noqa: BLE001 -- as above, for the body (truncation raises OSError, bombs their own)
-        return "corrupt_image", None
+        except Exception:  # noqa: BLE001 -- as above, for the body (truncation raises OSError)
+            return "corrupt_image", None
     return WRITTEN, {"image": image, "caption": caption, "key": record.key}
 
 
