@@ -5,7 +5,9 @@
 of the file; a file without variants is given as just its path), applies the
 overrides (typed by the fields they replace), checks the config is for this
 entry point and runs ``glide_jax.train.loop.train``. Rerunning the same command
-resumes the run. Everything runs inside :func:`glide_jax.errors.run_command`:
+resumes the run, also after a preemption (SIGTERM saves a checkpoint and exits 0).
+Several processes (``python -m experiments.launch``, a TPU pod slice, SLURM) run
+the same command each; only process 0 prints. Everything runs inside :func:`glide_jax.errors.run_command`:
 a bad config, workdir or checkpoint ends in ``error: ...`` and exit status 2.
 """
 
@@ -28,6 +30,8 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
                         help="override config fields, e.g. --set train.lr=1e-4 model.unet.dtype=bfloat16")
     parser.add_argument("--log-level", default="WARNING", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="Python logging level")
+    parser.add_argument("--log-example-ids", action="store_true",
+                        help="log, per step and process, the ids of the examples it reads (to check data sharding)")
     return parser
 
 
@@ -40,6 +44,8 @@ def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
         absl_logging.set_verbosity(args.log_level.lower())
     except ImportError:
         pass
+    if args.log_example_ids:
+        logging.getLogger("glide_jax.train.examples").setLevel(logging.DEBUG)
     return run_command(lambda: _train(task, args))
 
 
@@ -57,5 +63,8 @@ def _train(task: str, args) -> int:
     from glide_jax.train.loop import train
 
     summary = train(cfg, args.workdir)
-    print(f"done: step {summary['step']}", flush=True)
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"{'preempted' if summary['preempted'] else 'done'}: step {summary['step']}", flush=True)
     return 0

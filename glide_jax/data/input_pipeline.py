@@ -5,12 +5,20 @@ source, per-host sharding, optional worker processes, and an iterator whose
 state (a small JSON blob) can be checkpointed with the model and restored to
 resume at exactly the same next batch.
 
+The global stream is the one a single process without workers reads: grain's
+shuffled ``IndexSampler`` over the whole source, global batch ``s`` being
+stream positions ``s * B .. s * B + B - 1``. A host reads only the rows of each
+global batch that its devices hold (:func:`host_rows` of the batch sharding;
+by default the ``shard_index``-th of ``shard_count`` equal blocks), through
+:class:`GlobalBatchRows`, which also undoes the interleaving of grain's
+worker processes. So the examples of a global batch, their order and every
+random choice made for them are the same for any number of hosts and of
+workers (resume a saved iterator state with the host rows and the
+``worker_count`` that saved it).
+
 Per example (a ``RandomMap``; its generator is grain's ``Philox(seed + i)`` for
 the global stream position ``i``, so every random choice is a pure function of
-the seed and the position, reproducible on resume, and the same for any
-``worker_count``; only the grouping of examples into batches depends on it, since
-each grain worker batches its own slice of the stream -- so resume a state with
-the ``worker_count`` that saved it):
+the seed and the position, reproducible on resume):
 
 * the uint8 image is centre-cropped to a square and resized to ``image_size``
   (exact area averaging for integer down-scaling, Lanczos otherwise) and scaled
@@ -39,6 +47,7 @@ With ``worker_count > 0`` the ``tokenize`` callable must be picklable.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import grain
@@ -120,6 +129,80 @@ def shard_options(shard_index: Optional[int] = None, shard_count: Optional[int] 
         raise ValueError(f"shard_index {index} out of range for shard_count {count}")
     # drop_remainder: every host sees the same number of records, so no host runs out first.
     return grain.sharding.ShardOptions(shard_index=index, shard_count=count, drop_remainder=True)
+
+
+def even_rows(global_batch_size: int, shard_index: int, shard_count: int) -> List[int]:
+    """The ``shard_index``-th of ``shard_count`` equal blocks of rows of a global batch."""
+    per_host = host_batch_size(global_batch_size, shard_count)
+    return list(range(shard_index * per_host, (shard_index + 1) * per_host))
+
+
+def host_rows(sharding: jax.sharding.Sharding, global_batch_size: int) -> List[int]:
+    """Rows of a ``[global_batch_size, ...]`` batch that this process's devices hold under ``sharding``,
+    ascending: the rows this host must read, in the order ``global_batch`` places its local batch."""
+    rows = set()
+    for index in sharding.addressable_devices_indices_map((global_batch_size,)).values():
+        rows.update(range(*index[0].indices(global_batch_size)))
+    return sorted(rows)
+
+
+class GlobalBatchRows:
+    """A grain sampler giving one host its rows of every global batch of an ``IndexSampler``'s stream.
+
+    Host batch ``j`` holds positions ``j * B + rows[i]`` of the global stream
+    (``B`` the global batch size), each with the record key and ``Philox(seed +
+    position)`` generator the single-process stream gives that position. With
+    ``worker_count`` grain workers, worker ``w`` reads this sampler's indices
+    ``w, w + W, ...`` and its batches are emitted in turn; the index arithmetic
+    below sends worker ``w``'s ``n``-th batch to host batch ``n * W + w``, so the
+    host batches come out in order whatever the number of workers.
+    """
+
+    def __init__(self, stream: grain.samplers.IndexSampler, global_batch_size: int, rows: Sequence[int],
+                 worker_count: int = 0, num_records: Optional[int] = None):
+        self.stream, self.global_batch_size = stream, int(global_batch_size)
+        self.rows = [int(r) for r in rows]
+        self.workers = max(int(worker_count), 1)
+        if not self.rows or sorted(set(self.rows)) != self.rows or not 0 <= self.rows[0] <= self.rows[-1] < global_batch_size:
+            raise ValueError(f"host rows must be distinct, ascending and within the global batch of "
+                             f"{global_batch_size}, got {self.rows}")
+        self._length = None
+        if num_records is not None:  # finite stream: only whole global batches, whole rounds of the workers
+            global_batches = num_records // self.global_batch_size
+            self._length = global_batches // self.workers * self.workers * len(self.rows)
+
+    def position(self, index: int) -> int:
+        """The global stream position of this sampler's ``index``."""
+        per_host = len(self.rows)
+        worker, in_worker = index % self.workers, index // self.workers
+        batch = (in_worker // per_host) * self.workers + worker
+        return batch * self.global_batch_size + self.rows[in_worker % per_host]
+
+    def __len__(self) -> int:
+        return sys.maxsize if self._length is None else self._length
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        if index < 0 or index >= len(self):
+            raise IndexError(f"host stream index {index} out of range [0, {len(self)})")
+        position = self.position(index)
+        record = self.stream[position]
+        return grain.RecordMetadata(index=index, record_key=record.record_key, rng=record.rng)
+
+    def __repr__(self) -> str:  # grain validates restored states against this
+        return (f"GlobalBatchRows({self.stream!r}, global_batch_size={self.global_batch_size}, "
+                f"rows={_spans(self.rows)}, workers={self.workers})")
+
+
+def _spans(rows: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``"0-2,5"``: host rows, short enough for a saved iterator state."""
+    spans = []
+    start = prev = rows[0]
+    for row in list(rows[1:]) + [None]:
+        if row is None or row != prev + 1:
+            spans.append(f"{start}-{prev}" if prev > start else str(start))
+            start = row
+        prev = row
+    return ",".join(spans)
 
 
 # ----------------------------------------------------------------------------- per-example work
@@ -212,28 +295,37 @@ def make_loader(
     *,
     shard_index: Optional[int] = None,
     shard_count: Optional[int] = None,
+    rows: Optional[Sequence[int]] = None,
 ) -> grain.DataLoader:
-    """A grain DataLoader over ``source`` (see :func:`open_source`) for this host."""
+    """A grain DataLoader over ``source`` (see :func:`open_source`) for this host.
+
+    ``rows``: the rows of each global batch this host reads (:func:`host_rows` of
+    the batch sharding); by default the ``shard_index``-th of ``shard_count``
+    equal blocks (this process's of all processes)."""
     shards = shard_options(shard_index, shard_count)
+    if rows is None:
+        rows = even_rows(config.global_batch_size, shards.shard_index, shards.shard_count)
+    rows = [int(r) for r in rows]
     if config.worker_count > 0 and not absl_flags.FLAGS.is_parsed():
         # grain 0.2.18 reads an absl flag when starting workers and fails in scripts that
         # never parsed flags (google/grain#1355); the defaults are what we want.
         absl_flags.FLAGS.mark_as_parsed()
     keyed = KeyedSource(source)
+    # The global stream: what one process without workers reads (ShardOptions(0, 1) keeps its repr,
+    # which saved iterator states name, the same as a single process has always used).
     sampler = grain.samplers.IndexSampler(
         num_records=len(keyed),
-        shard_options=shards,
+        shard_options=grain.sharding.ShardOptions(shard_index=0, shard_count=1, drop_remainder=True),
         shuffle=config.shuffle,
         num_epochs=config.num_epochs,
         seed=config.seed,
     )
+    if rows != list(range(config.global_batch_size)) or config.worker_count > 0:
+        finite = None if config.num_epochs is None else len(sampler)
+        sampler = GlobalBatchRows(sampler, config.global_batch_size, rows, config.worker_count, finite)
     ops = [
         Preprocess(config),
-        grain.transforms.Batch(
-            batch_size=host_batch_size(config.global_batch_size, shards.shard_count),
-            drop_remainder=config.drop_remainder,
-            batch_fn=Collate(tokenize),
-        ),
+        grain.transforms.Batch(batch_size=len(rows), drop_remainder=config.drop_remainder, batch_fn=Collate(tokenize)),
     ]
     return grain.DataLoader(
         data_source=keyed,
@@ -241,14 +333,15 @@ def make_loader(
         operations=ops,
         worker_count=config.worker_count,
         worker_buffer_size=config.worker_buffer_size,
-        shard_options=shards,
+        shard_options=grain.sharding.NoSharding(),
     )
 
 
 def make_iterator(source, config: PipelineConfig, tokenize: Optional[Tokenizer] = None, *, state: Optional[bytes] = None,
-                  shard_index: Optional[int] = None, shard_count: Optional[int] = None) -> grain.DataLoaderIterator:
+                  shard_index: Optional[int] = None, shard_count: Optional[int] = None,
+                  rows: Optional[Sequence[int]] = None) -> grain.DataLoaderIterator:
     """An iterator of host batches; ``state`` (from ``iterator.get_state()``) resumes it exactly."""
-    it = iter(make_loader(source, config, tokenize, shard_index=shard_index, shard_count=shard_count))
+    it = iter(make_loader(source, config, tokenize, shard_index=shard_index, shard_count=shard_count, rows=rows))
     if state is not None:
         it.set_state(state)
     return it
@@ -257,16 +350,21 @@ def make_iterator(source, config: PipelineConfig, tokenize: Optional[Tokenizer] 
 # ----------------------------------------------------------------------------- to devices
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding) -> Dict[str, jax.Array]:
+def global_batch(local_batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding,
+                 global_batch_size: Optional[int] = None) -> Dict[str, jax.Array]:
     """Assemble global arrays from every host's batch (numeric entries only; strings stay on the host).
 
     ``sharding`` places the batch dimension on the devices; a training run passes
-    ``glide_jax.train.sharding.batch_sharding(mesh)``, the layout its jitted step expects.
+    ``glide_jax.train.sharding.batch_sharding(mesh)``, the layout its jitted step expects,
+    and reads each host's rows with :func:`host_rows` of it. ``global_batch_size``
+    (needed when hosts hold overlapping rows, e.g. a tensor axis across hosts) defaults
+    to the local size times the number of processes.
     """
     out = {}
     for k, v in local_batch.items():
         v = np.asarray(v)
         if v.dtype.kind in "USO":
             continue
-        out[k] = jax.make_array_from_process_local_data(sharding, v)
+        shape = None if global_batch_size is None else (int(global_batch_size),) + v.shape[1:]
+        out[k] = jax.make_array_from_process_local_data(sharding, v, shape)
     return out

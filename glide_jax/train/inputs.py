@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -179,9 +179,10 @@ def pipeline_config(cfg: ExperimentConfig) -> input_pipeline.PipelineConfig:
     )
 
 
-def make_iterator(cfg: ExperimentConfig, source, tokenize: Tokenize):
-    """This host's iterator of batches (``global batch / process_count`` examples each)."""
-    return input_pipeline.make_iterator(source, pipeline_config(cfg), tokenize)
+def make_iterator(cfg: ExperimentConfig, source, tokenize: Tokenize, rows: Optional[Sequence[int]] = None):
+    """This host's iterator of batches: its ``rows`` of every global batch (a training run passes
+    ``input_pipeline.host_rows`` of its batch sharding; default: this process's equal share)."""
+    return input_pipeline.make_iterator(source, pipeline_config(cfg), tokenize, rows=rows)
 
 
 # ----------------------------------------------------------------------------- previews

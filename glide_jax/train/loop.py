@@ -35,6 +35,15 @@ optimiser and its learning-rate schedule (a function of ``state.step``), the
 per-step keys, the jitted step, the metric writers (which drop what a killed
 run logged after its checkpoint) and the previewer.
 
+Several processes (``sharding.maybe_initialize_distributed``) run the same
+loop in lockstep: each reads its own rows of every global batch (the rows its
+devices hold, so the global batch and all its randomness are those of one
+process), all of them write the checkpoints together (Orbax), and process 0
+alone writes ``experiment.json``, the metrics, the sample grids and the
+console lines. SIGTERM (a preemption notice) makes every process save a
+checkpoint at the same step and return normally (:mod:`glide_jax.train.preemption`);
+rerunning the command continues from there.
+
 Workdir layout: ``experiment.json`` (the config, for humans), ``checkpoints/``,
 ``tokenizer.model`` (when the vocabulary is learned), ``metrics.jsonl``,
 ``tensorboard/`` and ``samples/step_*.png``.
@@ -47,14 +56,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
 import numpy as np
 
 from glide_jax.config import config_from_dict, config_to_dict
-from glide_jax.data.input_pipeline import global_batch
+from glide_jax.data.input_pipeline import global_batch, host_rows
 from glide_jax.models.families import family_of, init_params
 from glide_jax.train import inputs as data_lib
 from glide_jax.train import sharding as sh
@@ -63,13 +72,22 @@ from glide_jax.train import warm_start
 from glide_jax.train.checkpointing import Checkpointer
 from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.metrics import MetricsWriter, Throughput
+from glide_jax.train.preemption import PreemptionWatch
 from glide_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
+# At DEBUG level: one line per step and process with the example ids it fed (``--log-example-ids``).
+example_log = logging.getLogger("glide_jax.train.examples")
 
 EXPERIMENT_FILE = "experiment.json"
 _BATCH_KEYS = ("image", "tokens", "mask", "lens", "low_res", "inpaint_mask")
 PREVIEWED_FAMILIES = ("unet",)  # the families whose runs write sample grids (CLIP draws nothing)
+
+
+def say(message: str) -> None:
+    """A console line, from process 0 only (the others run the same loop and would repeat it)."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 # ----------------------------------------------------------------------------- state
@@ -182,16 +200,22 @@ def initialise(run: Run) -> state_lib.TrainState:
     return state_from_params(params, cfg, run.tx, run.shardings)
 
 
+def host_iterator(run: Run):
+    """This process's data iterator: the rows of every global batch that its devices hold."""
+    rows = host_rows(sh.batch_sharding(run.mesh), run.cfg.train.batch_size)
+    return data_lib.make_iterator(run.cfg, run.source, run.tokenize, rows=rows)
+
+
 def restore_or_initialise(run: Run) -> Tuple[state_lib.TrainState, Any]:
     """Steps 4-5: ``(state, data iterator)`` from the newest readable checkpoint, or fresh ones."""
-    iterator = data_lib.make_iterator(run.cfg, run.source, run.tokenize)
+    iterator = host_iterator(run)
     restored = run.checkpointer.restore(run.abstract, iterator, restart_if_corrupt=run.cfg.train.restart_if_corrupt)
     if restored is not None:
         state, _ = restored
-        print(f"resumed from step {int(state.step)} in {run.checkpointer.directory}", flush=True)
+        say(f"resumed from step {int(state.step)} in {run.checkpointer.directory}")
         return state, iterator
     # The failed restore attempts may have moved the iterator: start from a new one.
-    return initialise(run), data_lib.make_iterator(run.cfg, run.source, run.tokenize)
+    return initialise(run), host_iterator(run)
 
 
 # ----------------------------------------------------------------------------- the step loop
@@ -212,16 +236,19 @@ def _preview(previewer, writer: MetricsWriter, state, step: int) -> None:
         from PIL import Image
 
         writer.image("samples", np.asarray(Image.open(path)), step)
-        print(f"wrote {path} ({time.perf_counter() - t0:.1f}s)", flush=True)
+        say(f"wrote {path} ({time.perf_counter() - t0:.1f}s)")
 
 
-def run_steps(run: Run, state, iterator, experiment: Dict[str, Any]) -> Dict[str, Any]:
+def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
+              preemption: Optional[PreemptionWatch] = None) -> Dict[str, Any]:
     """Steps from ``state.step`` to ``train.steps``: log, checkpoint and preview on their schedules, then
-    save the last step and draw the final preview. Returns the run's summary."""
+    save the last step and draw the final preview. After a preemption notice (``preemption``) the
+    loop saves the step it reached and returns early. Returns the run's summary."""
     cfg, tc = run.cfg, run.cfg.train
+    preemption = preemption or PreemptionWatch()
     start = int(jax.device_get(state.step))
-    print(f"{cfg.name or cfg.task}: {state_lib.param_count(state.params):,} parameters, mesh {dict(run.mesh.shape)}, "
-          f"global batch {tc.batch_size}, steps {start} -> {tc.steps}", flush=True)
+    say(f"{cfg.name or cfg.task}: {state_lib.param_count(state.params):,} parameters, mesh {dict(run.mesh.shape)}, "
+        f"{jax.process_count()} process(es), global batch {tc.batch_size}, steps {start} -> {tc.steps}")
     log.info("largest arrays:\n%s", sh.describe(run.shardings.params, run.abstract.params))
     step_fn = sh.jit_step(make_train_step(cfg.model, tc, run.tx, run.mesh), run.shardings, run.mesh)
     writer = MetricsWriter(run.workdir, resume_step=start, total_steps=tc.steps)
@@ -235,15 +262,19 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any]) -> Dict[str
     def save():
         run.checkpointer.save(state, iterator.get_state(), experiment)
 
+    preempted = False
     for step in range(start, tc.steps):
         local = next(iterator)
-        batch = global_batch({k: v for k, v in local.items() if k in _BATCH_KEYS}, batch_sharding)
+        if example_log.isEnabledFor(logging.DEBUG):
+            example_log.debug("step %d process %d example_id %s", step, jax.process_index(),
+                              " ".join(map(str, np.asarray(local["example_id"]).tolist())))
+        batch = global_batch({k: v for k, v in local.items() if k in _BATCH_KEYS}, batch_sharding, tc.batch_size)
         state, metrics = step_fn(state, batch)
         done = step + 1
         if step == start:
             jax.block_until_ready(metrics)
             throughput.start(done)
-            print(f"first step (including compilation) took {time.perf_counter() - t_start:.1f}s", flush=True)
+            say(f"first step (including compilation) took {time.perf_counter() - t_start:.1f}s")
         if done % tc.log_every == 0 or done == tc.steps:
             last = {k: float(v) for k, v in jax.device_get(metrics).items()}
             last.update(throughput.report(done))
@@ -251,15 +282,20 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any]) -> Dict[str
             writer.console(done, last)
         if tc.checkpoint_every and done % tc.checkpoint_every == 0:
             save()
+        if done < tc.steps and preemption.reached(done):
+            preempted = True
+            break
         if previewer is not None and tc.sample_every > 0 and done % tc.sample_every == 0:
             _preview(previewer, writer, state, done)
 
     save()
-    if previewer is not None and (tc.sample_every == 0 or done % max(tc.sample_every, 1)) and done > start:
+    if preempted:
+        say(f"preempted: saved step {done} in {run.checkpointer.directory}; rerun the same command to continue")
+    elif previewer is not None and (tc.sample_every == 0 or done % max(tc.sample_every, 1)) and done > start:
         _preview(previewer, writer, state, done)
     writer.close()
     return {"step": done, "metrics": last, "skipped": int(jax.device_get(state.skipped)),
-            "seconds": time.perf_counter() - t_start}
+            "seconds": time.perf_counter() - t_start, "preempted": preempted}
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -274,6 +310,7 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
     if jax.process_index() == 0:
         (run.workdir / EXPERIMENT_FILE).write_text(json.dumps(experiment, indent=2))
     try:
-        return run_steps(run, state, iterator, experiment)
+        with PreemptionWatch() as preemption:
+            return run_steps(run, state, iterator, experiment, preemption)
     finally:
         run.checkpointer.close()  # waits for the last asynchronous save
