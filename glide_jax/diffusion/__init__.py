@@ -4,6 +4,7 @@ Network-independent pure functions over a ``Schedule`` pytree; see the
 submodules for the details and the reasons behind each choice.
 """
 
+from glide_jax.diffusion.euler_ancestral import euler_ancestral_step
 from glide_jax.diffusion.gaussian import (
     MeanVariance,
     condition_mean,
@@ -30,18 +31,22 @@ from glide_jax.diffusion.losses import (
 )
 from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, RecordedNoise, ZeroNoise
 from glide_jax.diffusion.samplers import (
+    DETERMINISTIC_SAMPLERS,
     SAMPLERS,
     DPMState,
     ddim_sample,
     ddim_sample_loop,
     dpm_solver_pp_2m_step,
     dpm_solver_pp_sample_loop,
+    euler_ancestral_sample_loop,
     p_sample,
     p_sample_loop,
     sample_loop,
     sample_trajectory,
+    unipc_sample_loop,
 )
 from glide_jax.diffusion.schedule import (
+    RespacingError,
     Schedule,
     beta_schedule,
     make_schedule,
@@ -49,3 +54,4 @@ from glide_jax.diffusion.schedule import (
     schedule_from_betas,
     space_timesteps,
 )
+from glide_jax.diffusion.unipc import UniPCState, unipc_step

@@ -22,11 +22,25 @@ or e.g. ``RecordedNoise`` replaying the reference's draws.
 ``sample_loop`` returns the final sample; ``sample_trajectory`` runs the same
 compiled steps and returns the sample after every step.
 
-Samplers: ancestral DDPM (``"ddpm"``), DDIM with any eta (``"ddim"``), and
-DPM-Solver++(2M) (``"dpm++2m"``, Lu et al. 2022), a deterministic
-second-order multistep solver in data-prediction form that reuses the
-(thresholded) x_0 predictions of the eps channels; it is not part of GLIDE but
-gives good samples in 15-25 model calls.
+Samplers (``SAMPLERS``), all on the eps channels of the learned-variance
+models and all inside the same compiled loop:
+
+* ``"ddpm"``: ancestral sampling with the learned variance (GLIDE's own);
+* ``"ddim"``: DDIM with any eta (eta=0 deterministic);
+* ``"dpm++2m"``: DPM-Solver++(2M) (Lu et al. 2022), a deterministic
+  second-order multistep solver in data-prediction form;
+* ``"unipc"`` / ``"unipc3"``: UniPC-bh2 (Zhao et al. 2023) of order 2 / 3,
+  a deterministic multistep predictor-corrector in data-prediction form
+  (``glide_jax.diffusion.unipc``);
+* ``"euler_a"``: Euler-ancestral on the discrete schedule, as diffusers'
+  EulerAncestralDiscreteScheduler (``glide_jax.diffusion.euler_ancestral``);
+  it draws one noise per step from the loop's ``NoiseSource``.
+
+The solvers are not part of GLIDE; they reuse the (thresholded) x_0
+predictions and give good samples in 10-25 model calls. Which timesteps a
+loop visits is the schedule's business: ``make_schedule(respacing=...)``
+takes the reference's uniform respacing (``"20"``), ``"trailing20"``,
+``"logsnr20"`` or ``"karras20"`` (see ``schedule.space_timesteps``).
 """
 
 from __future__ import annotations
@@ -38,29 +52,20 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from glide_jax.diffusion.gaussian import (
-    MeanVariance,
-    condition_mean,
-    condition_score,
-    extract,
-    p_mean_variance,
-    predict_eps_from_xstart,
-)
+from glide_jax.diffusion.euler_ancestral import euler_ancestral_step
+from glide_jax.diffusion.gaussian import condition_mean, extract, predict_eps_from_xstart
 from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, ZeroNoise
+from glide_jax.diffusion.prediction import CondFn, DenoisedFn, ModelFn, guided_prediction, model_step
 from glide_jax.diffusion.schedule import Schedule
+from glide_jax.diffusion.unipc import UniPCState, unipc_step
 
-ModelFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-CondFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-DenoisedFn = Callable[[jnp.ndarray], jnp.ndarray]
 ProgressFn = Callable[[int, int], None]
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
-
-
-def _model_step(s, model_fn, x, t, clip_denoised, denoised_fn) -> Tuple[MeanVariance, jnp.ndarray]:
-    t_model = jnp.take(s.timestep_map, t)
-    out = model_fn(x, t_model)
-    return p_mean_variance(s, out, x, t, clip_denoised, denoised_fn), t_model
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc", "unipc3", "euler_a")
+# Samplers that add no noise after x_T: their loops draw nothing per step.
+DETERMINISTIC_SAMPLERS = ("dpm++2m", "unipc", "unipc3")
+# Solver order of each UniPC sampler name.
+_UNIPC_ORDER = {"unipc": 2, "unipc3": 3}
 
 
 def _not_last(t: jnp.ndarray, ndim: int) -> jnp.ndarray:
@@ -79,7 +84,7 @@ def p_sample(
     cond_fn: Optional[CondFn] = None,
 ) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """One ancestral step x_t -> x_{t-1}; returns ``(sample, pred_xstart)``."""
-    mv, t_model = _model_step(s, model_fn, x, t, clip_denoised, denoised_fn)
+    mv, t_model = model_step(s, model_fn, x, t, clip_denoised, denoised_fn)
     mean = mv.mean if cond_fn is None else condition_mean(mv, cond_fn(x, t_model))
     sample = mean + _not_last(t, x.ndim) * jnp.exp(0.5 * mv.log_variance) * noise
     return sample, mv.pred_xstart
@@ -102,9 +107,7 @@ def ddim_sample(
     The noise is re-derived from the processed (clipped / pasted) x_0, so
     thresholding and ``denoised_fn`` act on the whole update.
     """
-    mv, t_model = _model_step(s, model_fn, x, t, clip_denoised, denoised_fn)
-    if cond_fn is not None:
-        mv = condition_score(s, mv, x, t, cond_fn(x, t_model))
+    mv = guided_prediction(s, model_fn, x, t, clip_denoised, denoised_fn, cond_fn)
     eps = predict_eps_from_xstart(s, x, t, mv.pred_xstart)
     ab = extract(s.alphas_cumprod, t, x.ndim)
     ab_prev = extract(s.alphas_cumprod_prev, t, x.ndim)
@@ -151,10 +154,7 @@ def dpm_solver_pp_2m_step(
     overshoots (on a Gaussian toy problem 25 steps are 4x more accurate
     without it). Returns ``(x_next, pred_xstart, new_state)``.
     """
-    mv, t_model = _model_step(s, model_fn, x, t, clip_denoised, denoised_fn)
-    if cond_fn is not None:
-        mv = condition_score(s, mv, x, t, cond_fn(x, t_model))
-    x0 = mv.pred_xstart
+    x0 = guided_prediction(s, model_fn, x, t, clip_denoised, denoised_fn, cond_fn).pred_xstart
     alpha = jnp.take(s.sqrt_alphas_cumprod, t)
     sigma = jnp.take(s.sqrt_one_minus_alphas_cumprod, t)
     ab_next = jnp.take(s.alphas_cumprod_prev, t)
@@ -204,15 +204,23 @@ def _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num
         t = jnp.full((batch,), i, jnp.int32)
         if sampler == "dpm++2m":
             x, _, state = dpm_solver_pp_2m_step(s, model_fn, x, t, state, **opts)
+        elif sampler in _UNIPC_ORDER:
+            x, _, state = unipc_step(s, model_fn, x, t, state, **opts)
         elif sampler == "ddpm":
             x, _ = p_sample(s, model_fn, x, t, noise.draw(k, x), **opts)
+        elif sampler == "euler_a":
+            x, _ = euler_ancestral_step(s, model_fn, x, t, noise.draw(k, x), **opts)
         else:
             x, _ = ddim_sample(s, model_fn, x, t, noise.draw(k, x), eta=eta, **opts)
         if progress is not None:
             jax.debug.callback(functools.partial(_notify, progress, num_steps), k)
         return (x, state), x
 
-    state0 = DPMState.init(x_T) if sampler == "dpm++2m" else None
+    state0 = None
+    if sampler == "dpm++2m":
+        state0 = DPMState.init(x_T)
+    elif sampler in _UNIPC_ORDER:
+        state0 = UniPCState.init(x_T, _UNIPC_ORDER[sampler])
     (x, _), steps = jax.lax.scan(body, (x_T, state0), (indices, counter))
     return x, steps
 
@@ -244,10 +252,10 @@ def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_den
         raise ValueError(f"start_index {start} outside [0, {n_total})")
     num_steps = start + 1
     x_T = jnp.asarray(x_T, jnp.float32)
-    if sampler == "dpm++2m":
+    if sampler in DETERMINISTIC_SAMPLERS:
         noise = None  # a deterministic solver: nothing is drawn
     elif noise is None:
-        if sampler == "ddpm" or not (isinstance(eta, (int, float)) and eta == 0):
+        if sampler in ("ddpm", "euler_a") or not (isinstance(eta, (int, float)) and eta == 0):
             raise ValueError(f"sampler {sampler!r} with eta={eta} needs a key or a noise source")
         noise = ZeroNoise()
     elif not isinstance(noise, NoiseSource):
@@ -322,7 +330,7 @@ def sample_trajectory(
     noise source (its last entry is ``sample_loop``'s result), for looking
     inside a loop: the denoising path of an image, or a step-by-step
     comparison with the reference. ``noise`` may be None only for the
-    deterministic samplers (DDIM with eta=0, DPM-Solver++).
+    deterministic samplers (DDIM with eta=0, DPM-Solver++, UniPC).
     """
     args, static = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn,
                                    cond_fn, None)
@@ -342,3 +350,16 @@ def ddim_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
 def dpm_solver_pp_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
     """DPM-Solver++(2M) sampling (deterministic; no per-step noise); see ``sample_loop``."""
     return sample_loop(s, model_fn, shape, sampler="dpm++2m", **kwargs)
+
+
+def unipc_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, *, order: int = 2, **kwargs):
+    """UniPC-bh2 sampling of ``order`` 2 or 3 (deterministic; no per-step noise); see ``sample_loop``."""
+    names = {v: k for k, v in _UNIPC_ORDER.items()}
+    if order not in names:
+        raise ValueError(f"UniPC sampling loops have order 2 or 3, got {order}")
+    return sample_loop(s, model_fn, shape, sampler=names[order], **kwargs)
+
+
+def euler_ancestral_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
+    """Euler-ancestral sampling (one noise draw per step: needs a key or a noise source); see ``sample_loop``."""
+    return sample_loop(s, model_fn, shape, sampler="euler_a", **kwargs)

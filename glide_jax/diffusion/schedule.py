@@ -65,7 +65,7 @@ def _sections(num_steps: int, counts: Sequence[int]) -> Tuple[int, ...]:
     for k, want in enumerate(counts):
         width = base + (1 if k < remainder else 0)
         if want > width:
-            raise ValueError(f"section {k} has {width} steps, cannot keep {want} of them")
+            raise RespacingError(f"respacing section {k} has {width} steps, cannot keep {want} of them")
         stride = 1.0 if want <= 1 else (width - 1) / (want - 1)
         pos = 0.0
         for _ in range(want):
@@ -76,39 +76,144 @@ def _sections(num_steps: int, counts: Sequence[int]) -> Tuple[int, ...]:
     return tuple(sorted(set(kept)))
 
 
-def space_timesteps(num_steps: int, spec: RespacingSpec) -> Tuple[int, ...]:
+class RespacingError(ValueError):
+    """A respacing specification that names no valid set of timesteps."""
+
+
+def _count(text: str, spec, what: str = "step count") -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise RespacingError(f"cannot parse respacing specification {spec!r}: {what} {text!r} is not an integer") from None
+    return value
+
+
+def _trailing(num_steps: int, want: int) -> Tuple[int, ...]:
+    """Diffusers' "trailing" spacing: ``round(num_steps - k * num_steps / want) - 1`` for k = 0..want-1.
+
+    Evaluated exactly as diffusers does (a float64 ``arange`` with step
+    ``num_steps / want``, numpy's round-half-to-even), so ties fall the same
+    way. For some counts (61 of 1000 steps, for one) that float ``arange``
+    yields one element too many, whose timestep is -1; diffusers keeps it,
+    this spacing drops it. The result always contains ``num_steps - 1``
+    (sampling starts at the noisiest step) and ends near
+    ``num_steps / want - 1`` instead of 0.
+    """
+    kept = np.round(np.arange(num_steps, 0, -num_steps / want)).astype(np.int64) - 1
+    return tuple(sorted(set(int(t) for t in kept if t >= 0)))
+
+
+def _log_sigmas(betas: np.ndarray) -> np.ndarray:
+    """log(sigma) = log(sqrt((1 - alpha_bar) / alpha_bar)) = -log-SNR / 2 of every original timestep."""
+    alpha_bar = np.cumprod(1.0 - np.asarray(betas, np.float64))
+    return 0.5 * (np.log1p(-alpha_bar) - np.log(alpha_bar))
+
+
+def _nearest_distinct(log_sigmas: np.ndarray, targets: np.ndarray) -> Tuple[int, ...]:
+    """The timesteps nearest (in log sigma) to decreasing ``targets``, made distinct.
+
+    Where the discrete grid is coarser than the targets (several targets share
+    a nearest timestep), the later ones move to the next free timestep below,
+    and, at the low-noise end, any that would fall below 0 move back up. So the
+    result keeps exactly ``len(targets)`` steps, each within a few timesteps of
+    its target's nearest one, in the same order.
+    """
+    nearest = np.abs(targets[:, None] - log_sigmas[None, :]).argmin(axis=1)
+    kept = [int(nearest[0])]
+    for t in nearest[1:]:
+        kept.append(min(int(t), kept[-1] - 1))
+    floor = -1
+    for k in range(len(kept) - 1, -1, -1):
+        floor = kept[k] = max(kept[k], floor + 1)
+    return tuple(sorted(kept))
+
+
+def _spaced_in_sigma(kind: str, want: int, betas: np.ndarray) -> Tuple[int, ...]:
+    """``want`` timesteps from the noisiest to t=0, uniform in log-SNR (``"logsnr"``) or Karras et al.'s rho=7 ramp."""
+    log_sigmas = _log_sigmas(betas)
+    lo, hi = log_sigmas[0], log_sigmas[-1]
+    ramp = np.linspace(0.0, 1.0, want)
+    if kind == "logsnr":
+        targets = hi + ramp * (lo - hi)
+    else:
+        rho = 7.0
+        top, bottom = np.exp(hi / rho), np.exp(lo / rho)
+        targets = rho * np.log(top + ramp * (bottom - top))
+    return _nearest_distinct(log_sigmas, targets)
+
+
+_NAMED_SPACINGS = ("ddim", "trailing", "karras", "logsnr")
+
+
+def space_timesteps(num_steps: int, spec: RespacingSpec, betas: Optional[np.ndarray] = None) -> Tuple[int, ...]:
     """Sorted original timesteps kept by a respacing specification.
 
-    ``spec`` may be: ``None``/``""`` (keep all), an int or a string of
-    comma-separated section counts (``"27"``, ``"10,10,3,2,2"``), a sequence of
-    section counts, ``"ddimN"`` (the first integer stride giving exactly N steps
-    of ``range(0, num_steps, stride)``) or ``"fast27"`` (``"10,10,3,2,2"`` with
-    the last step moved two earlier, to soften DDIM artefacts at full noise).
+    ``spec`` may be:
+
+    * ``None``/``""``: keep all ``num_steps``;
+    * an int, or a string of comma-separated section counts (``"27"``,
+      ``"10,10,3,2,2"``), or a sequence of section counts: the reference's
+      uniform respacing (each section strided evenly, both ends kept);
+    * ``"ddimN"``: the first integer stride giving exactly N steps of
+      ``range(0, num_steps, stride)``;
+    * ``"fast27"``: ``"10,10,3,2,2"`` with the last step moved two earlier, to
+      soften DDIM artefacts at full noise;
+    * ``"trailingN"``: diffusers' trailing spacing, N steps ending at the
+      noisiest timestep, the smallest near ``num_steps / N - 1``;
+    * ``"logsnrN"`` / ``"karrasN"``: N steps from the noisiest timestep to 0,
+      uniform in log-SNR, or on Karras et al.'s rho=7 ramp in sigma =
+      sqrt((1 - alpha_bar) / alpha_bar), each target mapped to the timestep of
+      the nearest log sigma; targets sharing a timestep are moved to free
+      neighbours, so exactly N distinct steps are kept. These two depend on
+      the noise schedule and need its ``betas``. On GLIDE's cosine schedule the
+      capped last beta puts log sigma at 9.9 for t=999 against 6.5 at t=998,
+      so both spend their first few steps among t >= 990.
+
+    Raises ``RespacingError`` (a ``ValueError``) naming the problem for a
+    count below 1 (or a negative section count), more steps than the
+    diffusion has, or text that is none of the above.
     """
     if spec is None or spec == "":
         return tuple(range(num_steps))
+    if isinstance(spec, (bool, np.bool_)):
+        raise RespacingError(f"respacing specification must be a step count or a string, got {spec!r}")
     if isinstance(spec, (int, np.integer)):
-        return _sections(num_steps, [int(spec)])
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text.startswith("ddim"):
-            want = int(text[4:])
-            for stride in range(1, num_steps):
-                kept = range(0, num_steps, stride)
-                if len(kept) == want:
-                    return tuple(kept)
-            raise ValueError(f"no integer stride gives exactly {want} of {num_steps} steps")
-        if text == "fast27":
-            kept = set(_sections(num_steps, [10, 10, 3, 2, 2]))
-            kept.remove(num_steps - 1)
-            kept.add(num_steps - 3)
-            return tuple(sorted(kept))
-        try:
-            counts = [int(c) for c in text.split(",")]
-        except ValueError as e:
-            raise ValueError(f"cannot parse respacing specification {spec!r}") from e
-        return _sections(num_steps, counts)
-    return _sections(num_steps, [int(c) for c in spec])
+        return _uniform_sections(num_steps, [int(spec)], spec)
+    if not isinstance(spec, str):
+        return _uniform_sections(num_steps, [int(c) for c in spec], spec)
+    text = spec.strip()
+    for name in _NAMED_SPACINGS:
+        if text.startswith(name):
+            want = _count(text[len(name):], spec)
+            if not 1 <= want <= num_steps:
+                raise RespacingError(
+                    f"respacing {spec!r} asks for {want} steps; {name}N needs 1 <= N <= {num_steps}")
+            if name == "ddim":
+                for stride in range(1, num_steps + 1):
+                    if len(range(0, num_steps, stride)) == want:
+                        return tuple(range(0, num_steps, stride))
+                raise RespacingError(f"respacing {spec!r}: no integer stride gives exactly {want} of {num_steps} steps")
+            if name == "trailing":
+                return _trailing(num_steps, want)
+            if betas is None:
+                raise RespacingError(f"respacing {spec!r} depends on the noise schedule; pass its betas")
+            if len(betas) != num_steps:
+                raise RespacingError(f"{len(betas)} betas given for a {num_steps}-step diffusion")
+            return _spaced_in_sigma(name, want, betas)
+    if text == "fast27":
+        kept = set(_uniform_sections(num_steps, [10, 10, 3, 2, 2], spec))
+        kept.remove(num_steps - 1)
+        kept.add(num_steps - 3)
+        return tuple(sorted(kept))
+    return _uniform_sections(num_steps, [_count(c.strip(), spec, "section count") for c in text.split(",")], spec)
+
+
+def _uniform_sections(num_steps: int, counts: Sequence[int], spec) -> Tuple[int, ...]:
+    """``_sections`` after checking the counts: none negative, at least one step in all."""
+    if any(c < 0 for c in counts) or sum(counts) < 1:
+        raise RespacingError(
+            f"respacing {spec!r} must keep at least 1 step, with no negative section count (got {list(counts)})")
+    return _sections(num_steps, counts)
 
 
 def respace_betas(betas: np.ndarray, use_timesteps: Iterable[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -211,5 +316,5 @@ def make_schedule(
     betas = beta_schedule(name, steps)
     if respacing is None or respacing == "":
         return schedule_from_betas(betas)
-    new_betas, tmap = respace_betas(betas, space_timesteps(steps, respacing))
+    new_betas, tmap = respace_betas(betas, space_timesteps(steps, respacing, betas))
     return schedule_from_betas(new_betas, tmap)
