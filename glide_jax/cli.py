@@ -49,6 +49,18 @@ def _common(ap, base_stage: bool = True):
         ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
         ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
         ap.add_argument("--batch-size", type=int, default=None, help="images sampled at once (default: all)")
+        ap.add_argument("--negative-prompt", default=None,
+                        help="caption to steer away from: the unconditional input of classifier-free guidance")
+        ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="apply guidance only on this part of the chain (fractions, 1 = pure noise); "
+                             "steps outside it run the conditional model alone")
+        ap.add_argument("--dynamic-threshold", type=float, default=None, metavar="QUANTILE",
+                        help="rescale each x0 estimate by this quantile of its values (e.g. 0.995) instead of "
+                             "clamping, for high guidance scales")
+        ap.add_argument("--candidates", type=int, default=1,
+                        help="draw this many samples per image and keep the best by the noise-aware CLIP")
+        ap.add_argument("--first-index", type=int, default=0,
+                        help="index of the first image: re-makes image I of an earlier run with --first-index I")
         _stage_args(ap, "", BASE_DEFAULT)
     _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
     ap.add_argument("--upsample-temperature", type=float, default=None,
@@ -114,15 +126,16 @@ def _pipeline(args, inpaint: bool):
     from glide_jax.hub.registry import MODEL_SETS, load_pipeline
 
     clip_model, clip_guidance = getattr(args, "clip_model", None), getattr(args, "clip_guidance", None)
+    needs_clip = bool(clip_guidance) or getattr(args, "candidates", 1) > 1
     if args.model in MODEL_SETS:
         models = MODEL_SETS[args.model]
         base = models.inpaint if inpaint else models.base
         up = args.upsampler or (models.upsample_inpaint if inpaint else models.upsample)
-        clip = clip_model or (models.clip if clip_guidance else None)
+        clip = clip_model or (models.clip if needs_clip else None)
     else:
         base, up, clip = args.model, args.upsampler, clip_model
-        if clip_guidance and not clip:
-            raise ValueError("--clip-guidance with a custom --model needs --clip-model")
+        if needs_clip and not clip:
+            raise ValueError("--clip-guidance and --candidates with a custom --model need --clip-model")
     if up in (None, "none"):
         up = None
     return load_pipeline(base, up, clip)
@@ -188,14 +201,20 @@ def _run_sampling(args) -> int:
         base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
         kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up,
                       batch_size=args.batch_size, clip_guidance_scale=args.clip_guidance,
-                      progress=not args.no_progress)
+                      negative_prompt=args.negative_prompt, guidance_interval=args.guidance_interval,
+                      dynamic_threshold=args.dynamic_threshold, candidates=args.candidates,
+                      first_index=args.first_index, progress=not args.no_progress)
         if args.command == "inpaint":
             kwargs.update(inpaint_image=args.image, inpaint_mask=args.mask)
         elif args.command == "edit":
             kwargs.update(init_image=args.image, strength=args.strength)
         images = pipe.generate(prompts, **kwargs)
-    for p in save_images(images, out_dir, prefix=args.command):
-        print(p)
+    paths = save_images(images, out_dir, prefix=args.command)
+    first = getattr(args, "first_index", 0)
+    for i, path in enumerate(paths[: len(images)]):
+        print(f"{path}\tseed {args.seed} index {first + i}")
+    for path in paths[len(images):]:
+        print(path)
     return 0
 
 

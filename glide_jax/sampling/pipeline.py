@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.errors import InputWarning
@@ -24,8 +25,10 @@ from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, StageOptions,
                                         resolve_stage)
 from glide_jax.sampling.progress import ProgressBar
+from glide_jax.sampling.ranking import rank_candidates
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
-from glide_jax.sampling.stages import BaseConditioning, UpsampleConditioning, sample_base, sample_upsample
+from glide_jax.sampling.stages import (BaseConditioning, UpsampleConditioning, sample_base, sample_upsample,
+                                      stage_keys)
 
 __all__ = ["BASE_DEFAULT", "DEFAULT", "GUIDANCE_DEFAULT", "UPSAMPLE_DEFAULT", "LoadedModel", "Pipeline",
            "StageOptions", "resolve_stage"]
@@ -81,6 +84,38 @@ def _pieces(count: int) -> str:
     return f"{count} piece" + ("" if count == 1 else "s")
 
 
+def _check_negatives(negative_prompt, n: int) -> List[str]:
+    """One unconditional caption per prompt: a string applies to all, a list gives one each."""
+    if negative_prompt is None:
+        return [""] * n
+    if isinstance(negative_prompt, str):
+        return [negative_prompt] * n
+    negatives = list(negative_prompt)
+    if len(negatives) != n or not all(isinstance(p, str) for p in negatives):
+        raise ValueError(f"negative_prompt must be a string or {n} strings (one per prompt), got {len(negatives)} "
+                         "values")
+    return negatives
+
+
+def _check_interval(interval) -> Optional[Tuple[float, float]]:
+    if interval is None:
+        return None
+    try:
+        low, high = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be two fractions (low, high), got {interval!r}") from None
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1 (fractions of the chain, "
+                         f"1 = pure noise), got ({low}, {high})")
+    return low, high
+
+
+def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
+    """The PRNG key of each image index of a request: ``fold_in(key(seed), index)``."""
+    key = make_key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(list(indices), jnp.uint32))
+
+
 def _check_family(model: Optional[LoadedModel], role: str, family: str) -> None:
     if model is not None and model.family.name != family:
         raise ValueError(f"the {role} must be a {family} model, got a {model.family.name} model"
@@ -102,7 +137,8 @@ class SamplingPlan:
     (images given once, repeated per batch)."""
 
     prompts: List[str]
-    batch_size: int
+    negatives: List[str]  # the unconditional caption of each prompt ("" = GLIDE's empty caption)
+    batch_size: Optional[int]  # None: every sample in one batch
     base: BaseConditioning
     upsample: Optional[UpsampleConditioning]
 
@@ -135,10 +171,18 @@ class Pipeline:
 
     # ------------------------------------------------------------------ preparation
     def _plan(self, prompts, *, guidance_scale, base, upsample, batch_size, init_image, strength, inpaint_image,
-              inpaint_mask, clip_guidance_scale, rewrite_prompts) -> SamplingPlan:
+              inpaint_mask, clip_guidance_scale, rewrite_prompts, negative_prompt=None, guidance_interval=None,
+              dynamic_threshold=None) -> SamplingPlan:
         """Validate every argument of ``generate`` and prepare what the stages need, before any sampling."""
         prompts = self.rewrite(prompts) if rewrite_prompts else _check_prompts(prompts)
+        negatives = _check_negatives(negative_prompt, len(prompts))
         guidance_scale, base, upsample = self._settings(guidance_scale, base, upsample, clip_guidance_scale)
+        if any(negatives) and (clip_guidance_scale is not None or guidance_scale == 1.0):
+            raise ValueError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
+                             "a guidance_scale other than 1 and no CLIP guidance")
+        guidance_interval = _check_interval(guidance_interval)
+        if dynamic_threshold is not None and not 0.0 < dynamic_threshold <= 1.0:
+            raise ValueError(f"dynamic_threshold is a quantile in (0, 1] (e.g. 0.995), got {dynamic_threshold}")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         if (inpaint_image is None) != (inpaint_mask is None):
@@ -146,8 +190,8 @@ class Pipeline:
         if init_image is not None and inpaint_image is not None:
             raise ValueError("give either init_image (editing) or inpaint_image (inpainting), not both")
         warn_about_prompts(prompts, self.base)
-        batch_size = len(prompts) if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or batch_size < 1):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         size = self.base.config.unet.image_size
         init = None
@@ -160,8 +204,9 @@ class Pipeline:
         if clip_guidance_scale is not None and self.clip is None:
             raise ValueError("CLIP guidance needs a CLIP model: load the pipeline with clip=...")
         return SamplingPlan(
-            prompts, batch_size,
-            BaseConditioning(base, guidance_scale, clip_guidance_scale, init, strength, inpaint_low),
+            prompts, negatives, batch_size,
+            BaseConditioning(base, guidance_scale, clip_guidance_scale, init, strength, inpaint_low,
+                             guidance_interval, dynamic_threshold),
             None if upsample is None else UpsampleConditioning(upsample, inpaint_high),
         )
 
@@ -222,49 +267,104 @@ class Pipeline:
         inpaint_image: Optional[images.ImageLike] = None,
         inpaint_mask: Optional[images.ImageLike] = None,
         clip_guidance_scale: Optional[float] = None,
+        negative_prompt: Union[str, Sequence[str], None] = None,
+        guidance_interval: Optional[Tuple[float, float]] = None,
+        dynamic_threshold: Optional[float] = None,
+        candidates: int = 1,
+        keep: int = 1,
+        first_index: int = 0,
         progress: bool = False,
         rewrite_prompts: bool = True,
     ) -> np.ndarray:
-        """Sample one image per prompt; returns uint8 ``[N, S, S, 3]`` (S = upsampler size, or base size).
+        """Sample images of the prompts; returns uint8 ``[N * keep, S, S, 3]`` (S = upsampler size, or base size).
 
         ``guidance_scale`` is the classifier-free guidance scale (1 = plain conditional);
-        None takes the base model's recommendation, else 3. ``base`` / ``upsample``
-        default to each model's recommended ``StageOptions`` (else ``BASE_DEFAULT`` /
-        ``UPSAMPLE_DEFAULT``).
+        None takes the base model's recommendation, else 3. ``negative_prompt`` (one
+        string, or one per prompt) replaces the empty caption of its unconditional half.
+        ``guidance_interval=(low, high)`` applies it only on that part of the chain
+        (fractions, 1 = pure noise), running the conditional half alone elsewhere.
+        ``dynamic_threshold`` (a quantile such as 0.995) rescales each x_0 estimate
+        by its own high quantile instead of clamping it, for high guidance scales.
+        ``base`` / ``upsample`` default to each model's recommended ``StageOptions``
+        (else ``BASE_DEFAULT`` / ``UPSAMPLE_DEFAULT``).
         ``init_image`` + ``strength`` edit a sketch or photo (SDEdit): the image is
         noised to ``strength`` of the chain and denoised with the prompt.
         ``inpaint_image`` + ``inpaint_mask`` (1 = keep) need inpainting models.
         ``clip_guidance_scale`` replaces classifier-free guidance by CLIP guidance.
+        ``candidates`` > 1 draws that many base samples per prompt, scores them with
+        the pipeline's noise-aware CLIP at t = 0 and keeps the ``keep`` best (best
+        first; only those are upsampled).
         ``upsample=None`` returns the base samples. Batches of ``batch_size``
-        (default: all prompts) are padded to one shape, so they share one compilation.
+        (default: all) are padded to one shape, so they share one compilation.
         ``rewrite_prompts`` samples the prompts as ``rewrite`` says them; False
         samples them as given.
+
+        Sample ``r`` (prompt ``r // candidates``) is drawn from the key
+        ``fold_in(key(seed), first_index * candidates + r)`` alone: it does not depend
+        on the batch size, on how many images are asked for or on the other prompts,
+        so one image of a grid is re-made by asking for its prompt with its index as
+        ``first_index``.
         """
         plan = self._plan(prompts, guidance_scale=guidance_scale, base=base, upsample=upsample,
                           batch_size=batch_size, init_image=init_image, strength=strength,
                           inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
-                          clip_guidance_scale=clip_guidance_scale, rewrite_prompts=rewrite_prompts)
-        key = make_key(seed)
+                          clip_guidance_scale=clip_guidance_scale, rewrite_prompts=rewrite_prompts,
+                          negative_prompt=negative_prompt, guidance_interval=guidance_interval,
+                          dynamic_threshold=dynamic_threshold)
+        candidates, keep = self._check_ranking(candidates, keep)
+        if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or first_index < 0:
+            raise ValueError(f"first_index must be an integer >= 0, got {first_index!r}")
+        rows = [p for p in plan.prompts for _ in range(candidates)]
+        negatives = [p for p in plan.negatives for _ in range(candidates)]
+        keys = image_keys(seed, range(first_index * candidates, (first_index + len(plan.prompts)) * candidates))
+        batch = plan.batch_size or len(rows)
         bar = ProgressBar.get() if progress else None
-        base_conditioning = plan.base.repeated(plan.batch_size)
-        upsample_conditioning = None if plan.upsample is None else plan.upsample.repeated(plan.batch_size)
-        n = len(plan.prompts)
-        outputs = []
-        for first in range(0, n, plan.batch_size):
-            chunk = plan.prompts[first:first + plan.batch_size]
-            real = len(chunk)
-            chunk = chunk + [chunk[-1]] * (plan.batch_size - real)  # same shapes every chunk: one compilation
-            key_base, key_upsample = jax.random.split(jax.random.fold_in(key, first))
-            if bar:
-                bar.start(f"base {first + 1}-{first + real}/{n}")
-            x = sample_base(self.base, chunk, key_base, base_conditioning, clip=self.clip, progress=bar)
-            if upsample_conditioning is not None:
-                if bar:
-                    bar.start(f"upsample {first + 1}-{first + real}/{n}")
-                x = sample_upsample(self.upsampler, chunk, x, key_upsample, upsample_conditioning, progress=bar)
-            outputs.append(images.to_uint8(jax.device_get(x))[:real])
+        base_conditioning = plan.base.repeated(batch)
+
+        def run_base(chunk, chunk_keys, negatives_chunk):
+            return sample_base(self.base, chunk, stage_keys(chunk_keys, 0), base_conditioning,
+                               negatives=negatives_chunk, clip=self.clip, progress=bar)
+
+        samples = self._in_batches("base", run_base, rows, keys, batch, bar, negatives)
+        if candidates > 1:
+            order = rank_candidates(self.clip, samples, rows, candidates, keep)
+            samples, rows, keys = samples[order], [rows[i] for i in order], keys[jnp.asarray(order)]
+        if plan.upsample is not None:
+            upsample_conditioning = plan.upsample.repeated(batch)
+            low_res = samples
+
+            def run_upsample(chunk, chunk_keys, low):
+                return sample_upsample(self.upsampler, chunk, np.stack(low), stage_keys(chunk_keys, 1),
+                                       upsample_conditioning, progress=bar)
+
+            samples = self._in_batches("upsample", run_upsample, rows, keys, batch, bar, list(low_res))
         if bar:
             bar.close()
+        return images.to_uint8(samples)
+
+    def _check_ranking(self, candidates, keep) -> Tuple[int, int]:
+        for name, value in (("candidates", candidates), ("keep", keep)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if keep > candidates:
+            raise ValueError(f"keep ({keep}) cannot exceed candidates ({candidates})")
+        if candidates > 1 and self.clip is None:
+            raise ValueError("re-ranking candidates needs a CLIP model: load the pipeline with clip=...")
+        return int(candidates), int(keep)
+
+    @staticmethod
+    def _in_batches(label: str, run, rows: List[str], keys: jax.Array, batch_size: int, bar, extra: list):
+        """``run(prompts, keys, extra)`` over batches of ``batch_size`` rows, each padded to that size
+        with copies of its last row (one compilation for all); float32 ``[len(rows), S, S, 3]`` on the host."""
+        outputs = []
+        for first in range(0, len(rows), batch_size):
+            end = min(first + batch_size, len(rows))
+            pad = batch_size - (end - first)
+            take = list(range(first, end)) + [end - 1] * pad
+            if bar:
+                bar.start(f"{label} {first + 1}-{end}/{len(rows)}")
+            out = run([rows[i] for i in take], keys[jnp.asarray(take)], [extra[i] for i in take])
+            outputs.append(np.asarray(jax.device_get(out), np.float32)[: end - first])
         return np.concatenate(outputs)
 
     def upsample_images(self, prompts, image: images.ImageLike, *, seed: Union[int, jax.Array] = 0,
@@ -283,7 +383,8 @@ class Pipeline:
         low = self.upsampler.config.low_res_size or self.base.config.unet.image_size
         x = _image_at(images.read_image(image, "image"), low)
         bar = ProgressBar.get() if progress else None
-        out = sample_upsample(self.upsampler, prompts, np.repeat(x, len(prompts), 0), key,
+        keys = stage_keys(image_keys(key, range(len(prompts))), 1)
+        out = sample_upsample(self.upsampler, prompts, np.repeat(x, len(prompts), 0), keys,
                               UpsampleConditioning(options), progress=bar)
         if bar:
             bar.close()
