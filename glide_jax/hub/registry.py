@@ -174,30 +174,34 @@ def load_model(source, *, cache_dir=None, preset: Optional[str] = None) -> Tuple
     return found.config, found.params
 
 
-def resolve(source, *, cache_dir=None, vocab_dir=None, preset: Optional[str] = None) -> LoadedModel:
+def resolve(source, *, cache_dir=None, vocab_dir=None, preset: Optional[str] = None,
+            dtype: Optional[str] = None) -> LoadedModel:
     """A model ready to sample from any accepted source (see the module docstring).
 
     ``cache_dir`` overrides where released checkpoints are downloaded and
     converted; ``vocab_dir`` where the default tokenizers' vocabularies are;
-    ``preset`` names the model in a ``.pt`` file instead of identifying it.
+    ``preset`` names the model in a ``.pt`` file instead of identifying it;
+    ``dtype`` (e.g. ``"bfloat16"``) is the compute dtype, None keeps the model's own.
     """
     found = _read(source, cache_dir, preset)
     advice = SamplingAdvice()
     if found.folder is not None:
         raw = model_dir.read_sampling_file(found.folder)
         advice = SamplingAdvice.from_json(raw, str(found.folder / model_dir.SAMPLING_FILE))
-    return LoadedModel(found.config, found.params, tokenizer_for(found.config, found.folder, vocab_dir),
-                       sampling=advice.stage, guidance_scale=advice.guidance_scale,
-                       prompt_rewrites=advice.prompt_rewrites, source=found.description)
+    loaded = LoadedModel(found.config, found.params, tokenizer_for(found.config, found.folder, vocab_dir),
+                         sampling=advice.stage, guidance_scale=advice.guidance_scale,
+                         prompt_rewrites=advice.prompt_rewrites, source=found.description)
+    return loaded.with_dtype(dtype) if dtype is not None else loaded
 
 
 def load_pipeline(base: str = "embedded-base", upsampler: Optional[str] = "embedded-upsample",
                   clip: Optional[str] = None, *, cache_dir=None, vocab_dir=None,
-                  prompt_rewriter: Optional[PromptRewriter] = None) -> Pipeline:
+                  prompt_rewriter: Optional[PromptRewriter] = None, dtype: Optional[str] = None) -> Pipeline:
     """A ``Pipeline`` from model sources (``upsampler=None`` for base-size samples).
 
     The defaults are the package's embedded shapes models (offline); GLIDE's released
     weights are ``load_pipeline("base", "upsample", "clip")`` after ``glide-jax download``.
+    ``dtype="bfloat16"`` makes every network compute in bfloat16 (parameters stay float32).
     """
-    load = lambda source: resolve(source, cache_dir=cache_dir, vocab_dir=vocab_dir) if source else None
+    load = lambda source: resolve(source, cache_dir=cache_dir, vocab_dir=vocab_dir, dtype=dtype) if source else None
     return Pipeline(load(base), load(upsampler), load(clip), prompt_rewriter=prompt_rewriter)

@@ -20,7 +20,13 @@ from glide_jax.models import partitioning as P
 Dtype = jnp.dtype
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # names a config's compute ``dtype`` may take
+
+
 def compute_dtype(name: str):
+    """The jnp dtype a config's ``dtype`` name stands for."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
@@ -119,25 +125,60 @@ def split_heads_qkv(qkv: jax.Array, heads: int, parts: int):
 
 QUERY_CHUNK = 512
 
+# How attention is computed: "einsum" (two einsums and a float32 softmax, written out here), "xla"
+# (jax.nn.dot_product_attention's XLA path), "cudnn" (its fused cuDNN kernel; GPU with 16-bit compute only)
+# and "auto" (cuDNN where it applies, else AUTO_DEFAULT).
+ATTENTION_IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
+AUTO_DEFAULT = "einsum"
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array] = None) -> jax.Array:
-    """Multi-head attention with q and k each scaled by ``d**-0.25`` and a float32 softmax.
+
+def attention_implementation(requested: str, dtype) -> str:
+    """The implementation ``requested`` stands for with inputs of ``dtype`` on the default backend.
+
+    cuDNN's fused kernel takes only 16-bit inputs and exists only on GPUs; "auto" picks it there
+    and :data:`AUTO_DEFAULT` (the fastest on CPU) elsewhere.
+    """
+    if requested not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
+                         f"got {requested!r}")
+    if requested != "auto":
+        return requested
+    sixteen_bit = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if sixteen_bit and jax.default_backend() == "gpu" else AUTO_DEFAULT
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array] = None,
+              implementation: str = "auto") -> jax.Array:
+    """Multi-head attention ``softmax(q k^T / sqrt(d) + bias) v`` with a float32 softmax.
 
     q: [B, T, H, d]; k, v: [B, S, H, d]; bias broadcastable to [B, H, T, S]. Returns [B, T, H*d].
-    Long query sequences (the 32x32 attention of the full-size models: T=1024) are processed
+    ``implementation`` is one of :data:`ATTENTION_IMPLEMENTATIONS`. On the einsum and XLA paths, long
+    query sequences (the 32x32 attention of the full-size models: T=1024) are processed
     ``QUERY_CHUNK`` queries at a time: the [B, H, T, S] logits then stay a few megabytes, which on
-    CPU took that layer from about 52 to 36 ms at batch 2 with identical results.
+    CPU took that layer from about 52 to 36 ms at batch 2 with identical results. cuDNN's fused
+    kernel never holds the whole logits, so it gets the sequence in one piece.
     """
+    implementation = attention_implementation(implementation, q.dtype)
     t = q.shape[1]
-    if t > QUERY_CHUNK and t % QUERY_CHUNK == 0 and (bias is None or bias.shape[-2] == 1):
+    chunked = t > QUERY_CHUNK and t % QUERY_CHUNK == 0 and (bias is None or bias.shape[-2] == 1)
+    if implementation != "cudnn" and chunked:
         n = t // QUERY_CHUNK
         chunks = q.reshape((q.shape[0], n, QUERY_CHUNK) + q.shape[2:]).swapaxes(0, 1)
-        out = jax.lax.map(lambda qc: _attention(qc, k, v, bias), chunks)
+        out = jax.lax.map(lambda qc: _attention(qc, k, v, bias, implementation), chunks)
         return out.swapaxes(0, 1).reshape(q.shape[:2] + (-1,))
-    return _attention(q, k, v, bias)
+    return _attention(q, k, v, bias, implementation)
 
 
-def _attention(q, k, v, bias):
+def _attention(q, k, v, bias, implementation: str = "einsum"):
+    if implementation == "einsum":
+        out = _einsum_attention(q, k, v, bias)
+    else:
+        out = jax.nn.dot_product_attention(q, k, v, bias, implementation=implementation)
+    return out.reshape(out.shape[:2] + (-1,))
+
+
+def _einsum_attention(q, k, v, bias):
+    """q and k are each scaled by ``d**-0.25`` before their product, as the PyTorch reference does."""
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(math.sqrt(d))
     logits = jnp.einsum("bthd,bshd->bhts", q * scale, k * scale)
@@ -145,8 +186,7 @@ def _attention(q, k, v, bias):
     if bias is not None:
         logits = logits + bias
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhts,bshd->bthd", weights, v)
-    return out.reshape(out.shape[:2] + (-1,))
+    return jnp.einsum("bhts,bshd->bthd", weights, v)
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:

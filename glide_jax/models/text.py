@@ -24,11 +24,12 @@ class ResidualAttentionBlock(nn.Module):
     width: int
     heads: int
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = L.layer_norm("ln_1")(x).astype(self.dtype)
-        x = x + _SelfAttention(self.width, self.heads, self.dtype, name="attn")(h)
+        x = x + _SelfAttention(self.width, self.heads, self.dtype, self.attention, name="attn")(h)
         h = L.layer_norm("ln_2")(x).astype(self.dtype)
         x = x + _MLP(self.width, self.dtype, name="mlp")(h)
         return x
@@ -38,12 +39,13 @@ class _SelfAttention(nn.Module):
     width: int
     heads: int
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         qkv = L.dense(3 * self.width, "c_qkv", (P.EMBED, P.HEADS), self.dtype)(x)
         q, k, v = L.split_heads_qkv(qkv, self.heads, 3)
-        return L.dense(self.width, "c_proj", (P.HEADS, P.EMBED), self.dtype)(L.attention(q, k, v))
+        return L.dense(self.width, "c_proj", (P.HEADS, P.EMBED), self.dtype)(L.attention(q, k, v, implementation=self.attention))
 
 
 class _MLP(nn.Module):
@@ -62,11 +64,12 @@ class Transformer(nn.Module):
     layers: int
     heads: int
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.layers):
-            x = ResidualAttentionBlock(self.width, self.heads, self.dtype, name=f"resblocks_{i}")(x)
+            x = ResidualAttentionBlock(self.width, self.heads, self.dtype, self.attention, name=f"resblocks_{i}")(x)
         return x
 
 
@@ -76,6 +79,7 @@ class TextEncoder(nn.Module):
     config: TextConfig
     proj_dim: int
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, tokens: jax.Array, mask: jax.Array | None) -> Tuple[jax.Array, jax.Array]:
@@ -106,7 +110,7 @@ class TextEncoder(nn.Module):
                 (cfg.text_ctx, cfg.width), jnp.float32,
             )
             x = jnp.where(mask[..., None].astype(bool), x, padding[None])
-        x = Transformer(cfg.width, cfg.layers, cfg.heads, self.dtype, name="transformer")(x.astype(self.dtype))
+        x = Transformer(cfg.width, cfg.layers, cfg.heads, self.dtype, self.attention, name="transformer")(x.astype(self.dtype))
         if cfg.final_ln:
             x = L.layer_norm("final_ln")(x)
         x = x.astype(jnp.float32)

@@ -65,6 +65,7 @@ class AttentionBlock(nn.Module):
 
     heads: int
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, xf_out: Optional[jax.Array]) -> jax.Array:
@@ -77,7 +78,7 @@ class AttentionBlock(nn.Module):
             ek, ev = L.split_heads_qkv(ekv, self.heads, 2)
             k = jnp.concatenate([ek, k], axis=1)
             v = jnp.concatenate([ev, v], axis=1)
-        a = L.attention(q, k, v)
+        a = L.attention(q, k, v, implementation=self.attention)
         out = L.dense(c, "proj_out", (P.HEADS, P.EMBED), self.dtype, zero=True)(a)
         return x + out.reshape(b, hgt, wid, c).astype(x.dtype)
 
@@ -104,6 +105,7 @@ class UNetTorso(nn.Module):
     """The U-Net proper: input conv, encoder, middle, decoder with skips, output head."""
 
     config: UNetConfig
+    attention: str = "auto"  # attention implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, timesteps: jax.Array, text: Optional[TextEmb], train: bool = False) -> jax.Array:
@@ -116,7 +118,7 @@ class UNetTorso(nn.Module):
             return res_cls(out_ch, cfg.use_scale_shift_norm, cfg.dropout, up, down, dtype, name=name)
 
         def attn(ch, name, upsample):
-            return AttentionBlock(cfg.heads_for(ch, upsample), dtype, name=name)
+            return AttentionBlock(cfg.heads_for(ch, upsample), dtype, self.attention, name=name)
 
         emb = L.dense(cfg.time_embed_dim, "time_embed_0")(L.timestep_embedding(timesteps, mc))
         emb = L.dense(cfg.time_embed_dim, "time_embed_2")(nn.silu(emb))
@@ -181,15 +183,20 @@ def resize_bilinear(low_res: jax.Array, size: int) -> jax.Array:
 
 
 class GlideUNet(nn.Module):
-    """Text-conditional GLIDE U-Net; inputs are NHWC in [-1, 1], output [B, H, W, 6] (eps | variance value)."""
+    """Text-conditional GLIDE U-Net; inputs are NHWC in [-1, 1], output [B, H, W, 6] (eps | variance value).
+
+    ``attention`` chooses how every attention layer is computed (:func:`glide_jax.models.layers.attention`);
+    it changes no parameter, so the same weights run under any choice.
+    """
 
     config: UNetConfig
+    attention: str = "auto"  # one of layers.ATTENTION_IMPLEMENTATIONS
 
     def setup(self):
         cfg = self.config
         if cfg.text.width:
-            self.text = TextEncoder(cfg.text, cfg.time_embed_dim, L.compute_dtype(cfg.dtype))
-        self.unet = UNetTorso(cfg)
+            self.text = TextEncoder(cfg.text, cfg.time_embed_dim, L.compute_dtype(cfg.dtype), self.attention)
+        self.unet = UNetTorso(cfg, self.attention)
 
     def encode_text(self, tokens: jax.Array, mask: Optional[jax.Array]) -> TextEmb:
         """Run the text transformer once; its result can be passed to ``__call__`` as ``text_emb``."""

@@ -1,4 +1,11 @@
-"""A model ready to sample: config, float32 parameters, its tokenizer and what it recommends."""
+"""A model ready to sample: config, float32 parameters, its tokenizer and what it recommends.
+
+``with_dtype("bfloat16")`` gives the same model computing in bfloat16: its
+parameters stay float32 (each layer casts them as it runs) and it still
+returns float32, so the diffusion maths around it is unchanged. On CPU this
+is slower and less accurate than float32 (see the README); it is for
+accelerators with bfloat16 units.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.models.layers import COMPUTE_DTYPES
 from glide_jax.models.families import family_of
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.rewrites import PromptRewrites
@@ -36,6 +44,23 @@ class LoadedModel:
     @property
     def family(self):
         return family_of(self.config)
+
+    @property
+    def dtype(self) -> str:
+        """The compute dtype of the network (its parameters are float32 whatever it is)."""
+        config = self.config
+        return config.unet.dtype if isinstance(config, ModelConfig) else config.dtype
+
+    def with_dtype(self, dtype: str) -> "LoadedModel":
+        """This model computing in ``dtype`` (one of ``COMPUTE_DTYPES``); parameters are shared, not copied."""
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
+        config = self.config
+        if isinstance(config, ModelConfig):
+            config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, dtype=dtype))
+        else:
+            config = dataclasses.replace(config, dtype=dtype)
+        return dataclasses.replace(self, config=config)
 
     def tokens(self, prompts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
         """The model's text inputs for ``prompts`` (U-Net: tokens and mask; CLIP: tokens and lengths)."""
