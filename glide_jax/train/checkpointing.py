@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 from grain.checkpoint import CheckpointRestore as GrainRestore
 from grain.checkpoint import CheckpointSave as GrainSave
 
+from glide_jax.train.sharding import wait_for_all_processes
 from glide_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Checkpointer:
             create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._barriers = 0
 
     # ------------------------------------------------------------------ saving
 
@@ -144,10 +146,8 @@ class Checkpointer:
                 dst = self.workdir / CORRUPT_DIR / f"{step}-{int(time.time())}"
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(src), str(dst))
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"glide_jax_set_aside_{step}")
+        self._barriers += 1  # the same count on every process: they set aside the same steps in order
+        wait_for_all_processes(f"set_aside_{step}_{self._barriers}")
         self.manager.close()
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 

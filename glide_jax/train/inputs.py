@@ -28,6 +28,7 @@ from glide_jax.data import input_pipeline, shapes
 from glide_jax.data.masks import random_inpaint_mask
 from glide_jax.models.families import family_of
 from glide_jax.train.experiment import DataConfig, ExperimentConfig
+from glide_jax.train.sharding import wait_for_all_processes
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -115,10 +116,7 @@ def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
                 os.replace(tmp / TOKENIZER_FILE, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("glide_jax_tokenizer")
+        wait_for_all_processes("tokenizer")  # process 0 may take minutes to learn it
         spec = f"sentencepiece:{target}"
     tok = get_tokenizer(spec)
     if tok.n_vocab > vocab_size:

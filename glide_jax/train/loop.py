@@ -269,6 +269,9 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
             example_log.debug("step %d process %d example_id %s", step, jax.process_index(),
                               " ".join(map(str, np.asarray(local["example_id"]).tolist())))
         batch = global_batch({k: v for k, v in local.items() if k in _BATCH_KEYS}, batch_sharding, tc.batch_size)
+        if step == start:  # compile on every process, then start the collectives together
+            step_fn = step_fn.lower(state, batch).compile()
+            sh.wait_for_all_processes(f"first_step_{start}")
         state, metrics = step_fn(state, batch)
         done = step + 1
         if step == start:

@@ -28,6 +28,7 @@ from glide_jax.sampling.images import make_grid, to_uint8
 from glide_jax.sampling.networks import unet_model_fn
 from glide_jax.train import inputs as data_lib
 from glide_jax.train.experiment import ExperimentConfig
+from glide_jax.train.sharding import wait_for_all_processes
 
 SAMPLES_DIR = "samples"
 
@@ -54,6 +55,7 @@ class Previewer:
         respacing = f"ddim{sc.steps}" if sc.sampler == "ddim" else str(sc.steps)
         self.schedule = make_schedule(model_cfg.diffusion, respacing=respacing)
         self.key = jax.random.fold_in(jax.random.key(cfg.train.seed + 1), 0)
+        self._gathers = 0  # previews drawn, the same count on every process
 
     def sample(self, params: Dict[str, Any]) -> np.ndarray:
         """float32 samples [n, S, S, 3] in [-1, 1] for ``params`` (``{"params": ...}``)."""
@@ -79,7 +81,10 @@ class Previewer:
             temperature=sc.temperature,
             denoised_fn=denoised_fn,
         )
-        return np.asarray(multihost_utils.process_allgather(out, tiled=True))[:n]
+        # Sampling compiles; the processes meet before the collective that gathers the samples.
+        self._gathers += 1
+        wait_for_all_processes(f"preview_{self._gathers}")
+        return np.asarray(multihost_utils.process_allgather(jax.block_until_ready(out), tiled=True))[:n]
 
     def grid(self, samples: np.ndarray) -> np.ndarray:
         """uint8 grid: samples on the first row, then the reference inputs of the task."""

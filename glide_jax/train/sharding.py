@@ -16,7 +16,12 @@ a pod whose single host could not hold it.
 
 Multi-host runs call :func:`maybe_initialize_distributed` first; each host
 feeds its own slice of the global batch (``glide_jax.data.input_pipeline.global_batch``),
-laid out by :func:`batch_sharding`, the one batch layout of training.
+laid out by :func:`batch_sharding`, the one batch layout of training. Where the
+processes may drift apart by more than a few seconds (one of them learning the
+tokenizer, compiling more slowly), they meet at :func:`wait_for_all_processes`,
+a barrier of the coordination service, before the next device collective: the
+first collective over a set of devices sets up its CPU (gloo) context with a
+fixed 30-second deadline.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
+import orbax.checkpoint as ocp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from glide_jax.models.partitioning import LOGICAL_RULES, MESH_AXES
@@ -69,6 +75,15 @@ def maybe_initialize_distributed() -> bool:
     _distributed_started = True
     log.info("distributed runtime: process %d of %d", jax.process_index(), jax.process_count())
     return True
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 3600) -> None:
+    """Block until every process has called this with the same ``name`` (unique per use); at once for one
+    process. A barrier of JAX's coordination service (through Orbax's multihost helper), not a device
+    collective, so it may wait as long as ``timeout_s``."""
+    if jax.process_count() == 1:
+        return
+    ocp.multihost.get_barrier_sync_fn()(key=f"glide_jax_{name}", timeout_ms=int(timeout_s * 1000))
 
 
 def mesh_shape(cfg: MeshConfig, num_devices: int) -> Tuple[int, int, int]:
