@@ -93,14 +93,14 @@ def _weights(r: jnp.ndarray, rhs: jnp.ndarray, order: jnp.ndarray, max_order: in
     order can vary inside the compiled loop.
     """
     b = r.shape[0]
-    out = jnp.zeros((b, max_order), jnp.float32)
+    out = jnp.zeros((b, max_order), r.dtype)
     for o in range(1, max_order + 1):
-        w = jnp.zeros((b, max_order), jnp.float32)
+        w = jnp.zeros((b, max_order), r.dtype)
         if corrector:
             if o == 1:
                 w = w.at[:, -1].set(0.5)
             else:
-                rho = _vandermonde_solve(jnp.concatenate([r[:, : o - 1], jnp.ones((b, 1))], -1), rhs[:, :o])
+                rho = _vandermonde_solve(jnp.concatenate([r[:, : o - 1], jnp.ones((b, 1), r.dtype)], -1), rhs[:, :o])
                 w = w.at[:, : o - 1].set(rho[:, :-1]).at[:, -1].set(rho[:, -1])
         elif o == 2:
             w = w.at[:, 0].set(0.5)
