@@ -9,15 +9,19 @@ from jax.tree_util import Partial
 
 from glide_jax.diffusion import (
     RecordedNoise,
+    UniPCState,
     ddim_sample,
     ddim_sample_loop,
     dpm_solver_pp_sample_loop,
+    euler_ancestral_sample_loop,
     make_schedule,
     p_sample,
     p_sample_loop,
     sample_loop,
     sample_trajectory,
     samplers,
+    unipc_sample_loop,
+    unipc_step,
 )
 
 FULL = make_schedule("squaredcos_cap_v2", 1000)
@@ -67,7 +71,7 @@ def counting_model(w, x, t_model):
 def test_loops_compile_once():
     s = make_schedule("squaredcos_cap_v2", 1000, "8")
     shape = (2, 4, 4, 3)
-    for sampler in ("ddpm", "ddim", "dpm++2m"):
+    for sampler in ("ddpm", "ddim", "dpm++2m", "unipc", "euler_a"):
         TRACES["n"] = 0
         for seed, w in [(0, 0.5), (1, 0.7), (2, 0.9)]:
             model = Partial(counting_model, jnp.float32(w))
@@ -166,6 +170,8 @@ def test_all_samplers_end_at_point_mass():
         "ddim": ddim_sample_loop(s, model, x0.shape, key=key),
         "ddim eta=1": ddim_sample_loop(s, model, x0.shape, key=key, eta=1.0),
         "dpm++2m": dpm_solver_pp_sample_loop(s, model, x0.shape, key=key),
+        "unipc": unipc_sample_loop(s, model, x0.shape, key=key),
+        "euler_a": euler_ancestral_sample_loop(s, model, x0.shape, key=key),
     }
     for name, out in outs.items():
         assert float(jnp.abs(out - x0).max()) < 1e-4, name
@@ -214,3 +220,47 @@ def test_progress_callback_and_start_index():
     assert steps.shape == (4, 1, 2, 2, 3)
     with pytest.raises(ValueError):
         p_sample_loop(s, model, (1, 2, 2, 3))  # no key, no noises
+
+
+def test_euler_ancestral_is_ddim_with_eta_one():
+    # sqrt(ab') sigma_up is DDIM's eta=1 noise scale and sqrt(ab') sigma_down its eps coefficient.
+    s = make_schedule("squaredcos_cap_v2", 1000, "trailing8")
+    model = Partial(counting_model, jnp.float32(0.7))
+    k1, k2 = jax.random.split(jax.random.PRNGKey(4))
+    x = jax.random.normal(k1, (2, 4, 4, 3))
+    noise = RecordedNoise(jax.random.normal(k2, (7, 2, 4, 4, 3)))
+    # From the second step: DDIM's eps coefficient sqrt(1 - ab' - sigma^2) cancels to float32 noise on the first.
+    euler = sample_trajectory(s, model, x, noise, sampler="euler_a", start_index=6)
+    ddim = sample_trajectory(s, model, x, noise, sampler="ddim", eta=1.0, start_index=6)
+    np.testing.assert_allclose(np.asarray(euler), np.asarray(ddim), rtol=0, atol=2e-5)
+    deterministic = sample_trajectory(s, model, x, noise, sampler="ddim", start_index=6)
+    assert float(jnp.abs(euler[-1] - deterministic[-1]).max()) > 1e-2
+
+
+def test_unipc_draws_nothing_and_euler_ancestral_needs_noise():
+    s = make_schedule("squaredcos_cap_v2", 1000, "6")
+    model = Partial(counting_model, jnp.float32(0.5))
+    x_T = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 2, 3))
+    for sampler in ("unipc", "unipc3"):
+        a = sample_loop(s, model, x_T=x_T, sampler=sampler)
+        b = sample_loop(s, model, x_T=x_T, sampler=sampler, key=jax.random.PRNGKey(9))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="needs a key or a noise source"):
+        sample_loop(s, model, x_T=x_T, sampler="euler_a")
+    with pytest.raises(ValueError, match="order 2 or 3"):
+        unipc_sample_loop(s, model, x_T=x_T, order=4)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sample_loop(s, model, x_T=x_T, sampler="unipc4")
+
+
+def test_unipc_loop_equals_its_step_function():
+    s = make_schedule("squaredcos_cap_v2", 1000, "logsnr7")
+    model = Partial(counting_model, jnp.float32(0.8))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4, 3))
+    steps = sample_trajectory(s, model, x, None, sampler="unipc3")
+    state = UniPCState.init(x, 3)
+    step = jax.jit(unipc_step)
+    for k, i in enumerate(range(6, -1, -1)):
+        x, _, state = step(s, model, x, jnp.full((2,), i, jnp.int32), state)
+        np.testing.assert_allclose(np.asarray(steps[k]), np.asarray(x), atol=1e-5)
+    assert np.asarray(state.count).tolist() == [3, 3]

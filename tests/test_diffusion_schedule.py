@@ -5,7 +5,7 @@ import pytest
 from conftest import require_fixture
 
 from glide_jax.config import DiffusionConfig
-from glide_jax.diffusion import beta_schedule, make_schedule, respace_betas, space_timesteps
+from glide_jax.diffusion import RespacingError, beta_schedule, make_schedule, respace_betas, space_timesteps
 
 SPECS = ["27", "50", "100", "250", "ddim25", "ddim50", "fast27", "10,10,3,2,2"]
 
@@ -64,3 +64,58 @@ def test_schedule_is_float32_pytree():
     assert float(s.posterior_log_variance_clipped[0]) == float(s.posterior_log_variance_clipped[1])
     with pytest.raises(ValueError):
         make_schedule("nope", 10)
+
+
+COSINE = beta_schedule("squaredcos_cap_v2", 1000)
+
+
+def test_trailing_spacing():
+    assert space_timesteps(1000, "trailing10") == tuple(range(99, 1000, 100))
+    assert space_timesteps(1000, "trailing1") == (999,)
+    assert space_timesteps(1000, "trailing1000") == tuple(range(1000))
+    # 61 steps: the float arange that defines the spacing yields a 62nd element, timestep -1, which is left out
+    kept = space_timesteps(1000, "trailing61")
+    assert len(kept) == 61 and kept[0] == 15 and kept[-1] == 999
+    for n in (3, 7, 27, 61, 103, 999):
+        assert len(space_timesteps(1000, f"trailing{n}")) == n
+
+
+@pytest.mark.parametrize("kind", ["karras", "logsnr"])
+def test_log_sigma_spacings_keep_exactly_n_steps(kind):
+    log_sigma = 0.5 * np.log((1 - np.cumprod(1 - COSINE)) / np.cumprod(1 - COSINE))
+    for n in (2, 5, 20, 100, 500, 1000):
+        kept = space_timesteps(1000, f"{kind}{n}", COSINE)
+        assert len(kept) == n and kept[0] == 0 and kept[-1] == 999 and list(kept) == sorted(set(kept))
+    kept = np.asarray(space_timesteps(1000, f"{kind}20", COSINE))
+    # without shared timesteps the steps land on the nearest log sigma of their targets
+    lo, hi = log_sigma[0], log_sigma[-1]
+    ramp = np.linspace(0, 1, 20)
+    targets = hi + ramp * (lo - hi) if kind == "logsnr" else 7 * np.log(
+        np.exp(hi / 7) + ramp * (np.exp(lo / 7) - np.exp(hi / 7)))
+    nearest = np.abs(targets[:, None] - log_sigma[None]).argmin(1)[::-1]
+    free = np.concatenate([[True], np.diff(nearest) > 0])  # targets that do not share a timestep with the next noisier
+    assert free.sum() >= 8 and (kept[free] == nearest[free]).mean() > 0.5
+    assert make_schedule("squaredcos_cap_v2", 1000, f"{kind}20").num_timesteps == 20
+    # linear schedule (GLIDE's upsampler): log sigma is smooth, so no collisions at 27 steps
+    linear = beta_schedule("linear", 1000)
+    assert len(space_timesteps(1000, f"{kind}27", linear)) == 27
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("-1", "at least 1 step"), ("0", "at least 1 step"), (0, "at least 1 step"), ("0,0", "at least 1 step"),
+    ("5,-1", "negative"), ("trailing0", "1 <= N <= 1000"), ("karras0", "1 <= N <= 1000"),
+    ("logsnr1001", "1 <= N <= 1000"), ("ddim0", "1 <= N <= 1000"), ("trailing", "'' is not an integer"),
+    ("ddimx", "'x' is not an integer"), ("fast", "'fast' is not an integer"), ("10,,3", "'' is not an integer"),
+    ("1001", "cannot keep 1001"),
+])
+def test_bad_respacing_specs(spec, message):
+    with pytest.raises(RespacingError, match=message):
+        space_timesteps(1000, spec, COSINE)
+    assert issubclass(RespacingError, ValueError)
+
+
+def test_log_sigma_spacings_need_the_schedule():
+    with pytest.raises(RespacingError, match="depends on the noise schedule"):
+        space_timesteps(1000, "karras20")
+    with pytest.raises(RespacingError, match="1000 betas given for a 500-step"):
+        space_timesteps(500, "logsnr20", COSINE)

@@ -79,10 +79,27 @@ def _phi_weights(h: jnp.ndarray, order: int) -> Tuple[jnp.ndarray, jnp.ndarray, 
 
 
 def _vandermonde_solve(nodes: jnp.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
-    """Solve sum_j nodes_j^i rho_j = rhs_i (i = 0..n-1) per row; nodes, rhs: [B, n]."""
+    """Solve sum_j nodes_j^i rho_j = rhs_i (i = 0..n-1) per row; nodes, rhs: [B, n] with n <= 3.
+
+    Closed form through the Lagrange basis: rho_j = sum_i l_{j,i} rhs_i, where
+    l_{j,i} are the coefficients of prod_{k != j} (x - x_k) / (x_j - x_k).
+    Elementwise arithmetic, so the per-step solves compile to a few fused
+    operations instead of a batched LU factorisation.
+    """
     n = nodes.shape[-1]
-    matrix = jnp.stack([nodes**i for i in range(n)], axis=-2)
-    return jnp.linalg.solve(matrix, rhs[..., None])[..., 0]
+    out = []
+    for j in range(n):
+        coeffs = [jnp.ones_like(nodes[:, 0])]  # polynomial coefficients, lowest degree first
+        denominator = jnp.ones_like(nodes[:, 0])
+        for k in range(n):
+            if k == j:
+                continue
+            shifted = [jnp.zeros_like(coeffs[0])] + coeffs  # x * poly
+            scaled = [-nodes[:, k] * c for c in coeffs] + [jnp.zeros_like(coeffs[0])]  # -x_k * poly
+            coeffs = [a + b for a, b in zip(shifted, scaled)]
+            denominator = denominator * (nodes[:, j] - nodes[:, k])
+        out.append(sum(c * rhs[:, i] for i, c in enumerate(coeffs)) / denominator)
+    return jnp.stack(out, axis=-1)
 
 
 def _weights(r: jnp.ndarray, rhs: jnp.ndarray, order: jnp.ndarray, max_order: int, corrector: bool) -> jnp.ndarray:
