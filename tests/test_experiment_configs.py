@@ -21,13 +21,15 @@ PROJECT = REPO / "projects" / "shapes" / "configs"
 PARAMS = {
     "base:micro": 867_110, "base:tiny": 1_599_174,
     "base:released": 385_030_726, "base:paper": 3_554_414_086,
+    "base:finetune": 385_030_726, "base:finetune_micro": 2_471_238,
     "upsample:micro": 867_974, "upsample:tiny": 1_631_942,
     "upsample:released": 398_361_286, "upsample:paper": 1_641_702_790,
+    "upsample:finetune": 398_361_286, "upsample:finetune_micro": 2_472_102,
     "inpaint:micro": 868_262, "inpaint:tiny": 1_600_326, "inpaint:released": 385_037_638,
     "upsample_inpaint:released": 398_368_198,
     "clip:micro": 66_145, "clip:tiny": 288_705, "clip:released": 158_123_265,
 }
-SMALL = [k for k in PARAMS if k.split(":")[1] in ("micro", "tiny")]
+SMALL = [k for k in PARAMS if k.split(":")[1] in ("micro", "tiny", "finetune_micro")]
 LARGE = [k for k in PARAMS if k not in SMALL]
 
 
@@ -67,6 +69,24 @@ def test_an_inpainting_variant_is_its_base_variant_with_the_mask_inputs():
         base = load_config_file(f"{FAMILIES}/base.py:{variant}").model
         inpaint = load_config_file(f"{FAMILIES}/inpaint.py:{variant}").model
         assert inpaint == dataclasses.replace(base, unet=dataclasses.replace(base.unet, inpaint=True))
+
+
+def test_a_finetune_variant_is_the_released_model_with_the_single_device_settings():
+    from glide_jax.config import get_preset
+    from glide_jax.train.warm_start import differences
+
+    for family in ("base", "upsample"):
+        recipe = load_config_file(f"{FAMILIES}/{family}.py:finetune")
+        assert differences(get_preset(family), recipe.model) == []  # the released weights load as they are
+        assert (recipe.model.unet.dtype, recipe.model.unet.remat) == ("bfloat16", True)
+        assert recipe.train.init_from == family and recipe.train.microbatches > 1 and recipe.train.lr <= 1e-5
+        assert recipe.data.caption_dropout > 0 and recipe.data.tokenizer == "glide-bpe"
+        assert (recipe.mesh.data, recipe.mesh.fsdp) == (1, -1)
+        micro = load_config_file(f"{FAMILIES}/{family}.py:finetune_micro")
+        assert differences(load_config_file(f"{FAMILIES}/{family}.py:micro").model, micro.model) == [
+            "unet.text.n_vocab: 128 vs 50257"]  # the micro network with the released tokenizer's ids
+        assert (micro.model.unet.dtype, micro.model.unet.remat, micro.train.microbatches) == ("bfloat16", True, 2)
+        assert (micro.data, micro.mesh) == (recipe.data, recipe.mesh)
 
 
 def test_variant_errors_name_the_problem_and_the_choices(tmp_path):

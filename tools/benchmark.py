@@ -61,7 +61,7 @@ _CONDITIONING = {"unet": _unet_conditioning, "clip": lambda model, batch_size, r
 _DTYPE = {"unet": lambda model: model.unet.dtype, "clip": lambda model: model.dtype}
 
 
-def _synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
+def synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
     import numpy as np
 
     from glide_jax.models.families import family_of
@@ -92,8 +92,9 @@ def _cost(compiled) -> Dict[str, float]:
     return out
 
 
-def _compile_step(cfg, mesh, batch_size: int):
-    """AOT-compile the sharded train step from abstract shapes only; returns (compiled, abstract_state, seconds)."""
+def compile_step(cfg, mesh, batch_size: int):
+    """AOT-compile the sharded train step from abstract shapes only (no state is allocated);
+    returns ``(compiled, init_fn, abstract_state, seconds)``."""
     import jax
 
     from glide_jax.train import sharding as sh
@@ -104,7 +105,7 @@ def _compile_step(cfg, mesh, batch_size: int):
     tx = state_lib.make_optimizer(cfg.train)
     init, shardings, abstract = build_state(cfg, mesh, tx)
     bsh = sh.batch_sharding(mesh)
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in _synthetic_batch(cfg, 1).items()}
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in synthetic_batch(cfg, 1).items()}
     batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=bsh) for k, v in batch.items()}
     step = sh.jit_step(make_train_step(cfg.model, cfg.train, tx, mesh), shardings, mesh)
     t0 = time.perf_counter()
@@ -127,9 +128,9 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
     cfg = _load(name, overrides)
     cfg = dataclasses.replace(cfg, mesh=MeshConfig(data=1), train=dataclasses.replace(cfg.train, batch_size=batch_size))
     mesh = sh.make_mesh(cfg.mesh, jax.devices()[:1])
-    compiled, init, abstract, compile_s = _compile_step(cfg, mesh, batch_size)
+    compiled, init, abstract, compile_s = compile_step(cfg, mesh, batch_size)
     state = init()
-    batch = global_batch(_synthetic_batch(cfg, batch_size), sh.batch_sharding(mesh))
+    batch = global_batch(synthetic_batch(cfg, batch_size), sh.batch_sharding(mesh))
     state, metrics = compiled(state, batch)  # warm-up
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
@@ -171,7 +172,7 @@ def pod_worker(name: str, per_shard_batch: int, mesh_devices: int, tensor: int, 
     cfg = dataclasses.replace(cfg, mesh=MeshConfig(data=1, fsdp=-1, tensor=tensor),
                               train=dataclasses.replace(cfg.train, batch_size=batch))
     mesh = sh.make_mesh(cfg.mesh, jax.devices()[:mesh_devices])
-    compiled, _, abstract, compile_s = _compile_step(cfg, mesh, batch)
+    compiled, _, abstract, compile_s = compile_step(cfg, mesh, batch)
     cost = _cost(compiled)
     # State bytes per device on the compile mesh, and what they become when fsdp spans the whole pod.
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))

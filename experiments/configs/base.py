@@ -16,6 +16,14 @@ Variants:
   released U-Net widened to 512 channels (2.3B) with a text transformer of 24 blocks of
   width 2048 (1.2B with its embeddings), bfloat16 compute, rematerialised residual blocks
   and parameters fully sharded over the pod.
+* ``finetune``: fine-tuning OpenAI's released base (``train.init_from=base``) on a prepared
+  image-caption dataset (``--set data.path=...``) on one accelerator: bfloat16 compute,
+  rematerialised residual blocks, gradient accumulation, parameters and optimiser state
+  sharded (fsdp) over the local devices when there are several, caption dropout for
+  classifier-free guidance and a small learning rate after warmup. See docs/finetune.md
+  for the commands and the memory each batch size needs.
+* ``finetune_micro``: the ``finetune`` recipe on the ``micro`` network with the released
+  models' tokenizer; ``train.init_from`` must name a model of that shape (tests, CI).
 
 Neither the paper nor the release gives the learning rate; ``released`` and ``paper`` use
 ADM's ImageNet-64 recipe (Adam 1e-4, EMA 0.9999).
@@ -23,15 +31,16 @@ ADM's ImageNet-64 recipe (Adam 1e-4, EMA 0.9999).
 
 import dataclasses
 
-from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig, get_preset
+from glide_jax.config import GLIDE_VOCAB, DiffusionConfig, ModelConfig, TextConfig, UNetConfig, get_preset
 from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
-VARIANTS = ("micro", "tiny", "released", "paper")
+VARIANTS = ("micro", "tiny", "released", "paper", "finetune", "finetune_micro")
 
 
 def get_config(variant: str) -> ExperimentConfig:
     """The base-model experiment of one size; ``variant`` is one of ``VARIANTS``."""
-    builders = {"micro": _micro, "tiny": _tiny, "released": _released, "paper": _paper}
+    builders = {"micro": _micro, "tiny": _tiny, "released": _released, "paper": _paper,
+                "finetune": _finetune, "finetune_micro": _finetune_micro}
     if variant not in builders:
         raise ValueError(f"base config has no variant {variant!r}; its variants are {', '.join(VARIANTS)}")
     return builders[variant]()
@@ -190,4 +199,74 @@ def _paper() -> ExperimentConfig:
             steps=2_500_000,  # the paper's iterations
         ),
         mesh=MeshConfig(data=1, fsdp=-1, tensor=1),  # parameters and optimiser state sharded over all chips
+    )
+
+
+def _finetune_model(model: ModelConfig, **text_changes) -> ModelConfig:
+    """``model`` computing in bfloat16 with rematerialised residual blocks: the same weights (a warm
+    start may change both), about half the activation memory (see docs/finetune.md)."""
+    unet = dataclasses.replace(
+        model.unet,
+        dtype="bfloat16",  # compute dtype; parameters, gradients and Adam moments stay float32
+        remat=True,  # recompute residual blocks in the backward pass instead of storing activations
+        text=dataclasses.replace(model.unet.text, **text_changes),
+    )
+    return dataclasses.replace(model, unet=unet)
+
+
+def _finetune() -> ExperimentConfig:
+    return ExperimentConfig(
+        task="base",  # trained by experiments/train_base.py
+        name="base_finetune",  # recorded in the workdir's experiment.json
+        model=_finetune_model(get_preset("base")),  # the released base (385M) in bfloat16 with remat
+        data=DataConfig(
+            source="tfds",  # a prepared image-caption dataset ...
+            path="",  # ... at this folder: --set data.path=<.../name/config/1.0.0> (64x64 images)
+            caption_dropout=0.2,  # share of empty captions: keeps the unconditional branch of guidance trained
+            tokenizer="glide-bpe",  # the released model's GPT-2 BPE (its token embedding is reused)
+        ),
+        train=TrainConfig(
+            init_from="base",  # OpenAI's released base, converted on first use (glide-jax download base)
+            steps=10_000,  # optimiser steps
+            batch_size=32,  # images per step, summed over devices
+            microbatches=8,  # gradient accumulation: 8 slices of 4 images (12.9 GiB per step, docs/finetune.md)
+            lr=1e-5,  # Adam learning rate after warmup: a tenth of the from-scratch rate
+            warmup_steps=500,  # linear learning-rate warmup from 0
+            ema_rate=0.999,  # decay of the parameter average sampled with (a ~1,000-step horizon)
+            grad_clip=1.0,  # global-norm gradient clipping
+            log_every=50,  # steps between metric lines
+            checkpoint_every=1000,  # steps between checkpoints
+            keep_last=3,  # newest checkpoints kept
+            sample_every=1000,  # steps between preview grids
+        ),
+        mesh=MeshConfig(data=1, fsdp=-1, tensor=1),  # parameters, optimiser state and batch split over all devices
+        sample=SampleConfig(
+            num_images=8,  # images in a preview grid
+            steps=50,  # sampler steps of a preview
+            sampler="ddim",  # deterministic DDIM
+            guidance_scale=3.0,  # classifier-free guidance scale
+        ),
+    )
+
+
+def _finetune_micro() -> ExperimentConfig:
+    recipe = _finetune()
+    return dataclasses.replace(
+        recipe,
+        name="base_finetune_micro",  # recorded in the workdir's experiment.json
+        model=_finetune_model(_micro().model, n_vocab=GLIDE_VOCAB),  # micro network, GPT-2 BPE token ids
+        data=dataclasses.replace(recipe.data, path=""),  # --set data.path=<a prepared 16x16 dataset>
+        train=dataclasses.replace(
+            recipe.train,
+            init_from="",  # --set train.init_from=<a micro model: model directory, workdir or .npz>
+            steps=4,  # optimiser steps
+            batch_size=4,  # images per step
+            microbatches=2,  # gradient accumulation: 2 slices of 2 images
+            lr=1e-4,  # large enough for 4 steps to move every parameter visibly
+            warmup_steps=2,  # linear learning-rate warmup from 0
+            log_every=2,  # steps between metric lines
+            checkpoint_every=2,  # steps between checkpoints
+            sample_every=-1,  # no preview grids
+        ),
+        sample=dataclasses.replace(recipe.sample, num_images=2, steps=3),  # small previews if asked for
     )
