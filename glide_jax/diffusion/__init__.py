@@ -2,6 +2,13 @@
 
 Network-independent pure functions over a ``Schedule`` pytree; see the
 submodules for the details and the reasons behind each choice.
+
+Samplers (``SAMPLERS``, all steps of one compiled ``lax.scan``): ``ddpm``,
+``ddim``, ``dpm++2m``, ``unipc`` / ``unipc3`` (UniPC-bh2 of order 2 / 3,
+``unipc``) and ``euler_a`` (Euler-ancestral, ``euler_ancestral``). Timestep
+spacings (``make_schedule(respacing=...)``): ``"N"``, ``"trailingN"``,
+``"logsnrN"``, ``"karrasN"``, ``"ddimN"``, ``"fast27"`` and section lists such
+as ``"10,10,3,2,2"`` (``schedule.space_timesteps``).
 """
 
 from glide_jax.diffusion.euler_ancestral import euler_ancestral_step

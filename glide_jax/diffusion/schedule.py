@@ -10,6 +10,14 @@ respacings with the same number of steps share one compiled program.
 Respacing is represented explicitly by ``Schedule.timestep_map``: entry ``i``
 is the timestep of the original diffusion that respaced index ``i`` stands for,
 and it is what the network must be given.
+
+Which timesteps to keep is a string spec (``space_timesteps``), so a step
+count anywhere in the package can also name a spacing: ``"20"`` (the
+reference's uniform respacing), ``"trailing20"`` (diffusers' trailing
+spacing, which starts at the noisiest step and stops short of t=0),
+``"logsnr20"`` (uniform in log-SNR) and ``"karras20"`` (Karras et al.'s
+sigma ramp), the last two mapped onto the nearest distinct discrete
+timesteps of the 1000-step model.
 """
 
 from __future__ import annotations
