@@ -27,9 +27,11 @@ from glide_jax.hub.released import RELEASED
 
 def _stage_args(ap, prefix: str, fallback):
     ap.add_argument(f"--{prefix}sampler", default=None,
-                    help=f"ddpm, ddim or dpm++2m (default: the model's recommendation, else {fallback.sampler})")
+                    help="ddpm, ddim, dpm++2m, unipc, unipc3 or euler_a "
+                         f"(default: the model's recommendation, else {fallback.sampler})")
     ap.add_argument(f"--{prefix}steps", default=None,
-                    help=f"steps or respacing spec such as fast27 (default: the model's, else {fallback.steps})")
+                    help="steps or a respacing spec: N, trailingN, logsnrN, karrasN, ddimN, fast27 "
+                         f"(default: the model's, else {fallback.steps})")
 
 
 def _common(ap, base_stage: bool = True):
