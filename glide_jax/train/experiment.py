@@ -128,7 +128,7 @@ class SampleConfig:
 
     num_images: int = 4  # images per preview grid
     steps: int = 25  # sampling steps (respaced)
-    sampler: str = "ddim"  # a sampler of glide_jax.diffusion.samplers.SAMPLERS (ddpm, ddim, dpm++2m, unipc, unipc3, euler_a)
+    sampler: str = "ddim"  # one of glide_jax.diffusion.samplers.SAMPLERS (ddpm, ddim, dpm++2m, unipc, unipc3, euler_a)
     guidance_scale: float = 3.0  # classifier-free guidance scale
     prompts: Tuple[str, ...] = ()  # default: the captions of the first training records
     temperature: float = 1.0  # initial-noise scale (GLIDE's upsampler used 0.997)
