@@ -229,7 +229,7 @@ def _finetune() -> ExperimentConfig:
             init_from="base",  # OpenAI's released base, converted on first use (glide-jax download base)
             steps=10_000,  # optimiser steps
             batch_size=32,  # images per step, summed over devices
-            microbatches=8,  # gradient accumulation: 8 slices of 4 images (a batch of 4 takes 12.9 GiB)
+            microbatches=8,  # gradient accumulation: 8 slices of 4 images (15.3 GiB per device, docs/finetune.md)
             lr=1e-5,  # Adam learning rate after warmup: a tenth of the from-scratch rate
             warmup_steps=500,  # linear learning-rate warmup from 0
             ema_rate=0.999,  # decay of the parameter average sampled with (a ~1,000-step horizon)

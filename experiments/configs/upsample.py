@@ -223,7 +223,7 @@ def _finetune() -> ExperimentConfig:
             init_from="upsample",  # OpenAI's released upsampler, converted on first use (glide-jax download upsample)
             steps=10_000,  # optimiser steps
             batch_size=16,  # images per step, summed over devices
-            microbatches=16,  # gradient accumulation: 16 slices of 1 image (a batch of 1 takes 14.3 GiB)
+            microbatches=16,  # gradient accumulation: 16 slices of 1 image (16.7 GiB per device, docs/finetune.md)
             lr=1e-5,  # Adam learning rate after warmup: a tenth of the from-scratch rate
             warmup_steps=500,  # linear learning-rate warmup from 0
             ema_rate=0.999,  # decay of the parameter average sampled with (a ~1,000-step horizon)
