@@ -29,7 +29,7 @@ the seed and the position, reproducible on resume):
   (the unconditional branch of classifier-free guidance), *before* tokenizing;
 * for the inpainting fine-tune, ``inpaint_mask`` from :mod:`glide_jax.data.masks`.
 
-Per batch (``global_batch_size / shard_count`` examples per host), captions go
+Per host batch (its rows of the global batch), captions go
 through the ``tokenize(list[str]) -> dict[str, np.ndarray]`` callable passed in;
 its arrays are merged into the batch. Batches are dicts of numpy arrays::
 
