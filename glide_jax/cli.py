@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("names", nargs="+", help="base, upsample, base-inpaint, upsample-inpaint, clip/image-enc, "
                                             "clip/text-enc, clip, tokenizers, or all")
     d.add_argument("--cache-dir", default=None)
+    _serve_parser(sub)
     return ap
 
 
@@ -237,11 +238,30 @@ def _convert(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- serve (the web demo)
+def _serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="a web page for generating, inpainting and editing (needs the demo extra)")
+    s.add_argument("--model", default="embedded",
+                   help="'embedded' (default), 'openai', or one text-to-image model (then no Inpaint tab)")
+    s.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
+    s.add_argument("--clip-model", default=None, help="CLIP model; adds a 'candidates' control (CLIP re-ranking)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+
+
+def _serve(args) -> int:
+    from glide_jax.demo.server import serve
+
+    serve(args.model, args.upsampler, args.clip_model, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
 def main(argv=None) -> int:
     from glide_jax.errors import run_command
 
     args = build_parser().parse_args(argv)
-    commands = {"download": _download, "convert": _convert}
+    commands = {"download": _download, "convert": _convert, "serve": _serve}
     return run_command(lambda: commands.get(args.command, _run_sampling)(args))
 
 
