@@ -1,0 +1,98 @@
+"""Start the demo: a private temporary directory, the models loaded and compiled, the page on an address.
+
+Gradio writes every upload and every image it serves under ``GRADIO_TEMP_DIR``;
+the server points that at a fresh temporary directory, made before Gradio is
+imported and removed when the process exits (normally, by Ctrl-C or by
+SIGTERM), so nothing a visitor sends outlives the server or lands elsewhere.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from typing import Optional
+
+from glide_jax.errors import InputWarning
+
+DEMO_EXTRA = 'the demo needs the demo extra: pip install -e ".[demo]"'
+
+
+def require_gradio() -> None:
+    """Raise a ``ValueError`` saying how to install Gradio when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ValueError(DEMO_EXTRA)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+        except (socket.gaierror, ValueError):
+            return False
+
+
+def exposure_warnings(host: str, share: bool) -> list:
+    """What to tell the operator before the page becomes reachable from other machines."""
+    notes = []
+    if not is_loopback(host):
+        notes.append(f"the demo listens on {host}, a non-loopback address: anyone who can reach this machine can use "
+                     "it and its CPU/accelerator time, with no login; use --host 127.0.0.1 to keep it private")
+    if share:
+        notes.append("--share opens a public gradio.live link through Gradio's relay: anyone with the link can use "
+                     "the demo for the next 72 hours")
+    return notes
+
+
+def private_temp_dir() -> str:
+    """A fresh directory for Gradio's uploads and outputs, removed when the process exits."""
+    folder = tempfile.mkdtemp(prefix="glide-jax-demo-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    # SIGTERM ends the process without running atexit unless it becomes an ordinary exit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    return folder
+
+
+def serve(model: str = "embedded", upsampler: Optional[str] = None, clip: Optional[str] = None,
+          host: str = "127.0.0.1", port: int = 7860, share: bool = False, log=print) -> None:
+    """Load and warm up the models, then serve the page until interrupted."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in [1, 65535], got {port}")
+    require_gradio()
+    for note in exposure_warnings(host, share):
+        warnings.warn(note, InputWarning)
+    folder = private_temp_dir()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from glide_jax.demo import progress
+    from glide_jax.demo.app import build_app
+    from glide_jax.demo.models import load_models, warm_up
+
+    progress.install()  # before anything compiles: the loops keep the callback they were compiled with
+    models = load_models(model, upsampler, clip)
+    log(f"loaded the models in {models.load_seconds:.1f} s; compiling (one request per tab)...")
+    started = time.perf_counter()
+    timings = warm_up(models)
+    warm = time.perf_counter() - started
+    per_tab = ", ".join(f"{tab} {seconds:.1f} s" for tab, seconds in timings.items())
+    log(f"compiled in {warm:.1f} s ({per_tab}); uploads and outputs go to {folder}")
+    start_up = f"Start-up: models loaded in {models.load_seconds:.1f} s, compiled in {warm:.1f} s."
+    page = build_app(models, start_up)
+    page.queue(default_concurrency_limit=1)
+    page.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True,
+                max_file_size="20mb")
