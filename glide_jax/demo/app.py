@@ -24,7 +24,7 @@ EMBEDDED_EXAMPLES = ["a red circle", "a large green circle", "a red circle above
                      "a small yellow triangle to the left of a purple square"]
 OPENAI_EXAMPLES = ["an oil painting of a corgi", "a crayon drawing of a space elevator",
                    "a stained glass window of a lighthouse"]
-GALLERY_HEIGHT = 360  # pixels; the embedded models' 64x64 samples are shown enlarged
+GALLERY_HEIGHT = 360  # pixels of the gallery and the image boxes
 QUEUE_GROUP = "models"  # one concurrency group: the three tabs share the loaded models
 
 
@@ -131,7 +131,7 @@ def build_app(models: DemoModels, start_up: str = ""):
         return n, seed, scale, upsample
 
     def gallery(prefix: str):
-        return gr.Gallery(label="results (seed, index under each)", format="png", columns=4,
+        return gr.Gallery(label="results (seed, index under each)", format="png", columns=4, fit_columns=False,
                           height=GALLERY_HEIGHT, object_fit="contain", elem_id=f"{prefix}-gallery")
 
     examples = EMBEDDED_EXAMPLES if models.name == "embedded" else OPENAI_EXAMPLES

@@ -16,12 +16,13 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from glide_jax.data.shapes import COLORS, RELATIONS, SHAPES
 from glide_jax.sampling.pipeline import Pipeline
 
-# The one line the page says about the embedded models (they know the shapes grammar only).
-EMBEDDED_NOTE = ("The embedded models are tiny and know one grammar only: a colour and shape (circle, square, "
-                 "triangle...), optionally 'large'/'small', and a second one 'above', 'below' or 'to the left of' "
-                 "it. For GLIDE's released weights run `glide-jax download all`, then "
+# The one line the page says about the embedded models: they know the captioned-shapes grammar only.
+EMBEDDED_NOTE = (f"The embedded models are tiny and know one grammar only: '[small|large] COLOUR SHAPE' or two of "
+                 f"them joined by a relation (colours {', '.join(COLORS)}; shapes {', '.join(SHAPES)}; relations "
+                 f"{', '.join(RELATIONS)}). For GLIDE's released weights run `glide-jax download all`, then "
                  "`glide-jax serve --model openai`.")
 
 
