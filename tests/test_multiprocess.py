@@ -177,6 +177,7 @@ def _example_ids(output):
 # ----------------------------------------------------------------------------- default run
 
 
+@pytest.mark.slow  # 2 x 2 devices against 1 x 4 (~70 s under load): a CI step of its own
 def test_two_processes_compute_what_one_process_computes(env, tmp_path):
     one = Job(env, tmp_path / "one", *SHORT)
     two = Job(env, tmp_path / "two", *SHORT, processes=2)
