@@ -225,7 +225,7 @@ def bench_attention(reps: int, dtype: str = "float32") -> dict:
     return {"dtype": dtype, "shapes": results, "ms_per_forward": {k: round(1e3 * v, 1) for k, v in totals.items()}}
 
 
-def bench_base_step(reps: int, dtype: str = "float32", attention: str = "") -> dict:
+def bench_base_step(reps: int, dtype: str = "float32") -> dict:
     """Seconds per full-size ``base`` CFG step in JAX (batch-2 forward with the caption encoded once)."""
     import dataclasses
 
@@ -235,7 +235,7 @@ def bench_base_step(reps: int, dtype: str = "float32", attention: str = "") -> d
     from glide_jax.sampling.networks import unet_apply, unet_model_fn
 
     cfg, params = random_model("base")
-    unet = dataclasses.replace(cfg.unet, dtype=dtype, **({"attention": attention} if attention else {}))
+    unet = dataclasses.replace(cfg.unet, dtype=dtype)
     rows, size = 2, unet.image_size
     tokens = jnp.zeros((rows, unet.text.text_ctx), jnp.int32)
     mask = jnp.zeros((rows, unet.text.text_ctx), bool).at[:, :4].set(True)
@@ -246,7 +246,7 @@ def bench_base_step(reps: int, dtype: str = "float32", attention: str = "") -> d
     run = lambda: forward(*model_fn.args, x, t).block_until_ready()
     run()
     times = [_time(run, 1) for _ in range(reps)]
-    return {"side": "jax", "dtype": dtype, "attention": attention or "default", "seconds": times}
+    return {"side": "jax", "dtype": dtype, "seconds": times}
 
 
 def bench_torch_base_step(reference: str, reps: int, threads: int) -> dict:
@@ -277,7 +277,7 @@ def side_by_side(args) -> dict:
     """Alternate JAX and PyTorch base-step children for ``args.rounds`` rounds; medians of every step timed."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     jax_cmd = [sys.executable, "-m", "tools.benchmark_sample", "--child", "jax-base", "--reps", str(args.reps),
-               "--dtype", args.dtype] + (["--attention", args.attention] if args.attention else [])
+               "--dtype", args.dtype]
     torch_cmd = [args.versus_torch, "-m", "tools.benchmark_sample", "--child", "torch-base", "--reps", str(args.reps),
                  "--reference", args.reference, "--threads", str(args.threads)]
     rounds = []
@@ -294,14 +294,14 @@ def side_by_side(args) -> dict:
         times = [s for row in rounds for s in row[side]["seconds"]]
         summary[side] = {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
                          "max_s": round(max(times), 3), "steps_timed": len(times)}
-    summary["jax"].update(dtype=rounds[0]["jax"]["dtype"], attention=rounds[0]["jax"]["attention"])
+    summary["jax"].update(dtype=rounds[0]["jax"]["dtype"])
     summary["torch"].update(version=rounds[0]["torch"]["torch"], threads=rounds[0]["torch"]["threads"])
     return {"base_cfg_step": summary, "rounds": rounds}
 
 
 def _child(args) -> int:
     if args.part == "jax-base":
-        out = bench_base_step(args.reps, args.dtype, args.attention)
+        out = bench_base_step(args.reps, args.dtype)
     elif args.part == "torch-base":
         out = bench_torch_base_step(args.reference, args.reps, args.threads)
     elif args.part == "matmul":
@@ -347,7 +347,6 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", help="JAX compute dtype of the side-by-side (float32, bfloat16)")
     ap.add_argument("--attention-shapes", action="store_true",
                     help="time the attention implementations on the base's attention shapes")
-    ap.add_argument("--attention", default="", help="JAX attention implementation of the side-by-side")
     args = ap.parse_args(argv)
     if args.part:
         return _child(args)
