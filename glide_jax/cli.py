@@ -43,6 +43,9 @@ def _common(ap, base_stage: bool = True):
                     help="'embedded' (default, offline shapes models), 'openai', or one model: a model "
                          "directory, a training workdir, a .pt file, an embedded or a released name")
     ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="compute dtype of the networks (parameters stay float32); bfloat16 is for accelerators "
+                         "and slower on a CPU")
     from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     if base_stage:
@@ -139,7 +142,7 @@ def _pipeline(args, inpaint: bool):
             raise ValueError("--clip-guidance and --candidates with a custom --model need --clip-model")
     if up in (None, "none"):
         up = None
-    return load_pipeline(base, up, clip)
+    return load_pipeline(base, up, clip, dtype=None if args.dtype == "float32" else args.dtype)
 
 
 def rewrite_notes(pipe, prompts) -> list:
