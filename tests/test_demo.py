@@ -25,8 +25,11 @@ FAST = dict(upsample=False, steps=6, sampler="ddim")  # base size, few steps: on
 
 @pytest.fixture(scope="module")
 def models():
+    """The embedded models, with the demo's progress callback installed for this module only."""
+    previous = ProgressBar._instance
     install()
-    return load_models("embedded")
+    yield load_models("embedded")
+    ProgressBar._instance = previous
 
 
 def test_square_rgb_crops_to_the_centre_and_flattens_transparency():
@@ -111,6 +114,20 @@ def test_generate_labels_each_image_and_index_does_not_depend_on_n(models):
     assert len(steps) == 3 * 5 and steps[-1] == (1.0, "base 3-3/3: step 5/5")
     assert [fraction for fraction, _ in steps[:5]] == [0.2, 0.4, 0.6, 0.8, 1.0]
     assert three.warnings == [] and three.seconds > 0
+
+
+def test_the_page_s_seed_and_index_re_make_the_image_with_the_cli(models, tmp_path):
+    from PIL import Image
+
+    from glide_jax import cli
+
+    outcome = handlers.generate(models, handlers.GenerateRequest("a red circle", n=2, seed=11, **FAST))
+    # the command the page quotes, with the same settings (progress on: the loop compiled above is reused)
+    assert cli.main(["generate", "a red circle", "--seed", "11", "--n", "2", "--batch-size", "1", "--upsampler",
+                     "none", "--sampler", "ddim", "--steps", "6", "--out", str(tmp_path)]) == 0
+    for index in range(2):
+        with Image.open(tmp_path / f"generate_{index:03d}.png") as written:
+            np.testing.assert_array_equal(np.asarray(written.convert("RGB")), outcome.images[index][0])
 
 
 def test_input_warnings_and_crops_come_back_with_the_images(models):
