@@ -213,6 +213,26 @@ def test_inpaint_fills_the_painted_region(page, tmp_path):
     assert page.locator("#inpaint-original img").count() == 1
 
 
+def test_edit_redraws_a_sketch_drawn_in_the_page(page):
+    page.get_by_role("tab", name="Edit").click()
+    canvas = page.locator("#edit-sketch canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    middle_x, middle_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(middle_x - 40, middle_y - 40)
+    page.mouse.down()  # a scribble in the middle of the white canvas
+    page.mouse.move(middle_x + 40, middle_y + 40, steps=3)
+    page.mouse.up()
+    page.locator("#edit-prompt textarea").fill("a red circle")
+    page.locator("#edit-button").click()
+    shown = _gallery(page, "edit")
+    assert [caption for _, caption in shown] == ["seed 0, index 0", "seed 0, index 1"]
+    assert all(_decoded(png).shape == (64, 64, 3) and _colour_pixels(png, "red") > 50 for png, _ in shown)
+    original = page.locator("#edit-original img")
+    original.wait_for()
+    assert _decoded(page.request.get(original.get_attribute("src")).body()).shape == (256, 256, 3)
+
+
 def test_bad_input_shows_a_readable_error_and_the_server_keeps_serving(page, server):
     _generate(page, "   ")
     error = page.get_by_text("the prompt is empty: type what to draw")

@@ -161,7 +161,7 @@ def build_app(models: DemoModels, start_up: str = ""):
                 editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="picture and mask",
                                         brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=8),
                                         elem_id="inpaint-editor", height=GALLERY_HEIGHT)
-                original = gr.Image(label="original (as the model saw it)", interactive=False,
+                original = gr.Image(label="original (as the model saw it)", interactive=False, format="png",
                                     elem_id="inpaint-original", height=GALLERY_HEIGHT)
             inpaint_prompt = gr.Textbox(label="prompt for the painted region", elem_id="inpaint-prompt")
             inpaint_n, inpaint_seed, inpaint_scale, inpaint_up = common_controls("inpaint")
@@ -177,8 +177,8 @@ def build_app(models: DemoModels, start_up: str = ""):
             with gr.Row():
                 sketch = gr.ImageEditor(type="numpy", image_mode="RGB", label="sketch", elem_id="edit-sketch",
                                         value=np.full((256, 256, 3), 255, np.uint8), height=GALLERY_HEIGHT)
-                edit_original = gr.Image(label="sketch (as the model saw it)", interactive=False,
-                                         height=GALLERY_HEIGHT)
+                edit_original = gr.Image(label="sketch (as the model saw it)", interactive=False, format="png",
+                                         height=GALLERY_HEIGHT, elem_id="edit-original")
             edit_prompt = gr.Textbox(label="prompt", elem_id="edit-prompt")
             strength = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="strength")
             edit_n, edit_seed, edit_scale, edit_up = common_controls("edit")
