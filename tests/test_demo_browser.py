@@ -42,7 +42,8 @@ def _missing() -> str:
     return ""
 
 
-pytestmark = pytest.mark.skipif(bool(_missing()), reason=_missing() or "ready")
+# slow: start-up compiles every tab's loops (40-80 s here), and the whole module takes 100-160 s
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_missing()), reason=_missing() or "ready")]
 
 START_UP_LIMIT = 420  # seconds for loading and compiling the embedded models on a busy 2-core machine
 REQUEST_LIMIT = 120_000  # milliseconds for one request in the page
