@@ -1,4 +1,5 @@
-"""The ``glide-jax`` command (also ``python -m glide_jax``): generate, inpaint, edit, upsample, convert, download.
+"""The ``glide-jax`` command (also ``python -m glide_jax``): generate, inpaint, edit, upsample, convert, download,
+serve.
 
 Models are named with ``--model``: ``embedded`` (the default: the tiny
 captioned-shapes models shipped in the package, offline, 32x32 upsampled to
