@@ -276,6 +276,7 @@ def test_a_cached_file_that_lost_bytes_is_set_aside_and_fetched_again(server, tm
     assert len(aside) == 1 and aside[0].read_bytes() == body[:100]  # kept, not deleted
 
 
+@pytest.mark.slow  # abstract shapes of the six released models (~9 s)
 def test_the_pinned_parameter_counts_are_the_released_checkpoints_manifests():
     from glide_jax.hub import verify
 

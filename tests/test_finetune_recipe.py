@@ -139,6 +139,7 @@ def _nano_memory(batch_size: int):
     return memory_table.step_memory(cfg)
 
 
+@pytest.mark.slow  # compiles a train step (~11 s)
 def test_the_memory_table_reads_the_compiled_steps_memory_analysis():
     from tools import memory_table
 

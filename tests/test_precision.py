@@ -38,6 +38,7 @@ def _random_weights(config, seed=0):
     return {"params": jax.tree_util.tree_map(fill, abstract_params(config))}
 
 
+@pytest.mark.slow  # the released base's attention shapes
 @pytest.mark.parametrize("name", sorted(ATTENTION_SHAPES))
 def test_dot_product_attention_equals_einsum_attention(name):
     t, s, heads, width = ATTENTION_SHAPES[name]
@@ -77,6 +78,7 @@ def test_dot_product_attention_network_matches_the_pytorch_fixture():
     np.testing.assert_allclose(np.asarray(out), nhwc(arrays["out/model"]), rtol=0, atol=3e-5)
 
 
+@pytest.mark.slow  # two compiled networks (~10 s)
 def test_bfloat16_sampling_network_stays_close_to_float32_and_returns_float32():
     config = get_preset("tiny-base")
     params = _random_weights(config)

@@ -75,6 +75,7 @@ def test_the_guidance_interval_runs_the_unconditional_half_only_inside_it():
     np.testing.assert_allclose(everywhere, full, atol=1e-6)
 
 
+@pytest.mark.slow  # three more sampling compilations
 def test_the_pipeline_guidance_interval_changes_samples_and_checks_its_bounds(pipe):
     plain = _generate(pipe, PROMPTS[:2])
     limited = _generate(pipe, PROMPTS[:2], guidance_interval=(0.2, 0.7))
@@ -97,6 +98,7 @@ def test_dynamic_thresholding_rescales_by_the_quantile_and_leaves_small_values_a
         guidance.dynamic_threshold_fn(1.5)
 
 
+@pytest.mark.slow  # a CLIP scorer and two sampling compilations
 def test_re_ranking_keeps_the_highest_scoring_candidates_best_first(pipe):
     candidates = _generate(pipe, [PROMPTS[0]] * 4)
     scores = clip_scores(pipe.clip, to_model(candidates), [PROMPTS[0]] * 4)
@@ -110,6 +112,7 @@ def test_re_ranking_keeps_the_highest_scoring_candidates_best_first(pipe):
         load_pipeline("embedded-base", None).generate(PROMPTS[0], candidates=2, upsample=None)
 
 
+@pytest.mark.slow  # the CLI with every control compiles its own loop
 def test_the_cli_takes_every_control(tmp_path, capsys):
     from glide_jax.cli import main
 
