@@ -2,7 +2,7 @@
 
 diffusers is not a dependency: this runs only where a separate interpreter
 with torch and diffusers is configured (``GLIDE_JAX_DIFFUSERS_PYTHON``, or
-``/work/venv-diffusers``), and it takes a minute and a half, so it is in the
+``.venv-diffusers`` in the repository), and it takes a minute and a half, so it is in the
 slow set. The tool's docstring quotes the measured differences for machines
 without that interpreter.
 """

@@ -2,7 +2,7 @@
 
 diffusers is not a dependency of glide_jax; it lives in a separate virtual
 environment whose interpreter this tool runs as a subprocess (``--python``,
-else ``$GLIDE_JAX_DIFFUSERS_PYTHON``, else ``/work/venv-diffusers/bin/python``;
+else ``$GLIDE_JAX_DIFFUSERS_PYTHON``, else ``.venv-diffusers/bin/python`` in the repository;
 set one up with ``python3 -m venv DIR && DIR/bin/pip install torch diffusers
 numpy``). That side imports nothing of glide_jax: it gets plain arrays and
 settings in an ``.npz`` file and answers with arrays in another.
@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_PYTHON = "/work/venv-diffusers/bin/python"
+DEFAULT_PYTHON = str(Path(__file__).resolve().parents[1] / ".venv-diffusers" / "bin" / "python")
 DATA_MEAN, DATA_STD = 0.3, 0.2
 STEP_COUNTS = (5, 10, 20, 50)
 # Cases whose name ends so start at the second timestep, leaving out t=999, where float32 rounding dominates.

@@ -14,7 +14,6 @@ import dataclasses
 import time
 from typing import Dict, Optional
 
-import numpy as np
 
 from glide_jax.data.shapes import COLORS, RELATIONS, SHAPES
 from glide_jax.sampling.pipeline import Pipeline
@@ -68,26 +67,3 @@ def load_models(model: str = "embedded", upsampler: Optional[str] = None, clip: 
                              "(--model embedded or openai) so Generate and Edit have a text-to-image model")
         generate, inpaint = Pipeline(base, load(upsampler), clip_model), None
     return DemoModels(generate, inpaint, model, load_seconds=time.perf_counter() - started)
-
-
-def warm_up(models: DemoModels) -> Dict[str, float]:
-    """Run each tab's default request once (compiling its loops); seconds per tab, also kept on ``models``."""
-    from glide_jax.demo import handlers
-
-    size = models.generate.base.config.unet.image_size
-    sketch = np.full((size, size, 3), 200, np.uint8)
-    sketch[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = (220, 30, 30)
-    requests = {"generate": lambda: handlers.generate(models, handlers.GenerateRequest(prompt="a red circle")),
-                "edit": lambda: handlers.edit(models, handlers.EditRequest(prompt="a red square", image=sketch))}
-    if models.inpaint is not None:
-        size = models.inpaint.base.config.unet.image_size
-        mask = np.ones((size, size), bool)
-        mask[: size // 2] = False
-        requests["inpaint"] = lambda: handlers.inpaint(
-            models, handlers.InpaintRequest(prompt="a red circle", image=sketch if sketch.shape[0] == size else
-                                            np.full((size, size, 3), 200, np.uint8), mask=mask))
-    for tab, run in requests.items():
-        started = time.perf_counter()
-        run()
-        models.warmup_seconds[tab] = time.perf_counter() - started
-    return models.warmup_seconds

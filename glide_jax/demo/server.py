@@ -81,7 +81,8 @@ def serve(model: str = "embedded", upsampler: Optional[str] = None, clip: Option
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from glide_jax.demo import progress
     from glide_jax.demo.app import build_app
-    from glide_jax.demo.models import load_models, warm_up
+    from glide_jax.demo.models import load_models
+    from glide_jax.demo.warmup import warm_up
 
     progress.install()  # before anything compiles: the loops keep the callback they were compiled with
     models = load_models(model, upsampler, clip)
