@@ -65,6 +65,8 @@ def _common(ap, base_stage: bool = True):
                              "clamping, for high guidance scales")
         ap.add_argument("--candidates", type=int, default=1,
                         help="draw this many samples per image and keep the best by the noise-aware CLIP")
+        ap.add_argument("--first-index", type=int, default=0,
+                        help="index of the first image: re-makes image I of an earlier run with --first-index I")
         _stage_args(ap, "", BASE_DEFAULT)
     _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
     ap.add_argument("--upsample-temperature", type=float, default=None,
@@ -208,13 +210,17 @@ def _run_sampling(args) -> int:
                       batch_size=args.batch_size, clip_guidance_scale=args.clip_guidance,
                       negative_prompt=args.negative_prompt, guidance_interval=args.guidance_interval,
                       dynamic_threshold=args.dynamic_threshold, candidates=args.candidates,
-                      progress=not args.no_progress)
+                      first_index=args.first_index, progress=not args.no_progress)
         if args.command == "inpaint":
             kwargs.update(inpaint_image=args.image, inpaint_mask=args.mask)
         elif args.command == "edit":
             kwargs.update(init_image=args.image, strength=args.strength)
         images = pipe.generate(prompts, **kwargs)
-    for path in save_images(images, out_dir, prefix=args.command):
+    paths = save_images(images, out_dir, prefix=args.command)
+    first = getattr(args, "first_index", 0)
+    for i, path in enumerate(paths[: len(images)]):
+        print(f"{path}\tseed {args.seed} index {first + i}")
+    for path in paths[len(images):]:
         print(path)
     return 0
 

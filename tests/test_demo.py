@@ -123,11 +123,10 @@ def test_the_page_s_seed_and_index_re_make_the_image_with_the_cli(models, tmp_pa
 
     outcome = handlers.generate(models, handlers.GenerateRequest("a red circle", n=2, seed=11, **FAST))
     # the command the page quotes, with the same settings (progress on: the loop compiled above is reused)
-    assert cli.main(["generate", "a red circle", "--seed", "11", "--n", "2", "--batch-size", "1", "--upsampler",
-                     "none", "--sampler", "ddim", "--steps", "6", "--out", str(tmp_path)]) == 0
-    for index in range(2):
-        with Image.open(tmp_path / f"generate_{index:03d}.png") as written:
-            np.testing.assert_array_equal(np.asarray(written.convert("RGB")), outcome.images[index][0])
+    assert cli.main(["generate", "a red circle", "--seed", "11", "--first-index", "1", "--upsampler", "none",
+                     "--sampler", "ddim", "--steps", "6", "--out", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "generate_000.png") as written:
+        np.testing.assert_array_equal(np.asarray(written.convert("RGB")), outcome.images[1][0])
 
 
 def test_input_warnings_and_crops_come_back_with_the_images(models):

@@ -1,4 +1,4 @@
-"""Sampling controls: negative prompts, the guidance interval, dynamic thresholding, re-ranking."""
+"""Sampling controls: negative prompts, per-image seeds, the guidance interval, dynamic thresholding, re-ranking."""
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,20 @@ def test_a_negative_prompt_replaces_only_the_unconditional_captions(pipe, monkey
         _generate(pipe, PROMPTS[:2], negative_prompt=["only one"])
     with pytest.raises(ValueError, match="guidance_scale other than 1"):
         _generate(pipe, PROMPTS[:2], negative_prompt="x", guidance_scale=1.0)
+
+
+def test_each_image_depends_on_its_seed_and_index_not_on_the_batch(pipe):
+    everything = _generate(pipe, PROMPTS, batch_size=2)
+    # The same batch size: bit-identical whatever the chunking, the count or the other prompts.
+    np.testing.assert_array_equal(_generate(pipe, PROMPTS[1:3], first_index=1, batch_size=2), everything[1:3])
+    np.testing.assert_array_equal(_generate(pipe, [PROMPTS[3], "a large green square"], first_index=3,
+                                            batch_size=2)[0], everything[3])
+    # Another batch size compiles another program: equal to float rounding (at most one level of 255).
+    alone = _generate(pipe, PROMPTS[2:3], first_index=2, batch_size=1)
+    assert np.abs(alone[0].astype(int) - everything[2]).max() <= 1
+    together = _generate(pipe, PROMPTS)
+    assert np.abs(together.astype(int) - everything).max() <= 1 and (together != everything).mean() < 0.01
+    assert np.abs(everything[0].astype(int) - _generate(pipe, PROMPTS[:1], first_index=1)[0]).mean() > 3
 
 
 def _counting_model(counter):
@@ -113,13 +127,15 @@ def test_re_ranking_keeps_the_highest_scoring_candidates_best_first(pipe):
 
 
 @pytest.mark.slow  # the CLI with every control compiles its own loop
-def test_the_cli_takes_every_control(tmp_path, capsys):
+def test_the_cli_takes_every_control_and_prints_each_images_seed_and_index(tmp_path, capsys):
     from glide_jax.cli import main
 
-    assert main(["generate", "a red circle", "--n", "2", "--seed", "5", "--steps", "4", "--sampler", "ddim",
-                 "--upsampler", "none", "--negative-prompt", "a blue square", "--guidance-interval", "0.2", "0.8",
-                 "--dynamic-threshold", "0.995", "--candidates", "2", "--out", str(tmp_path), "--no-progress"]) == 0
-    assert capsys.readouterr().out.splitlines() == [str(tmp_path / name) for name in
-                                                    ("generate_000.png", "generate_001.png", "generate_grid.png")]
+    assert main(["generate", "a red circle", "--n", "2", "--first-index", "3", "--seed", "5", "--steps", "4",
+                 "--sampler", "ddim", "--upsampler", "none", "--negative-prompt", "a blue square",
+                 "--guidance-interval", "0.2", "0.8", "--dynamic-threshold", "0.995", "--candidates", "2",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{tmp_path / 'generate_000.png'}\tseed 5 index 3", f"{tmp_path / 'generate_001.png'}\tseed 5 index 4",
+                     str(tmp_path / "generate_grid.png")]
     assert main(["generate", "a red circle", "--guidance-interval", "0.9", "0.1", "--out", str(tmp_path)]) == 2
     assert "0 <= low < high <= 1" in capsys.readouterr().err

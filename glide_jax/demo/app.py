@@ -137,7 +137,7 @@ def build_app(models: DemoModels, start_up: str = ""):
     examples = EMBEDDED_EXAMPLES if models.name == "embedded" else OPENAI_EXAMPLES
     with gr.Blocks(title="glide-jax") as page:
         gr.Markdown(f"## glide-jax\n{models.note} {start_up}\n\nEach image's seed and index re-make it: "
-                    "`glide-jax generate \"PROMPT\" --seed SEED --n INDEX+1 --batch-size 1` (same settings).")
+                    "`glide-jax generate \"PROMPT\" --seed SEED --first-index INDEX` (same settings).")
         with gr.Tab("Generate", id="generate"):
             prompt = gr.Textbox(label="prompt", placeholder=examples[0], elem_id="gen-prompt")
             negative = gr.Textbox(label="negative prompt (steer away from)", elem_id="gen-negative")

@@ -6,10 +6,11 @@ and shows what these return. Bad input raises ``ValueError`` with a sentence the
 page shows as it is; input that is accepted but probably not meant comes back
 as ``warnings`` (the library's ``InputWarning`` messages).
 
-Every request samples its images one per batch, so image ``index`` of a request
-with ``seed`` is the image ``glide-jax generate PROMPT --seed SEED --n N
---batch-size 1`` writes at that position (N > index, same settings), and one
-compiled loop serves every number of images.
+Every request samples its images one per batch, so one compiled loop serves
+every number of images, and image ``index`` of a request with ``seed`` is
+bit for bit the image ``glide-jax generate PROMPT --seed SEED --first-index
+INDEX`` writes with the same settings (an image depends only on its seed and
+index; ``--n 1`` is one image per batch too).
 """
 
 from __future__ import annotations

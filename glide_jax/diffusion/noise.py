@@ -10,6 +10,9 @@ shape; only the kind of source is part of the compilation key.
 
 * ``PRNGNoise(key)`` draws ``normal(fold_in(key, step))``: the default, so a
   sample is a pure function of its key.
+* ``RowNoise(keys)`` draws row ``r`` from its own key ``keys[r]``: a row's
+  noise then does not depend on which other rows share its batch, which is
+  what makes an image a function of its own seed and index only.
 * ``RecordedNoise(noises)`` replays ``noises[step]`` from an array
   ``[steps, *x.shape]``, e.g. the noises the PyTorch reference drew, so a
   whole loop can be compared with it number for number.
@@ -50,6 +53,25 @@ class PRNGNoise(NamedTuple):
 
     def validate(self, num_steps, shape):
         del num_steps, shape  # a key serves any number of draws of any shape
+
+
+def row_normal(keys: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jnp.ndarray:
+    """``[len(keys), *shape]`` standard normals, row ``r`` drawn from ``keys[r]`` alone."""
+    return jax.vmap(lambda key: jax.random.normal(key, tuple(shape), dtype))(keys)
+
+
+class RowNoise(NamedTuple):
+    """Noise drawn per row: row ``r`` of step ``k`` is ``normal(fold_in(keys[r], k))``."""
+
+    keys: jax.Array  # [batch] typed PRNG keys
+
+    def draw(self, step, x):
+        return row_normal(jax.vmap(lambda key: jax.random.fold_in(key, step))(self.keys), x.shape[1:], x.dtype)
+
+    def validate(self, num_steps, shape):
+        del num_steps
+        if self.keys.shape[:1] != tuple(shape)[:1]:
+            raise ValueError(f"RowNoise has {self.keys.shape[0]} keys for a batch of {shape[0]} rows")
 
 
 class RecordedNoise(NamedTuple):

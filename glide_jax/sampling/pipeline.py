@@ -16,6 +16,7 @@ import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.errors import InputWarning
@@ -26,7 +27,8 @@ from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT,
 from glide_jax.sampling.progress import ProgressBar
 from glide_jax.sampling.ranking import rank_candidates
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
-from glide_jax.sampling.stages import BaseConditioning, UpsampleConditioning, sample_base, sample_upsample
+from glide_jax.sampling.stages import (BaseConditioning, UpsampleConditioning, sample_base, sample_upsample,
+                                      stage_keys)
 
 __all__ = ["BASE_DEFAULT", "DEFAULT", "GUIDANCE_DEFAULT", "UPSAMPLE_DEFAULT", "LoadedModel", "Pipeline",
            "StageOptions", "resolve_stage"]
@@ -106,6 +108,12 @@ def _check_interval(interval) -> Optional[Tuple[float, float]]:
         raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1 (fractions of the chain, "
                          f"1 = pure noise), got ({low}, {high})")
     return low, high
+
+
+def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
+    """The PRNG key of each image index of a request: ``fold_in(key(seed), index)``."""
+    key = make_key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(list(indices), jnp.uint32))
 
 
 def _check_family(model: Optional[LoadedModel], role: str, family: str) -> None:
@@ -264,6 +272,7 @@ class Pipeline:
         dynamic_threshold: Optional[float] = None,
         candidates: int = 1,
         keep: int = 1,
+        first_index: int = 0,
         progress: bool = False,
         rewrite_prompts: bool = True,
     ) -> np.ndarray:
@@ -290,8 +299,11 @@ class Pipeline:
         ``rewrite_prompts`` samples the prompts as ``rewrite`` says them; False
         samples them as given.
 
-        The batch of samples starting at row ``r`` (candidates counted) is drawn from
-        ``fold_in(key(seed), r)``, split into a base and an upsampler key.
+        Sample ``r`` (prompt ``r // candidates``) is drawn from the key
+        ``fold_in(key(seed), first_index * candidates + r)`` alone: it does not depend
+        on the batch size, on how many images are asked for or on the other prompts,
+        so one image of a grid is re-made by asking for its prompt with its index as
+        ``first_index``.
         """
         plan = self._plan(prompts, guidance_scale=guidance_scale, base=base, upsample=upsample,
                           batch_size=batch_size, init_image=init_image, strength=strength,
@@ -300,32 +312,32 @@ class Pipeline:
                           negative_prompt=negative_prompt, guidance_interval=guidance_interval,
                           dynamic_threshold=dynamic_threshold)
         candidates, keep = self._check_ranking(candidates, keep)
-        key = make_key(seed)
+        if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or first_index < 0:
+            raise ValueError(f"first_index must be an integer >= 0, got {first_index!r}")
         rows = [p for p in plan.prompts for _ in range(candidates)]
         negatives = [p for p in plan.negatives for _ in range(candidates)]
+        keys = image_keys(seed, range(first_index * candidates, (first_index + len(plan.prompts)) * candidates))
         batch = plan.batch_size or len(rows)
         bar = ProgressBar.get() if progress else None
         base_conditioning = plan.base.repeated(batch)
 
-        def batch_key(first: int, stage: int) -> jax.Array:
-            return jax.random.split(jax.random.fold_in(key, first))[stage]
+        def run_base(chunk, chunk_keys, negatives_chunk):
+            return sample_base(self.base, chunk, stage_keys(chunk_keys, 0), base_conditioning,
+                               negatives=negatives_chunk, clip=self.clip, progress=bar)
 
-        def run_base(first, chunk, negatives_chunk):
-            return sample_base(self.base, chunk, batch_key(first, 0), base_conditioning, negatives=negatives_chunk,
-                               clip=self.clip, progress=bar)
-
-        samples = self._in_batches("base", run_base, rows, batch, bar, negatives)
+        samples = self._in_batches("base", run_base, rows, keys, batch, bar, negatives)
         if candidates > 1:
             order = rank_candidates(self.clip, samples, rows, candidates, keep)
-            samples, rows = samples[order], [rows[i] for i in order]
+            samples, rows, keys = samples[order], [rows[i] for i in order], keys[jnp.asarray(order)]
         if plan.upsample is not None:
             upsample_conditioning = plan.upsample.repeated(batch)
+            low_res = samples
 
-            def run_upsample(first, chunk, low):
-                return sample_upsample(self.upsampler, chunk, np.stack(low), batch_key(first, 1),
+            def run_upsample(chunk, chunk_keys, low):
+                return sample_upsample(self.upsampler, chunk, np.stack(low), stage_keys(chunk_keys, 1),
                                        upsample_conditioning, progress=bar)
 
-            samples = self._in_batches("upsample", run_upsample, rows, batch, bar, list(samples))
+            samples = self._in_batches("upsample", run_upsample, rows, keys, batch, bar, list(low_res))
         if bar:
             bar.close()
         return images.to_uint8(samples)
@@ -341,8 +353,8 @@ class Pipeline:
         return int(candidates), int(keep)
 
     @staticmethod
-    def _in_batches(label: str, run, rows: List[str], batch_size: int, bar, extra: list):
-        """``run(first row, prompts, extra)`` over batches of ``batch_size`` rows, each padded to that size
+    def _in_batches(label: str, run, rows: List[str], keys: jax.Array, batch_size: int, bar, extra: list):
+        """``run(prompts, keys, extra)`` over batches of ``batch_size`` rows, each padded to that size
         with copies of its last row (one compilation for all); float32 ``[len(rows), S, S, 3]`` on the host."""
         outputs = []
         for first in range(0, len(rows), batch_size):
@@ -351,7 +363,7 @@ class Pipeline:
             take = list(range(first, end)) + [end - 1] * pad
             if bar:
                 bar.start(f"{label} {first + 1}-{end}/{len(rows)}")
-            out = run(first, [rows[i] for i in take], [extra[i] for i in take])
+            out = run([rows[i] for i in take], keys[jnp.asarray(take)], [extra[i] for i in take])
             outputs.append(np.asarray(jax.device_get(out), np.float32)[: end - first])
         return np.concatenate(outputs)
 
@@ -371,7 +383,8 @@ class Pipeline:
         low = self.upsampler.config.low_res_size or self.base.config.unet.image_size
         x = _image_at(images.read_image(image, "image"), low)
         bar = ProgressBar.get() if progress else None
-        out = sample_upsample(self.upsampler, prompts, np.repeat(x, len(prompts), 0), key,
+        keys = stage_keys(image_keys(key, range(len(prompts))), 1)
+        out = sample_upsample(self.upsampler, prompts, np.repeat(x, len(prompts), 0), keys,
                               UpsampleConditioning(options), progress=bar)
         if bar:
             bar.close()

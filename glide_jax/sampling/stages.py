@@ -9,6 +9,12 @@ Conventions: masks are 1 where the given image is kept and 0 where the model
 fills in (GLIDE's convention); classifier-free guidance uses the batch layout
 ``[cond..., uncond...]`` with the empty caption (or the row's negative prompt)
 as unconditional input.
+
+Randomness is per row: a stage gets one PRNG key per image and draws that
+image's starting noise, SDEdit noise and per-step noise from it alone
+(``RowNoise``), so an image does not depend on the other images of its batch.
+The unconditional rows of guidance reuse their conditional row's keys (their
+samples are never returned).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.diffusion import guidance
+from glide_jax.diffusion.noise import RowNoise, row_normal
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
 from glide_jax.sampling import images
@@ -82,15 +89,29 @@ class UpsampleConditioning:
         return dataclasses.replace(self, inpaint=_repeat_pair(self.inpaint, n))
 
 
-def _interval_steps(interval: Tuple[float, float], steps: int) -> Tuple[int, int]:
+def stage_keys(keys: jax.Array, stage: int) -> jax.Array:
+    """Each image's key for one stage (0 base, 1 upsampler) from its image key."""
+    return jax.vmap(lambda key: jax.random.fold_in(key, stage))(keys)
+
+
+def _row_keys(keys: jax.Array, copies: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-row keys for the start, the per-step noise and SDEdit noise, repeated for guidance's halves."""
+    def part(j):
+        return jnp.concatenate([stage_keys(keys, j)] * copies)
+
+    return part(0), part(1), part(2)
+
+
+def guided_timesteps(interval: Tuple[float, float], steps: int) -> Tuple[int, int]:
+    """The model timesteps ``[low, high]`` of a guidance interval given as fractions of a ``steps``-long chain."""
     low, high = interval
     return int(np.floor(low * (steps - 1))), int(np.ceil(high * (steps - 1)))
 
 
-def sample_base(model: LoadedModel, prompts: Sequence[str], key: jax.Array, conditioning: BaseConditioning, *,
+def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, conditioning: BaseConditioning, *,
                 negatives: Optional[Sequence[str]] = None, clip: Optional[LoadedModel] = None,
                 progress=None) -> jax.Array:
-    """Base-size samples ``[B, S, S, 3]`` in [-1, 1], one per prompt.
+    """Base-size samples ``[B, S, S, 3]`` in [-1, 1], one per prompt, row i from ``keys[i]``.
 
     ``negatives`` are the unconditional captions of classifier-free guidance, one
     per prompt (default: empty captions).
@@ -117,7 +138,7 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], key: jax.Array, cond
     if cfg_guided and conditioning.guidance_interval is not None:
         half = {k: v[:n] for k, v in extra.items()}
         cond_fn_only = unet_model_fn(unet, model.params, tokens[:n], mask[:n], **half)
-        low, high = _interval_steps(conditioning.guidance_interval, model.config.diffusion.steps)
+        low, high = guided_timesteps(conditioning.guidance_interval, model.config.diffusion.steps)
         model_fn = guidance.interval_guidance(model_fn, cond_fn_only, conditioning.guidance_scale, low, high)
     elif cfg_guided:
         model_fn = guidance.classifier_free_guidance(model_fn, conditioning.guidance_scale)
@@ -127,21 +148,23 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], key: jax.Array, cond
         grad = clip_grad_fn(clip.config, clip.params, clip_tokens, clip_lengths, unet.image_size)
         cond_fn = guidance.clip_guidance(grad, conditioning.clip_guidance_scale)
     schedule = make_schedule(model.config.diffusion, respacing=opts.respacing)
-    shape = (len(rows), unet.image_size, unet.image_size, 3)
-    x_T = start = None
-    key_init, key_loop = jax.random.split(key)
+    row_shape = (unet.image_size, unet.image_size, 3)
+    start_keys, step_keys, edit_keys = _row_keys(keys, copies)
+    start = None
     if conditioning.init is not None:
         init_rows = np.concatenate([conditioning.init] * copies)
-        start, x_T = guidance.sdedit_start(schedule, init_rows, conditioning.strength, key=key_init)
-    out = sample_loop(schedule, model_fn, None if x_T is not None else shape, sampler=opts.sampler, key=key_loop,
-                      x_T=x_T, start_index=start, eta=opts.eta, temperature=opts.temperature,
-                      denoised_fn=denoised_fn, cond_fn=cond_fn, progress=progress)
+        start, x_T = guidance.sdedit_start(schedule, init_rows, conditioning.strength,
+                                           noise=row_normal(edit_keys, row_shape))
+    else:
+        x_T = opts.temperature * row_normal(start_keys, row_shape)
+    out = sample_loop(schedule, model_fn, sampler=opts.sampler, x_T=x_T, noise=RowNoise(step_keys),
+                      start_index=start, eta=opts.eta, denoised_fn=denoised_fn, cond_fn=cond_fn, progress=progress)
     return out[:n]
 
 
-def sample_upsample(model: LoadedModel, prompts: Sequence[str], low_res, key: jax.Array,
+def sample_upsample(model: LoadedModel, prompts: Sequence[str], low_res, keys: jax.Array,
                     conditioning: UpsampleConditioning, *, progress=None) -> jax.Array:
-    """Super-resolved samples ``[B, S, S, 3]`` in [-1, 1] of ``low_res`` (one per prompt)."""
+    """Super-resolved samples ``[B, S, S, 3]`` in [-1, 1] of ``low_res`` (one per prompt, row i from ``keys[i]``)."""
     unet = model.config.unet
     opts = conditioning.options
     tokens, mask = model.tokens(prompts)
@@ -155,12 +178,13 @@ def sample_upsample(model: LoadedModel, prompts: Sequence[str], low_res, key: ja
         denoised_fn = guidance.inpaint_denoised_fn(*conditioning.inpaint)
     model_fn = unet_model_fn(unet, model.params, tokens, mask, **extra)
     schedule = make_schedule(model.config.diffusion, respacing=opts.respacing)
-    shape = (len(prompts), unet.image_size, unet.image_size, 3)
-    x_T = start = None
+    row_shape = (unet.image_size, unet.image_size, 3)
+    start_keys, step_keys, edit_keys = _row_keys(keys, 1)
+    start = None
     if opts.start < 1.0:
-        key_init, key = jax.random.split(key)
-        enlarged = jax.image.resize(jnp.asarray(low_res), shape, "linear")
-        start, x_T = guidance.sdedit_start(schedule, enlarged, opts.start, key=key_init)
-    return sample_loop(schedule, model_fn, None if x_T is not None else shape, sampler=opts.sampler, key=key,
-                       x_T=x_T, start_index=start, eta=opts.eta, temperature=opts.temperature,
-                       denoised_fn=denoised_fn, progress=progress)
+        enlarged = jax.image.resize(jnp.asarray(low_res), (len(prompts),) + row_shape, "linear")
+        start, x_T = guidance.sdedit_start(schedule, enlarged, opts.start, noise=row_normal(edit_keys, row_shape))
+    else:
+        x_T = opts.temperature * row_normal(start_keys, row_shape)
+    return sample_loop(schedule, model_fn, sampler=opts.sampler, x_T=x_T, noise=RowNoise(step_keys),
+                       start_index=start, eta=opts.eta, denoised_fn=denoised_fn, progress=progress)
