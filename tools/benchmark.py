@@ -10,7 +10,8 @@ FLOPs and bytes per chip. The step time follows from assumed hardware numbers
 (``--peak-tflops``, ``--mfu``, ``--ici-gbps``), all reported with the result.
 
 ``python -m tools.benchmark sample`` times full-size sampling (see
-``tools/benchmark_sample.py``). Subcommands are registered in ``COMMANDS``.
+``tools/benchmark_sample.py``); ``python -m tools.benchmark quality`` measures
+each sampler's held-out accuracy against its cost (``tools/benchmark_quality.py``). Subcommands are registered in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -266,7 +267,14 @@ def cmd_sample(args) -> Dict[str, Any]:
     return run(args)
 
 
-COMMANDS: Dict[str, Callable] = {"train": cmd_train, "pod-worker": cmd_pod_worker, "sample": cmd_sample}
+def cmd_quality(args) -> Dict[str, Any]:
+    from tools.benchmark_quality import main as quality
+
+    return quality(args)
+
+
+COMMANDS: Dict[str, Callable] = {"train": cmd_train, "pod-worker": cmd_pod_worker, "sample": cmd_sample,
+                                 "quality": cmd_quality}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="full-size base/upsample sampling: step time, compile time, GFLOP/s, peak RSS")
     s.add_argument("--loop-steps", type=int, default=5, help="steps of the timed sampling loop (default 5)")
     s.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end 256x256 timing")
+    q = sub.add_parser("quality", help="time to a correct image: held-out accuracy and cost of each sampler setting")
+    from tools.benchmark_quality import add_arguments
+
+    add_arguments(q)
     w = sub.add_parser("pod-worker", help=argparse.SUPPRESS)
     w.add_argument("config")
     w.add_argument("--per-shard-batch", type=int, required=True)

@@ -43,7 +43,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--clip-guidance", type=float, default=None, help="CLIP guidance scale (replaces --guidance)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's recommendation, else 3)")
-    p.add_argument("--sampler", default=None, help="ddpm, ddim or dpm++2m (default: the model's recommendation)")
+    p.add_argument("--sampler", default=None,
+                   help="ddpm, ddim, dpm++2m, unipc, unipc3 or euler_a (default: the model's recommendation)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="apply classifier-free guidance only on this part of the chain (fractions, 1 = pure noise)")
     p.add_argument("--steps", default=None, help="sampling steps or respacing spec (default: the model's)")
     p.add_argument("--start", type=float, default=None,
                    help="fraction of the chain to run from the model's canvas, or the shapes' background "
@@ -95,7 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,
                           inpaint=args.inpaint, save_dir=args.save_dir, progress=args.progress,
-                          rewrite_prompts=not args.no_restate)
+                          rewrite_prompts=not args.no_restate,
+                          guidance_interval=None if args.guidance_interval is None else tuple(args.guidance_interval))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -74,7 +74,8 @@ def _save(save_dir: Path, i: int, image: np.ndarray, record: dict, extra: Option
 def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int = 0,
              guidance_scale: Optional[float] = None,
              base=None, upsample=None, clip_guidance_scale: Optional[float] = None, batch_size: Optional[int] = None,
-             inpaint: bool = False, save_dir=None, progress: bool = False, rewrite_prompts: bool = True) -> dict:
+             inpaint: bool = False, save_dir=None, progress: bool = False, rewrite_prompts: bool = True,
+             guidance_interval=None) -> dict:
     """Sample ``n_per_prompt`` images per caption, score them; returns ``{"summary", "samples", "settings"}``.
 
     Unset ``guidance_scale``/``base``/``upsample`` take the models' recommended
@@ -82,7 +83,7 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     the model may be asked for a caption as its base model's prompt rewrites say it (for the
     embedded base, "A to the right of B" as "B to the left of A", the same scene), and every
     image is graded against the caption as written; ``settings["restated"]`` counts the
-    captions the rewrites changed.
+    captions the rewrites changed. ``guidance_interval`` is ``Pipeline.generate``'s.
 
     ``summary`` is :func:`grading.aggregate` of all samples; ``samples``
     holds one record per image (caption, prompt index, the score dict). With
@@ -107,12 +108,14 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 "start": None if inpaint or base.start == 1.0 else {"fraction": base.start, "canvas": base.canvas},
                 "guidance": None if clip_guidance_scale is not None else guidance_scale,
                 "clip_guidance": clip_guidance_scale,
+                "guidance_interval": None if guidance_interval is None else list(guidance_interval),
                 "restated": sum(pipe.rewrite([p])[0] != p for p in prompts) if rewrite_prompts else 0,
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
                                                                temperature=upsample.temperature,
                                                                start=upsample.start)}
     kwargs = dict(guidance_scale=guidance_scale, base=base, upsample=upsample,
-                  clip_guidance_scale=clip_guidance_scale, progress=progress, rewrite_prompts=rewrite_prompts)
+                  clip_guidance_scale=clip_guidance_scale, progress=progress, rewrite_prompts=rewrite_prompts,
+                  guidance_interval=guidance_interval)
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
