@@ -17,7 +17,9 @@ classifier-free-guidance step (a batch-2 forward at 64×64, random weights) in
 JAX and in OpenAI's PyTorch reference (``DIR`` holds its ``glide_text2im``
 package, ``PYTHON`` is an interpreter with torch), alternating the two in fresh
 subprocesses for ``--rounds`` rounds, both on ``--threads`` threads, and reports
-every round and the medians. The reference caches the encoded caption
+every round and the medians. ``--before DIR`` adds a third side in the same
+rounds: the same JAX timing of the glide_jax package in another checkout, for a
+before/after comparison of a change. The reference caches the encoded caption
 (``cache_text_emb``) so both sides time the same work: the U-Net with the text
 already encoded. The torch side imports nothing of glide_jax.
 """
@@ -250,7 +252,9 @@ def bench_base_step(reps: int, dtype: str = "float32") -> dict:
     run = lambda: forward(*model_fn.args, x, t).block_until_ready()
     run()
     times = [_time(run, 1) for _ in range(reps)]
-    return {"side": "jax", "dtype": dtype, "seconds": times}
+    import glide_jax
+
+    return {"side": "jax", "dtype": dtype, "seconds": times, "glide_jax": os.path.dirname(glide_jax.__file__)}
 
 
 def bench_torch_base_step(reference: str, reps: int, threads: int) -> dict:
@@ -284,21 +288,30 @@ def side_by_side(args) -> dict:
                "--dtype", args.dtype]
     torch_cmd = [args.versus_torch, "-m", "tools.benchmark_sample", "--child", "torch-base", "--reps", str(args.reps),
                  "--reference", args.reference, "--threads", str(args.threads)]
+    sides = [("jax", jax_cmd, env), ("torch", torch_cmd, env)]
+    if args.before:
+        # This file run by path with the other checkout first on the path: its glide_jax, this timing code.
+        before_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.before, env.get("PYTHONPATH")])))
+        before_cmd = [sys.executable, os.path.abspath(__file__), "--child", "jax-base", "--reps", str(args.reps),
+                      "--dtype", args.dtype]
+        sides.insert(0, ("jax_before", before_cmd, before_env))
     rounds = []
     for _ in range(args.rounds):
         row = {}
-        for side, cmd in (("jax", jax_cmd), ("torch", torch_cmd)):
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        for side, cmd, side_env in sides:
+            out = subprocess.run(cmd, capture_output=True, text=True, env=side_env)
             if out.returncode:
                 raise RuntimeError(f"{side} base step failed:\n{out.stderr[-3000:]}")
             row[side] = json.loads(out.stdout.strip().splitlines()[-1])
         rounds.append(row)
     summary = {}
-    for side in ("jax", "torch"):
+    for side, _, _ in sides:
         times = [s for row in rounds for s in row[side]["seconds"]]
         summary[side] = {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
                          "max_s": round(max(times), 3), "steps_timed": len(times)}
     summary["jax"].update(dtype=rounds[0]["jax"]["dtype"])
+    if args.before:
+        summary["jax_before"].update(checkout=args.before, glide_jax=rounds[0]["jax_before"]["glide_jax"])
     summary["torch"].update(version=rounds[0]["torch"]["torch"], threads=rounds[0]["torch"]["threads"])
     return {"base_cfg_step": summary, "rounds": rounds}
 
@@ -345,6 +358,9 @@ def main(argv=None) -> int:
     ap.add_argument("--versus-torch", metavar="PYTHON", default=None,
                     help="time the base CFG step side by side with the PyTorch reference run by this interpreter")
     ap.add_argument("--reference", metavar="DIR", default=None, help="folder holding the glide_text2im package")
+    ap.add_argument("--before", metavar="DIR", default=None,
+                    help="with --versus-torch, also time the JAX step of the glide_jax package in DIR (another "
+                         "checkout, e.g. a git worktree of an earlier commit) in the same rounds")
     ap.add_argument("--rounds", type=int, default=3, help="side-by-side rounds, each a fresh process per side")
     ap.add_argument("--reps", type=int, default=3, help="side-by-side steps timed per process")
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (JAX uses every core of the machine)")
