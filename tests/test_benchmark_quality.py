@@ -11,7 +11,7 @@ from tools.benchmark_quality import Setting, evaluations_per_image, grid, read_r
 
 @pytest.fixture(scope="module")
 def embedded_base():
-    return resolve("embedded-base")
+    return resolve("embedded-base").config.diffusion
 
 
 def test_model_evaluations_count_the_steps_run_and_the_guided_ones(embedded_base):
@@ -45,6 +45,11 @@ def test_a_stopped_run_resumes_without_measuring_or_rewriting_anything_twice(tmp
     rows = table(results, settings[:2], [0, 1]).splitlines()
     assert rows[2] == "| ddim 5 | 10 | 50.0% | 60.0% | – | – |"
     assert len(rows) == 4
+    # the full-size base is timed up to 10 steps; longer chains are scaled from seconds per evaluation
+    timed = Setting("ddim", 10, None)
+    results[timed.key("full_size_time")] = {"kind": "full_size_time", "seconds_per_image": 22.0, "evaluations": 20}
+    rows = table(results, [timed, Setting("ddim", 50, None), Setting("ddim", 50, (0.5, 1.0))], [0]).splitlines()
+    assert rows[2].endswith("| 22.0 |") and rows[3].endswith("| ≈110 |") and rows[4].endswith("| – |")
 
 
 def test_a_damaged_results_file_is_named_not_overwritten(tmp_path):

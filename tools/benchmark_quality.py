@@ -56,23 +56,24 @@ def grid(samplers: Sequence[str], steps: Sequence[int], interval: Optional[Tuple
     return [Setting(s, n, i) for i, s, n in itertools.product(intervals, samplers, steps)]
 
 
-def evaluations_per_image(model, setting: Setting, start: float) -> int:
+def evaluations_per_image(diffusion, setting: Setting, start: float) -> int:
     """Network rows one image costs: every step run counts 1, and 1 more where guidance runs its unconditional half.
 
-    ``start`` < 1 is the truncated chain of a base with a canvas (the steps before it never run).
+    ``diffusion`` is the model's ``DiffusionConfig``; ``start`` < 1 is the truncated chain of a base with
+    a canvas (the steps before it never run).
     """
     import numpy as np
 
     from glide_jax.diffusion.schedule import make_schedule
     from glide_jax.sampling.stages import guided_timesteps
 
-    schedule = make_schedule(model.config.diffusion, respacing=str(setting.steps))
+    schedule = make_schedule(diffusion, respacing=str(setting.steps))
     n = schedule.num_timesteps
     first = n - 1 if start >= 1.0 else min(max(int(round(start * n)) - 1, 0), n - 1)
     timesteps = np.asarray(schedule.timestep_map)[: first + 1]
     if setting.interval is None:
         return 2 * len(timesteps)
-    low, high = guided_timesteps(setting.interval, model.config.diffusion.steps)
+    low, high = guided_timesteps(setting.interval, diffusion.steps)
     return len(timesteps) + int(np.sum((timesteps >= low) & (timesteps <= high)))
 
 
@@ -91,7 +92,7 @@ def measure_accuracy(pipe, prompts: Sequence[str], setting: Setting, seed: int) 
     result = evaluate(pipe, prompts, seed=seed, base=stage, guidance_interval=setting.interval)
     summary = result["summary"]
     return {"correct": summary["accuracy"], "n": summary["n"], "attributes": summary["per_attribute"],
-            "evaluations": evaluations_per_image(pipe.base, setting, stage.start),
+            "evaluations": evaluations_per_image(pipe.base.config.diffusion, setting, stage.start),
             "wall_s": round(time.perf_counter() - started, 1)}
 
 
@@ -123,7 +124,8 @@ def measure_full_size_time(pipe, setting: Setting) -> Dict:
 
     stage = StageOptions(setting.sampler, setting.steps)
     seconds = _timed_generate(pipe, ["a corgi"], setting, stage)
-    return {"seconds_per_image": round(seconds, 2), "evaluations": evaluations_per_image(pipe.base, setting, 1.0)}
+    return {"seconds_per_image": round(seconds, 2),
+            "evaluations": evaluations_per_image(pipe.base.config.diffusion, setting, 1.0)}
 
 
 def read_results(path: Path) -> Dict[str, Dict]:
@@ -140,8 +142,12 @@ def read_results(path: Path) -> Dict[str, Dict]:
 
 
 def run(settings: Iterable[Setting], kinds: Sequence[str], seeds: Sequence[int], prompts_spec: str,
-        out: Path) -> Dict[str, Dict]:
-    """Measure every (kind, setting, seed) missing from ``out``, appending one line each as it finishes."""
+        out: Path, full_size_max_steps: int = 10) -> Dict[str, Dict]:
+    """Measure every (kind, setting, seed) missing from ``out``, appending one line each as it finishes.
+
+    The full-size base is timed only up to ``full_size_max_steps`` steps (a 50-step image takes minutes
+    there); :func:`table` scales the others from the measured seconds per model evaluation.
+    """
     from projects.shapes.evaluate import prompts_from
 
     settings = list(settings)
@@ -161,6 +167,8 @@ def run(settings: Iterable[Setting], kinds: Sequence[str], seeds: Sequence[int],
 
     for kind in kinds:
         for setting in settings:
+            if kind == "full_size_time" and setting.steps > full_size_max_steps:
+                continue
             for seed in (seeds if kind == "accuracy" else [0]):
                 key = setting.key(kind, seed)
                 if key in results:
@@ -182,9 +190,27 @@ def run(settings: Iterable[Setting], kinds: Sequence[str], seeds: Sequence[int],
 
 def table(results: Dict[str, Dict], settings: Sequence[Setting], seeds: Sequence[int]) -> str:
     """The Markdown table: one row per setting, the accuracy per seed and the three costs."""
+    from glide_jax.config import get_preset
+
+    full_size_diffusion = get_preset("base").diffusion
+
     def value(kind, setting, field, seed=0, fmt="{}"):
         record = results.get(setting.key(kind, seed))
         return fmt.format(record[field]) if record else "–"
+
+    def full_size(setting):
+        """Measured seconds, else "≈" the same sampler and interval's measured seconds per evaluation, scaled."""
+        record = results.get(setting.key("full_size_time"))
+        if record:
+            return f"{record['seconds_per_image']:.1f}"
+        measured = [r for key, r in results.items() if r["kind"] == "full_size_time"
+                    and json.loads(key)[1] == setting.sampler and json.loads(key)[3] == (
+                        setting.interval and list(setting.interval))]
+        if not measured:
+            return "–"
+        longest = max(measured, key=lambda r: r["evaluations"])
+        evaluations = evaluations_per_image(full_size_diffusion, setting, 1.0)
+        return f"≈{longest['seconds_per_image'] / longest['evaluations'] * evaluations:.0f}"
 
     head = (["setting", "model evaluations"] + [f"correct, seed {s}" for s in seeds]
             + [f"s/image, embedded (batch {TIMING_BATCH})", "s/image, full-size base"])
@@ -194,8 +220,7 @@ def table(results: Dict[str, Dict], settings: Sequence[Setting], seeds: Sequence
                             for seed in seeds if setting.key(kind, seed) in results), "–")
         row = [setting.name, str(evaluations)]
         row += [value("accuracy", setting, "correct", seed, "{:.1%}") for seed in seeds]
-        row += [value("embedded_time", setting, "seconds_per_image", fmt="{:.3f}"),
-                value("full_size_time", setting, "seconds_per_image", fmt="{:.1f}")]
+        row += [value("embedded_time", setting, "seconds_per_image", fmt="{:.3f}"), full_size(setting)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -212,6 +237,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="what to measure")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="accuracy draws per setting")
     parser.add_argument("--prompts", default="heldout:128", help="captions graded (projects.shapes.eval_shapes')")
+    parser.add_argument("--full-size-max-steps", type=int, default=10,
+                        help="time the full-size base only up to this many steps; the table scales the rest")
     parser.add_argument("--out", default="quality.jsonl", help="JSON-lines results file (appended, resumed)")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and stop")
 
@@ -225,6 +252,7 @@ def main(args) -> Dict:
         raise ValueError(f"--interval must satisfy 0 <= LOW < HIGH <= 1, got {low:g} {high:g}")
     settings = grid(args.samplers, args.steps, None if args.no_interval else (low, high))
     out = Path(args.out)
-    results = read_results(out) if args.table else run(settings, args.kinds, args.seeds, args.prompts, out)
+    results = read_results(out) if args.table else run(settings, args.kinds, args.seeds, args.prompts, out,
+                                                                args.full_size_max_steps)
     print(table(results, settings, args.seeds))
     return {"results": str(out), "measured": len(results)}
