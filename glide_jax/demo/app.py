@@ -70,12 +70,13 @@ def _status(outcome: handlers.Outcome) -> str:
 
 
 def _recommended(models: DemoModels):
+    from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, resolve_stage
+
     base = models.generate.base
-    options = base.sampling
-    guidance = base.guidance_scale if base.guidance_scale is not None else 3.0
-    sampler = options.sampler if options is not None else "dpm++2m"
-    steps = options.steps if options is not None and isinstance(options.steps, int) else 25
-    return guidance, sampler, steps
+    options = resolve_stage(DEFAULT, base, BASE_DEFAULT)
+    guidance = base.guidance_scale if base.guidance_scale is not None else GUIDANCE_DEFAULT
+    steps = options.steps if isinstance(options.steps, int) else BASE_DEFAULT.steps
+    return guidance, options.sampler, steps
 
 
 def build_app(models: DemoModels, start_up: str = ""):
