@@ -59,7 +59,8 @@ def _common(ap, base_stage: bool = True):
                         help="caption to steer away from: the unconditional input of classifier-free guidance")
         ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="apply guidance only on this part of the chain (fractions, 1 = pure noise); "
-                             "steps outside it run the conditional model alone")
+                             "steps outside it run the conditional model alone (default: the model's "
+                             "recommendation; 0 1 guides every step)")
         ap.add_argument("--dynamic-threshold", type=float, default=None, metavar="QUANTILE",
                         help="rescale each x0 estimate by this quantile of its values (e.g. 0.995) instead of "
                              "clamping, for high guidance scales")

@@ -38,7 +38,8 @@ def _write_pt(path, variables):
 def test_an_embedded_name_carries_its_tokenizer_and_recommendations():
     base = registry.resolve("embedded-base")
     assert base.family.name == "unet" and base.source == "embedded-base"
-    assert base.sampling == StageOptions("ddpm", 50, start=0.85, canvas=(200, 200, 200)) and base.guidance_scale == 3.0
+    assert base.sampling == StageOptions("ddpm", 20, start=0.85, canvas=(200, 200, 200), guidance_interval=(0.5, 1.0))
+    assert base.guidance_scale == 3.0
     assert type(base.tokenizer).__name__ == "SentencePieceTokenizer"
     tokens, mask = base.tokens(["a red circle", ""])
     assert tokens.shape == mask.shape == (2, base.config.unet.text.text_ctx) and mask[0].sum() > mask[1].sum()

@@ -89,6 +89,19 @@ def test_the_guidance_interval_runs_the_unconditional_half_only_inside_it():
     np.testing.assert_allclose(everywhere, full, atol=1e-6)
 
 
+def test_a_stage_s_guidance_interval_is_the_default_and_0_1_guides_every_step(pipe):
+    recommended = StageOptions("ddim", 4, guidance_interval=[0.5, 1])  # as sampling.json gives it
+    assert recommended.guidance_interval == (0.5, 1.0)
+    np.testing.assert_array_equal(_generate(pipe, PROMPTS[:2], base=recommended),
+                                  _generate(pipe, PROMPTS[:2], guidance_interval=(0.5, 1.0)))
+    np.testing.assert_array_equal(_generate(pipe, PROMPTS[:2], base=recommended, guidance_interval=(0, 1)),
+                                  _generate(pipe, PROMPTS[:2]))
+    with pytest.raises(ValueError, match="0 <= low < high <= 1"):
+        StageOptions.from_dict({"sampler": "ddpm", "guidance_interval": [0.7, 0.2]})
+    with pytest.raises(ValueError, match="upsample: guidance_interval is for the base stage"):
+        StageOptions("ddpm", 10, guidance_interval=(0.5, 1.0)).validate("upsample")
+
+
 @pytest.mark.slow  # three more sampling compilations
 def test_the_pipeline_guidance_interval_changes_samples_and_checks_its_bounds(pipe):
     plain = _generate(pipe, PROMPTS[:2])

@@ -81,7 +81,8 @@ def _stage(pipe, setting: Setting):
     from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, resolve_stage
 
     recommended = resolve_stage(DEFAULT, pipe.base, BASE_DEFAULT)
-    return dataclasses.replace(recommended, sampler=setting.sampler, steps=setting.steps)
+    return dataclasses.replace(recommended, sampler=setting.sampler, steps=setting.steps,
+                               guidance_interval=setting.interval)
 
 
 def measure_accuracy(pipe, prompts: Sequence[str], setting: Setting, seed: int) -> Dict:

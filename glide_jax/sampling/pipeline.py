@@ -23,7 +23,7 @@ from glide_jax.errors import InputWarning
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, StageOptions,
-                                        resolve_stage)
+                                        check_interval, resolve_stage)
 from glide_jax.sampling.progress import ProgressBar
 from glide_jax.sampling.ranking import rank_candidates
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
@@ -97,17 +97,10 @@ def _check_negatives(negative_prompt, n: int) -> List[str]:
     return negatives
 
 
-def _check_interval(interval) -> Optional[Tuple[float, float]]:
-    if interval is None:
-        return None
-    try:
-        low, high = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance_interval must be two fractions (low, high), got {interval!r}") from None
-    if not 0.0 <= low < high <= 1.0:
-        raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1 (fractions of the chain, "
-                         f"1 = pure noise), got ({low}, {high})")
-    return low, high
+def _guided_part(interval, stage: StageOptions) -> Optional[Tuple[float, float]]:
+    """The interval guidance runs on: the caller's, else the stage's; None (or all of 0-1) means every step."""
+    interval = stage.guidance_interval if interval is None else check_interval(interval)
+    return None if interval == (0.0, 1.0) else interval
 
 
 def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
@@ -180,7 +173,7 @@ class Pipeline:
         if any(negatives) and (clip_guidance_scale is not None or guidance_scale == 1.0):
             raise ValueError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
                              "a guidance_scale other than 1 and no CLIP guidance")
-        guidance_interval = _check_interval(guidance_interval)
+        guidance_interval = _guided_part(guidance_interval, base)
         if dynamic_threshold is not None and not 0.0 < dynamic_threshold <= 1.0:
             raise ValueError(f"dynamic_threshold is a quantile in (0, 1] (e.g. 0.995), got {dynamic_threshold}")
         if not 0.0 < strength <= 1.0:
@@ -282,7 +275,8 @@ class Pipeline:
         None takes the base model's recommendation, else 3. ``negative_prompt`` (one
         string, or one per prompt) replaces the empty caption of its unconditional half.
         ``guidance_interval=(low, high)`` applies it only on that part of the chain
-        (fractions, 1 = pure noise), running the conditional half alone elsewhere.
+        (fractions, 1 = pure noise), running the conditional half alone elsewhere;
+        None takes the base stage's ``guidance_interval``, ``(0, 1)`` guides every step.
         ``dynamic_threshold`` (a quantile such as 0.995) rescales each x_0 estimate
         by its own high quantile instead of clamping it, for high guidance scales.
         ``base`` / ``upsample`` default to each model's recommended ``StageOptions``

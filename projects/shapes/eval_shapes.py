@@ -46,7 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sampler", default=None,
                    help="ddpm, ddim, dpm++2m, unipc, unipc3 or euler_a (default: the model's recommendation)")
     p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="apply classifier-free guidance only on this part of the chain (fractions, 1 = pure noise)")
+                   help="apply classifier-free guidance only on this part of the chain (fractions, 1 = pure "
+                        "noise; default: the model's recommendation; 0 1 guides every step)")
     p.add_argument("--steps", default=None, help="sampling steps or respacing spec (default: the model's)")
     p.add_argument("--start", type=float, default=None,
                    help="fraction of the chain to run from the model's canvas, or the shapes' background "
