@@ -263,8 +263,8 @@ def test_evaluate_with_a_perfect_model(tmp_path, inpaint):
     assert [r["caption"] for r in result["samples"]] == [p for p in prompts for _ in range(2)]
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 12
     assert "correct" in evaluate.format_table(summary)
-    assert result["settings"] == {"sampler": "dpm++2m", "steps": 20, "start": None, "guidance": 3.0,
-                                  "clip_guidance": None, "restated": 2, "upsample": None}
+    assert result["settings"] == {"sampler": "ddpm", "steps": 20, "start": None, "guidance": 3.0,
+                                  "clip_guidance": None, "guidance_interval": None, "restated": 2, "upsample": None}
 
 
 def _random_model_dir(path, preset):
