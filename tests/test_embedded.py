@@ -56,6 +56,7 @@ def test_shipped_models_are_complete_small_and_documented():
     assert up.low_res_size == base.unet.image_size == inp.unet.image_size == kinds["embedded-clip"].image_size
 
 
+@pytest.mark.slow  # the whole default CLI run, base and upsampler (~19 s)
 def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(tmp_path):
     """The README's command with the embedded default: 64x64 PNGs plus a grid, deterministic per seed,
     a different caption changes its own image only (the text path is wired, row by row), and the

@@ -48,6 +48,7 @@ def test_a_negative_prompt_replaces_only_the_unconditional_captions(pipe, monkey
         _generate(pipe, PROMPTS[:2], negative_prompt="x", guidance_scale=1.0)
 
 
+@pytest.mark.slow  # five sampling runs in three batch shapes (~15 s)
 def test_each_image_depends_on_its_seed_and_index_not_on_the_batch(pipe):
     everything = _generate(pipe, PROMPTS, batch_size=2)
     # The same batch size: bit-identical whatever the chunking, the count or the other prompts.
@@ -89,6 +90,7 @@ def test_the_guidance_interval_runs_the_unconditional_half_only_inside_it():
     np.testing.assert_allclose(everywhere, full, atol=1e-6)
 
 
+@pytest.mark.slow  # four sampling runs (~8 s)
 def test_a_stage_s_guidance_interval_is_the_default_and_0_1_guides_every_step(pipe):
     recommended = StageOptions("ddim", 4, guidance_interval=[0.5, 1])  # as sampling.json gives it
     assert recommended.guidance_interval == (0.5, 1.0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
+import pytest
 from pt_files import (STORAGE_TYPES, PtFile, RawMember, TensorRef, deflated_zeros, peak_rss_mb, raw_zip,
                       reference_nbytes, sample_file, simple_file)
 
@@ -335,6 +336,7 @@ def run(seconds: float, max_cases: int, seed: int) -> dict:
             "failures": failures[:20], "failure_count": len(failures), "peak_rss_mb": round(peak_rss_mb())}
 
 
+@pytest.mark.slow  # a subprocess fuzzing run (~13 s)
 def test_fuzzed_files_load_exactly_or_are_refused():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     done = subprocess.run([sys.executable, __file__, "--seconds", "12", "--max-cases", "6000", "--seed", "0"],
