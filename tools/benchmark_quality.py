@@ -64,12 +64,13 @@ def evaluations_per_image(diffusion, setting: Setting, start: float) -> int:
     """
     import numpy as np
 
+    from glide_jax.diffusion.guidance import sdedit_start_index
     from glide_jax.diffusion.schedule import make_schedule
     from glide_jax.sampling.stages import guided_timesteps
 
     schedule = make_schedule(diffusion, respacing=str(setting.steps))
     n = schedule.num_timesteps
-    first = n - 1 if start >= 1.0 else min(max(int(round(start * n)) - 1, 0), n - 1)
+    first = n - 1 if start >= 1.0 else sdedit_start_index(n, start)
     timesteps = np.asarray(schedule.timestep_map)[: first + 1]
     if setting.interval is None:
         return 2 * len(timesteps)

@@ -130,6 +130,11 @@ def inpaint_denoised_fn(image: jnp.ndarray, mask: jnp.ndarray) -> Partial:
     return Partial(_paste, jnp.asarray(image, jnp.float32), jnp.asarray(mask, jnp.float32))
 
 
+def sdedit_start_index(num_timesteps: int, strength: float) -> int:
+    """The (respaced) index a chain run for ``strength`` of its ``num_timesteps`` starts at."""
+    return min(max(int(round(strength * num_timesteps)) - 1, 0), num_timesteps - 1)
+
+
 def sdedit_start(
     s: Schedule,
     image: jnp.ndarray,
@@ -146,8 +151,7 @@ def sdedit_start(
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
-    n = s.num_timesteps
-    start = min(max(int(round(strength * n)) - 1, 0), n - 1)
+    start = sdedit_start_index(s.num_timesteps, strength)
     image = jnp.asarray(image, jnp.float32)
     if noise is None:
         if key is None:
