@@ -17,6 +17,8 @@ import textwrap
 from pathlib import Path
 from typing import Dict, List, Set
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "glide_jax"
 
@@ -164,6 +166,7 @@ def _third_party(modules: Dict[str, Path]) -> List[str]:
     return sorted(n for n in names if n.split(".")[0] != "glide_jax")
 
 
+@pytest.mark.slow  # one fresh interpreter per module (~9 s)
 def test_every_module_imports_on_its_own():
     # __main__ runs the CLI when imported: that is its job, not an import to check here.
     modules = {name: path for name, path in module_files().items() if not name.endswith(".__main__")}
