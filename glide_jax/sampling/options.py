@@ -98,6 +98,12 @@ GUIDANCE_DEFAULT = 3.0
 DEFAULT = "default"
 
 
+def guided_part(interval, stage: StageOptions) -> Optional[Tuple[float, float]]:
+    """The interval guidance runs on: ``interval`` if given, else the stage's; None (or all of 0-1) = every step."""
+    interval = stage.guidance_interval if interval is None else check_interval(interval)
+    return None if interval == (0.0, 1.0) else interval
+
+
 def check_interval(interval) -> Tuple[float, float]:
     """A guidance interval as ``(low, high)`` floats with 0 <= low < high <= 1, or ValueError naming it."""
     try:

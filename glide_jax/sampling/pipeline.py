@@ -23,7 +23,7 @@ from glide_jax.errors import InputWarning
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, StageOptions,
-                                        check_interval, resolve_stage)
+                                        guided_part, resolve_stage)
 from glide_jax.sampling.progress import ProgressBar
 from glide_jax.sampling.ranking import rank_candidates
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
@@ -97,12 +97,6 @@ def _check_negatives(negative_prompt, n: int) -> List[str]:
     return negatives
 
 
-def _guided_part(interval, stage: StageOptions) -> Optional[Tuple[float, float]]:
-    """The interval guidance runs on: the caller's, else the stage's; None (or all of 0-1) means every step."""
-    interval = stage.guidance_interval if interval is None else check_interval(interval)
-    return None if interval == (0.0, 1.0) else interval
-
-
 def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
     """The PRNG key of each image index of a request: ``fold_in(key(seed), index)``."""
     key = make_key(seed)
@@ -173,7 +167,7 @@ class Pipeline:
         if any(negatives) and (clip_guidance_scale is not None or guidance_scale == 1.0):
             raise ValueError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
                              "a guidance_scale other than 1 and no CLIP guidance")
-        guidance_interval = _guided_part(guidance_interval, base)
+        guidance_interval = guided_part(guidance_interval, base)
         if dynamic_threshold is not None and not 0.0 < dynamic_threshold <= 1.0:
             raise ValueError(f"dynamic_threshold is a quantile in (0, 1] (e.g. 0.995), got {dynamic_threshold}")
         if not 0.0 < strength <= 1.0:

@@ -71,10 +71,8 @@ def _save(save_dir: Path, i: int, image: np.ndarray, record: dict, extra: Option
         f.write(json.dumps(record) + "\n")
 
 
-def _interval_used(interval, base) -> Optional[list]:
-    """The guidance interval the pipeline will use (the caller's, else the stage's), None for every step."""
-    used = base.guidance_interval if interval is None else tuple(float(v) for v in interval)
-    return None if used is None or used == (0.0, 1.0) else list(used)
+def _list_or_none(interval) -> Optional[list]:
+    return None if interval is None else list(interval)
 
 
 def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int = 0,
@@ -96,7 +94,8 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     ``save_dir`` the images (and, for inpainting, each source and mask) are
     written as PNGs next to ``scores.jsonl``.
     """
-    from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, resolve_stage
+    from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, guided_part,
+                                            resolve_stage)
 
     prompts = list(prompts)
     if not prompts:
@@ -114,7 +113,7 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 "start": None if inpaint or base.start == 1.0 else {"fraction": base.start, "canvas": base.canvas},
                 "guidance": None if clip_guidance_scale is not None else guidance_scale,
                 "clip_guidance": clip_guidance_scale,
-                "guidance_interval": _interval_used(guidance_interval, base),
+                "guidance_interval": _list_or_none(guided_part(guidance_interval, base)),
                 "restated": sum(pipe.rewrite([p])[0] != p for p in prompts) if rewrite_prompts else 0,
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
                                                                temperature=upsample.temperature,
