@@ -22,8 +22,8 @@ _EXPORTS = {
     "Pipeline": ("glide_jax.sampling.pipeline", "Pipeline"),
     "StageOptions": ("glide_jax.sampling.options", "StageOptions"),
     "LoadedModel": ("glide_jax.sampling.loaded_model", "LoadedModel"),
-    "load": ("glide_jax.hub.registry", "resolve"),
-    "load_pipeline": ("glide_jax.hub.registry", "load_pipeline"),
+    "load": ("glide_jax.sampling.loading", "resolve"),
+    "load_pipeline": ("glide_jax.sampling.loading", "load_pipeline"),
     "get_preset": ("glide_jax.config", "get_preset"),
     "PRESETS": ("glide_jax.config", "PRESETS"),
     "save_images": ("glide_jax.sampling.images", "save_images"),
@@ -42,7 +42,7 @@ def __getattr__(name):
 
 def sample(prompts, *, base: str = "embedded-base", upsampler: str | None = "embedded-upsample", **kwargs):
     """One-call sampling: load (and cache) a pipeline, then ``Pipeline.generate(prompts, **kwargs)``."""
-    from glide_jax.hub.registry import load_pipeline
+    from glide_jax.sampling.loading import load_pipeline
 
     key = (base, upsampler)
     cache = sample.__dict__.setdefault("_pipelines", {})

@@ -131,22 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline(args, inpaint: bool):
-    from glide_jax.hub.registry import MODEL_SETS, load_pipeline
+    from glide_jax.sampling.loading import pipeline_for
 
-    clip_model, clip_guidance = getattr(args, "clip_model", None), getattr(args, "clip_guidance", None)
-    needs_clip = bool(clip_guidance) or getattr(args, "candidates", 1) > 1
-    if args.model in MODEL_SETS:
-        models = MODEL_SETS[args.model]
-        base = models.inpaint if inpaint else models.base
-        up = args.upsampler or (models.upsample_inpaint if inpaint else models.upsample)
-        clip = clip_model or (models.clip if needs_clip else None)
-    else:
-        base, up, clip = args.model, args.upsampler, clip_model
-        if needs_clip and not clip:
-            raise ValueError("--clip-guidance and --candidates with a custom --model need --clip-model")
-    if up in (None, "none"):
-        up = None
-    return load_pipeline(base, up, clip, dtype=None if args.dtype == "float32" else args.dtype)
+    need_clip = bool(getattr(args, "clip_guidance", None)) or getattr(args, "candidates", 1) > 1
+    return pipeline_for(args.model, inpaint=inpaint, upsampler=args.upsampler, clip=getattr(args, "clip_model", None),
+                        need_clip=need_clip, dtype=None if args.dtype == "float32" else args.dtype)
 
 
 def rewrite_notes(pipe, prompts) -> list:

@@ -283,6 +283,21 @@ def get_preset(name: str) -> Union[ModelConfig, ClipConfig]:
 
 TYPE_KEY = "__type__"
 _MODEL_TYPES = {cls.__name__: cls for cls in (TextConfig, UNetConfig, DiffusionConfig, ModelConfig, ClipConfig)}
+
+
+_FAMILY_TYPES: Dict[str, type] = {}  # the configs of registered model families, by class name
+
+
+def register_config_types(*types: type) -> None:
+    """Let tagged JSON name these config classes wherever a model config may stand (a model family's
+    config, registered with its family by ``glide_jax.families.registry.register_family``)."""
+    for cls in types:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls!r} is not a config dataclass")
+        known = _MODEL_TYPES.get(cls.__name__)
+        if known is not None and known is not cls:
+            raise ValueError(f"another config class is already named {cls.__name__}")
+        _MODEL_TYPES[cls.__name__] = _FAMILY_TYPES[cls.__name__] = cls
 # Keys that saved JSON (embedded models, model directories, training workdirs) may hold without a
 # field of that name here, each with the one value it may have: the value that means "off".
 RETIRED_FIELDS: Mapping[str, Mapping[str, Any]] = {
@@ -364,6 +379,8 @@ def _dataclass_types(annotation) -> Tuple[type, ...]:
 
 def _value_from_json(value, annotation, where: str):
     types = _dataclass_types(annotation)
+    if isinstance(value, Mapping) and value.get(TYPE_KEY) in _FAMILY_TYPES and set(types) & set(_FAMILY_TYPES.values()):
+        types = tuple(dict.fromkeys(types + (_FAMILY_TYPES[value[TYPE_KEY]],)))  # any registered family's config
     if isinstance(value, Mapping):
         if not types:
             raise ValueError(f"{where}: a JSON object where the field holds {annotation}")

@@ -80,7 +80,7 @@ def _refused_pickle_pt(path: Path) -> Path:
 
 def _model_dir(tmp: Path, damage: Callable[[Path], None]) -> Path:
     from glide_jax.hub.model_dir import save_model_dir
-    from glide_jax.hub.registry import resolve
+    from glide_jax.sampling.loading import resolve
 
     model = resolve("embedded-base")
     target = tmp / "model"
@@ -190,7 +190,7 @@ def library(call: Callable[[Path], object]) -> Callable[[Path], Outcome]:
 
 
 def _pipeline():
-    from glide_jax.hub.registry import load_pipeline
+    from glide_jax.sampling.loading import load_pipeline
 
     return load_pipeline("embedded-base", None)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from glide_jax.hub.registry import resolve
+from glide_jax.sampling.loading import resolve
 from tools import benchmark_quality
 from tools.benchmark_quality import Setting, evaluations_per_image, grid, read_results, run, table
 
@@ -32,7 +32,7 @@ def test_a_stopped_run_resumes_without_measuring_or_rewriting_anything_twice(tmp
         return {"correct": 0.5 + 0.1 * seed, "n": len(prompts), "attributes": {}, "evaluations": 2 * setting.steps}
 
     monkeypatch.setattr(benchmark_quality, "measure_accuracy", fake_accuracy)
-    monkeypatch.setattr("glide_jax.hub.registry.load_pipeline", lambda *args: "pipeline")
+    monkeypatch.setattr("glide_jax.sampling.loading.load_pipeline", lambda *args: "pipeline")
     out = tmp_path / "quality.jsonl"
     settings = grid(["ddim", "dpm++2m"], [5, 10], (0.5, 1.0))
     assert [s.name for s in settings[:2]] == ["ddim 5", "ddim 10"] and settings[-1].interval == (0.5, 1.0)

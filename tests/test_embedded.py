@@ -9,13 +9,14 @@ import pytest
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.hub import embedded, model_dir, registry
+from glide_jax.sampling import loading
 
 
 def test_unknown_names_are_named():
     with pytest.raises(ValueError, match="unknown embedded model 'embedded-foo'"):
         embedded.embedded_dir("embedded-foo")
     with pytest.raises(FileNotFoundError, match="no model 'no-such-model'.*embedded-base.*base-inpaint.*workdir"):
-        registry.resolve("no-such-model")
+        loading.resolve("no-such-model")
 
 
 def test_an_embedded_model_can_start_a_training_run():
@@ -40,7 +41,7 @@ def test_shipped_models_are_complete_small_and_documented():
     assert total <= 30 * 2**20, f"embedded assets take {total / 2**20:.1f} MB"
     kinds = {}
     for name in embedded.NAMES:
-        loaded = registry.resolve(name)
+        loaded = loading.resolve(name)
         config, params = loaded.config, loaded.params
         info = model_dir.read_card(embedded.embedded_dir(name))
         assert info["steps"] > 0 and info["logged_wall_hours"] > 0 and info["num_params"] > 0
@@ -101,7 +102,7 @@ def test_the_shipped_bases_say_to_the_right_of_as_to_the_left_of_and_the_cli_not
     from glide_jax.cli import rewrite_notes
     from glide_jax.sampling.pipeline import Pipeline
 
-    base = registry.resolve("embedded-base")
+    base = loading.resolve("embedded-base")
     trained = model_dir.read_card(embedded.embedded_dir("base"))["data"]["relations"]
     assert trained == ["above", "below", "to the left of"]
     prompts = ["a red circle below a blue square", "a green square to the right of a red circle",
@@ -113,7 +114,7 @@ def test_the_shipped_bases_say_to_the_right_of_as_to_the_left_of_and_the_cli_not
     assert notes == [f"note: drawing {prompts[i]!r} as {said[i]!r} (the same scene in the relations the model was "
                      "trained on: 'above', 'below', 'to the left of')" for i in (1, 3)]
     assert rewrite_notes(Pipeline(base, prompt_rewriter=lambda p: p), prompts) == []
-    inpaint = registry.resolve("embedded-inpaint")
+    inpaint = loading.resolve("embedded-inpaint")
     assert inpaint.prompt_rewrites == base.prompt_rewrites
     assert model_dir.read_card(embedded.embedded_dir("inpaint"))["data"]["relations"] == trained
-    assert not registry.resolve("embedded-upsample").prompt_rewrites
+    assert not loading.resolve("embedded-upsample").prompt_rewrites

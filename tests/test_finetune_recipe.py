@@ -25,7 +25,7 @@ from glide_jax.hub import released
 from glide_jax.hub.download import CHECKPOINTS
 from glide_jax.hub.model_dir import flatten_tree
 from glide_jax.hub.torch_layout import to_torch_state
-from glide_jax.models.families import abstract_params
+from glide_jax.families.registry import abstract_params
 from glide_jax.train.experiment import apply_overrides, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def released_micro_base(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # about 3 minutes on a loaded 2-core CPU: the bf16 remat step with two microbatches compiles slowly
 def test_finetuning_the_released_base_recipe_on_micro_shapes(tmp_path, released_micro_base, monkeypatch):
-    from glide_jax.hub.registry import load_pipeline
+    from glide_jax.sampling.loading import load_pipeline
     from glide_jax.sampling import images
     from glide_jax.sampling.options import StageOptions
     from glide_jax.train import loop

@@ -11,8 +11,9 @@ from test_checkpoints import write_torch_zip
 
 from glide_jax.config import config_to_dict, get_preset
 from glide_jax.hub import embedded, model_dir, registry, released
+from glide_jax.sampling import loading
 from glide_jax.hub.convert_unet import unet_to_torch
-from glide_jax.models.families import abstract_params
+from glide_jax.families.registry import abstract_params
 from glide_jax.sampling.options import StageOptions
 
 
@@ -36,14 +37,14 @@ def _write_pt(path, variables):
 
 
 def test_an_embedded_name_carries_its_tokenizer_and_recommendations():
-    base = registry.resolve("embedded-base")
+    base = loading.resolve("embedded-base")
     assert base.family.name == "unet" and base.source == "embedded-base"
     assert base.sampling == StageOptions("ddpm", 20, start=0.85, canvas=(200, 200, 200), guidance_interval=(0.5, 1.0))
     assert base.guidance_scale == 3.0
     assert type(base.tokenizer).__name__ == "SentencePieceTokenizer"
     tokens, mask = base.tokens(["a red circle", ""])
     assert tokens.shape == mask.shape == (2, base.config.unet.text.text_ctx) and mask[0].sum() > mask[1].sum()
-    clip = registry.resolve("embedded-clip")
+    clip = loading.resolve("embedded-clip")
     tokens, lengths = clip.tokens(["a red circle", ""])
     assert clip.family.name == "clip" and lengths.tolist()[1] == 1 and lengths[0] > 1
 
@@ -57,7 +58,7 @@ def test_a_model_directory_resolves_with_its_own_files(tmp_path):
     tokenizer = embedded.embedded_dir("base") / "tokenizer.model"  # any sentencepiece model will do
     model_dir.save_model_dir(tmp_path / "m", get_preset("tiny-base"), variables, dtype="float16",
                              tokenizer_file=tokenizer, sampling=sampling)
-    model = registry.resolve(tmp_path / "m")
+    model = loading.resolve(tmp_path / "m")
     assert model.config == get_preset("tiny-base") and model.source == str(tmp_path / "m")
     assert model.sampling == StageOptions("ddim", 11) and model.guidance_scale == 1.5
     assert model.prompt_rewrites("a square please") == "a square"
@@ -81,7 +82,7 @@ def test_a_training_workdir_resolves_to_its_newest_ema_weights(tmp_path):
     checkpointer.close()
     (tmp_path / "run" / "tokenizer.model").write_bytes(
         (embedded.embedded_dir("clip") / "tokenizer.model").read_bytes())
-    model = registry.resolve(str(tmp_path / "run"))
+    model = loading.resolve(str(tmp_path / "run"))
     assert model.config == config and model.family.name == "clip" and "newest EMA" in model.source
     want = {"params": jax.tree.map(lambda a: np.asarray(a * 0.5 * 2), params)}
     _assert_same(model.params, want)
@@ -103,7 +104,7 @@ def tiny_releases(monkeypatch):
 def test_a_released_name_is_converted_into_the_cache_once(tmp_path, tiny_releases, monkeypatch):
     variables = _variables("tiny-base", seed=4)
     _write_pt(tmp_path / "base.pt", variables)
-    model = registry.resolve("base", cache_dir=tmp_path, vocab_dir=require_fixture("tokenizer"))
+    model = loading.resolve("base", cache_dir=tmp_path, vocab_dir=require_fixture("tokenizer"))
     converted = tmp_path / "converted" / "base"
     assert model_dir.is_model_dir(converted) and model.config == get_preset("tiny-base")
     assert type(model.tokenizer).__name__ == "GlideBPETokenizer"  # no tokenizer.model: the family's default
@@ -131,7 +132,7 @@ def test_a_cached_conversion_in_the_old_orbax_format_is_converted_again(tmp_path
 def test_a_pt_file_is_identified_by_its_weights_or_named(tmp_path, tiny_releases):
     base, inpaint = _variables("tiny-base", seed=6), _variables("tiny-inpaint", seed=7)
     _write_pt(tmp_path / "mystery.pt", inpaint)
-    model = registry.resolve(tmp_path / "mystery.pt", vocab_dir=require_fixture("tokenizer"))
+    model = loading.resolve(tmp_path / "mystery.pt", vocab_dir=require_fixture("tokenizer"))
     assert model.config == get_preset("tiny-inpaint") and "base-inpaint, identified from its weights" in model.source
     _assert_same(model.params, inpaint)
     _write_pt(tmp_path / "named.pt", base)
@@ -143,29 +144,29 @@ def test_a_pt_file_is_identified_by_its_weights_or_named(tmp_path, tiny_releases
     with pytest.raises(ValueError, match="not a GLIDE U-Net checkpoint"):
         released.identify_preset({"visual.conv1.weight": np.zeros(1)})
     with pytest.raises(ValueError, match="preset= is for .pt files"):
-        registry.resolve("embedded-base", preset="base")
+        loading.resolve("embedded-base", preset="base")
 
 
 def test_bad_sources_list_what_is_accepted(tmp_path):
     with pytest.raises(FileNotFoundError, match="released name .*base-inpaint.*training workdir.*pt file"):
-        registry.resolve("embedded-bass")
+        loading.resolve("embedded-bass")
     with pytest.raises(FileNotFoundError, match="neither a model directory .* nor a training workdir"):
-        registry.resolve(tmp_path)
+        loading.resolve(tmp_path)
     with pytest.raises(FileNotFoundError, match="glide-jax download base"):
-        registry.resolve("base", cache_dir=tmp_path / "empty")
+        loading.resolve("base", cache_dir=tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="glide-jax download clip/image-enc clip/text-enc"):
         registry.load_model("clip", cache_dir=tmp_path / "empty")
     old = tmp_path / "old"
     (old / "params").mkdir(parents=True)
     (old / "config.json").write_text("{}")
     with pytest.raises(model_dir.OutdatedModelDirError, match="glide-jax convert NAME"):
-        registry.resolve(old)
+        loading.resolve(old)
 
 
 def test_model_sets_name_each_role():
-    shipped, openai = registry.model_set("embedded"), registry.model_set("openai")
+    shipped, openai = loading.MODEL_SETS["embedded"], loading.MODEL_SETS["openai"]
     assert (shipped.base, shipped.inpaint, shipped.upsample_inpaint) == (
         "embedded-base", "embedded-inpaint", "embedded-upsample")
     assert (openai.base, openai.upsample, openai.inpaint, openai.upsample_inpaint, openai.clip) == released.RELEASED
-    with pytest.raises(ValueError, match="unknown model set 'dalle'; known: embedded, openai"):
-        registry.model_set("dalle")
+    pipe = loading.load_pipeline("embedded")  # a set's name, as the CLI's --model takes it
+    assert pipe.base.source == "embedded-base" and pipe.upsampler.source == "embedded-upsample"

@@ -109,7 +109,7 @@ def test_the_graph_reader_sees_cycles_and_relative_imports():
     assert find_cycles({"glide_jax.a": {"glide_jax.b"}, "glide_jax.b": set()}) == []
     graph = import_graph()
     assert "glide_jax.hub.model_dir" in graph["glide_jax.hub.registry"]
-    assert "glide_jax.sampling.pipeline" in graph["glide_jax.hub.registry"]
+    assert not {m for m in graph["glide_jax.hub.registry"] if m.startswith("glide_jax.sampling")}
     assert "glide_jax.cli" in graph["glide_jax.__main__"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from glide_jax.diffusion import guidance
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
-from glide_jax.hub.registry import load_pipeline
+from glide_jax.sampling.loading import load_pipeline
 from glide_jax.sampling.images import to_model
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.ranking import clip_scores

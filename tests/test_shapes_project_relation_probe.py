@@ -38,7 +38,7 @@ def test_eval_tool_requires_prompts(capsys):
 
 @pytest.mark.slow  # ~20 s, mostly compiling the base at the probe's batch; a research diagnostic
 def test_probe_of_the_embedded_base():
-    from glide_jax.hub.registry import resolve
+    from glide_jax.sampling.loading import resolve
 
     model = resolve("embedded-base")
     forward = ["a red circle above a blue square", "a yellow triangle to the left of a purple circle"]

@@ -31,7 +31,7 @@ def _batch(model, rng, n):
 
 @pytest.mark.slow
 def test_text_encoder_learns_which_colour_a_relation_puts_first():
-    from glide_jax.hub.registry import resolve as load
+    from glide_jax.sampling.loading import resolve as load
     from glide_jax.models.text import TextEncoder
 
     model = load("embedded-base")

@@ -249,14 +249,14 @@ def test_clip_entry_point(runs):
 @pytest.mark.slow  # a fine-tuning run (~30 s)
 def test_inpaint_entry_point_fine_tunes_the_base_run(base_run, runs, env):
     from glide_jax.models.unet import GlideUNet
-    from glide_jax.train.warm_start import initial_params
+    from glide_jax.train.warm_start import initial_params, inpaint_params
 
     root, _ = runs
     run = Run(env, "inpaint", "inpaint.py:micro", root / "inpaint", f"train.init_from={base_run}")
     # Meanwhile: the widened start computes exactly what the base model computes.
     cfg = load_config_file(f"{CONFIGS}/inpaint.py:micro")
     _, base = _ema_model(base_run)
-    init = initial_params("inpaint", str(base_run), cfg.model)
+    init = initial_params(inpaint_params, str(base_run), cfg.model)
     u = cfg.model.unet
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, u.image_size, u.image_size, 3)), jnp.float32)

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     from glide_jax.train import sharding as sh, state as S
     from glide_jax.train.experiment import ExperimentConfig, MeshConfig, TrainConfig
     from glide_jax.train.loop import build_state
-    from glide_jax.train.step import make_train_step
+    from glide_jax.families.registry import family_of
 
     out_dir, runs = Path(sys.argv[1]), json.loads(sys.argv[2])
     unet = UNetConfig(image_size=16, num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent(
         tx = S.make_optimizer(cfg.train)
         init, shardings, _ = build_state(cfg, mesh, tx)
         state = init()
-        step = sh.jit_step(make_train_step(cfg.model, cfg.train, tx, mesh), shardings, mesh)
+        step = sh.jit_step(family_of(cfg.model).make_train_step(cfg.model, cfg.train, tx, mesh=mesh), shardings, mesh)
         losses = []
         for _ in range(2):
             placed = global_batch(batch, sh.batch_sharding(mesh))

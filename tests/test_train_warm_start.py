@@ -9,7 +9,8 @@ import pytest
 
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, TextConfig, UNetConfig, get_preset
 from glide_jax.hub.torch_layout import CheckpointMismatchError
-from glide_jax.models.families import abstract_params, flat_shapes
+from glide_jax.families.registry import abstract_params
+from glide_jax.models.params import flat_shapes
 from glide_jax.train import warm_start
 
 SOURCE = ModelConfig(
@@ -74,28 +75,28 @@ def test_widened_first_conv_keeps_old_channels_and_zeroes_new_ones():
 
 
 def test_inpainting_starts_widened_from_a_base_and_copied_from_an_inpainting_model(src):
-    widened = warm_start.STARTS["inpaint"](src, SOURCE, INPAINT)
+    widened = warm_start.inpaint_params(src, SOURCE, INPAINT)
     assert flat_shapes(widened) == flat_shapes(abstract_params(INPAINT))
     kernel = widened["unet"][warm_start.FIRST_CONV]["kernel"]
     np.testing.assert_array_equal(kernel[:, :, :3], src["unet"][warm_start.FIRST_CONV]["kernel"])
     assert not kernel[:, :, 3:].any()
     rest = lambda tree: {k: v for k, v in tree["unet"].items() if k != warm_start.FIRST_CONV}  # noqa: E731
     assert _same(rest(widened), rest(src)) and _same(widened["text"], src["text"])
-    assert _same(warm_start.STARTS["inpaint"](widened, INPAINT, INPAINT), widened)
+    assert _same(warm_start.inpaint_params(widened, INPAINT, INPAINT), widened)
     other = dataclasses.replace(SOURCE, unet=dataclasses.replace(SOURCE.unet, num_res_blocks=2))
     with pytest.raises(ValueError, match="beyond the inpainting input channels: unet.num_res_blocks"):
-        warm_start.STARTS["inpaint"](_random_params(other), other, INPAINT)
+        warm_start.inpaint_params(_random_params(other), other, INPAINT)
 
 
 def test_a_state_dict_npz_starts_an_inpainting_run(tmp_path, src):
     from glide_jax.hub.convert_unet import unet_to_torch
 
     np.savez(tmp_path / "base.npz", **{f"state/{k}": v for k, v in unet_to_torch({"params": src}).items()})
-    params = warm_start.initial_params("inpaint", str(tmp_path / "base.npz"), INPAINT)
+    params = warm_start.initial_params(warm_start.inpaint_params, str(tmp_path / "base.npz"), INPAINT)
     np.testing.assert_allclose(params["unet"]["out_2"]["kernel"], src["unet"]["out_2"]["kernel"])
     assert params["unet"][warm_start.FIRST_CONV]["kernel"].shape[2] == 7
     with pytest.raises(CheckpointMismatchError, match="shape mismatches"):  # read as the run's own config
-        warm_start.initial_params("base", str(tmp_path / "base.npz"), dataclasses.replace(
+        warm_start.initial_params(warm_start.same_model_params, str(tmp_path / "base.npz"), dataclasses.replace(
             SOURCE, unet=dataclasses.replace(SOURCE.unet, num_channels=64)))
 
 

@@ -44,28 +44,10 @@ def _load(name: str, overrides: List[str]):
     return apply_overrides(load_config_file(f"{CONFIG_DIR / family}.py:{variant}"), overrides)
 
 
-def _unet_conditioning(model, batch_size: int, rng) -> Dict[str, Any]:
-    import numpy as np
-
-    out, s = {}, model.unet.image_size
-    if model.unet.super_res:
-        low = model.low_res_size
-        out["low_res"] = rng.uniform(-1, 1, (batch_size, low, low, 3)).astype(np.float32)
-    if model.unet.inpaint:
-        out["inpaint_mask"] = np.ones((batch_size, s, s, 1), np.float32)
-    return out
-
-
-# model family -> the image conditioning its batches carry besides image and text
-_CONDITIONING = {"unet": _unet_conditioning, "clip": lambda model, batch_size, rng: {}}
-# model family -> the compute dtype of a model config
-_DTYPE = {"unet": lambda model: model.unet.dtype, "clip": lambda model: model.dtype}
-
-
 def synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
     import numpy as np
 
-    from glide_jax.models.families import family_of
+    from glide_jax.families.registry import family_of
 
     family = family_of(cfg.model)
     rng = np.random.default_rng(0)
@@ -75,7 +57,7 @@ def synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
             "mask": np.arange(ctx)[None] < lens[:, None]}
     batch = {"image": (rng.integers(0, 256, (batch_size, s, s, 3)) / 127.5 - 1).astype(np.float32)}
     batch.update({k: text[k] for k in family.text_keys})
-    batch.update(_CONDITIONING[family.name](cfg.model, batch_size, rng))
+    batch.update(family.synthetic_conditioning(cfg.model, batch_size, rng))
     return batch
 
 
@@ -101,14 +83,14 @@ def compile_step(cfg, mesh, batch_size: int):
     from glide_jax.train import sharding as sh
     from glide_jax.train import state as state_lib
     from glide_jax.train.loop import build_state
-    from glide_jax.train.step import make_train_step
+    from glide_jax.families.registry import family_of
 
     tx = state_lib.make_optimizer(cfg.train)
     init, shardings, abstract = build_state(cfg, mesh, tx)
     bsh = sh.batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in synthetic_batch(cfg, 1).items()}
     batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=bsh) for k, v in batch.items()}
-    step = sh.jit_step(make_train_step(cfg.model, cfg.train, tx, mesh), shardings, mesh)
+    step = sh.jit_step(family_of(cfg.model).make_train_step(cfg.model, cfg.train, tx, mesh=mesh), shardings, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(abstract, batch).compile()
     return compiled, init, abstract, time.perf_counter() - t0
@@ -121,7 +103,7 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
     import jax
 
     from glide_jax.data.input_pipeline import global_batch
-    from glide_jax.models.families import family_of
+    from glide_jax.families.registry import family_of
     from glide_jax.train import sharding as sh
     from glide_jax.train.experiment import MeshConfig
     from glide_jax.train.state import param_count
@@ -146,7 +128,7 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
         "params": param_count(abstract.params),
         "image_size": family_of(cfg.model).image_size(cfg.model),
         "batch_size": batch_size,
-        "dtype": _DTYPE[family_of(cfg.model).name](cfg.model),
+        "dtype": family_of(cfg.model).compute_dtype(cfg.model),
         "compile_s": round(compile_s, 1),
         "step_s": round(step_s, 4),
         "images_per_s": round(batch_size / step_s, 2),

@@ -162,7 +162,7 @@ def run(settings: Iterable[Setting], kinds: Sequence[str], seeds: Sequence[int],
             if kind == "full_size_time":
                 pipes[kind] = full_size_pipeline()
             else:
-                from glide_jax.hub.registry import load_pipeline
+                from glide_jax.sampling.loading import load_pipeline
 
                 pipes[kind] = load_pipeline("embedded-base", None)
         return pipes[kind]

@@ -74,7 +74,7 @@ def embedded_samples(seed: int = 0) -> dict:
     """Pixel differences between bf16 and f32 samples of the embedded base model (its recommended sampler)."""
     import numpy as np
 
-    from glide_jax.hub.registry import load_pipeline
+    from glide_jax.sampling.loading import load_pipeline
 
     images, sampler = {}, None
     for dtype in DTYPES:

@@ -21,7 +21,7 @@ from pathlib import Path
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, UNetConfig, get_preset
 from glide_jax.hub.convert import convert_pt
 from glide_jax.hub.model_dir import save_model_dir
-from glide_jax.models.families import family_of
+from glide_jax.families.registry import family_of
 
 
 def _config(args):
@@ -50,14 +50,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         config = _config(args)
-        if family_of(config).name == "clip":
-            if not (args.image_pt and args.text_pt):
-                ap.error("a CLIP conversion needs --image-pt and --text-pt")
-            paths = {"image": args.image_pt, "text": args.text_pt}
-        else:
-            if not args.pt:
-                ap.error("a U-Net conversion needs --pt")
-            paths = {"model": args.pt}
+        family = family_of(config)
+        flags = {"model": ("--pt", args.pt), "image": ("--image-pt", args.image_pt), "text": ("--text-pt", args.text_pt)}
+        missing = [flags[role][0] for role in family.checkpoint_roles if not flags[role][1]]
+        if missing:
+            ap.error(f"a {family.name} conversion needs {' and '.join(missing)}")
+        paths = {role: flags[role][1] for role in family.checkpoint_roles}
         config, params = convert_pt(config, paths, use_torch=args.use_torch)
         card = {"converted_from": sorted(Path(p).name for p in paths.values())}
         save_model_dir(args.out, config, params, dtype="float16" if args.float16 else "float32", card=card,

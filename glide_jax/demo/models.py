@@ -43,27 +43,14 @@ class DemoModels:
 def load_models(model: str = "embedded", upsampler: Optional[str] = None, clip: Optional[str] = None,
                 dtype: Optional[str] = None) -> DemoModels:
     """Read the models named like the CLI's ``--model`` / ``--upsampler`` / ``--clip-model``."""
-    from glide_jax.hub.registry import MODEL_SETS, resolve
+    from glide_jax.sampling.loading import MODEL_SETS, pipeline_for
 
     started = time.perf_counter()
-    loaded = {}
-
-    def load(source):
-        if source in (None, "none"):
-            return None
-        if source not in loaded:  # the embedded set's two roles share one upsampler
-            loaded[source] = resolve(source, dtype=dtype)
-        return loaded[source]
-
-    clip_model = load(clip)
-    if model in MODEL_SETS:
-        names = MODEL_SETS[model]
-        generate = Pipeline(load(names.base), load(upsampler or names.upsample), clip_model)
-        inpaint = Pipeline(load(names.inpaint), load(upsampler or names.upsample_inpaint), clip_model)
-    else:
-        base = load(model)
-        if base.config.unet.inpaint:
-            raise ValueError(f"--model {model} is an inpainting model; serve it with a model set "
-                             "(--model embedded or openai) so Generate and Edit have a text-to-image model")
-        generate, inpaint = Pipeline(base, load(upsampler), clip_model), None
+    loaded = {}  # the embedded set's two roles share one upsampler: it is read once
+    options = dict(upsampler=upsampler, clip=clip, dtype=dtype, loaded=loaded)
+    generate = pipeline_for(model, **options)
+    if model not in MODEL_SETS and generate.base.config.unet.inpaint:
+        raise ValueError(f"--model {model} is an inpainting model; serve it with a model set "
+                         "(--model embedded or openai) so Generate and Edit have a text-to-image model")
+    inpaint = pipeline_for(model, inpaint=True, **options) if model in MODEL_SETS else None
     return DemoModels(generate, inpaint, model, load_seconds=time.perf_counter() - started)

@@ -8,7 +8,7 @@ is rejected with a single error naming every problem, so a wrong config or a
 truncated file is never half-loaded.
 
 The Flax-side tree is never materialised to find the expected shapes: it comes
-from ``glide_jax.models.families.abstract_params`` (``jax.eval_shape`` of the
+from ``glide_jax.families.registry.abstract_params`` (``jax.eval_shape`` of the
 module's ``init``), so the released 158M-parameter layout can be checked
 without allocating it. Name mapping is derived from that tree by rule (one
 rule per naming difference), and the same rules give the inverse map used to
@@ -25,7 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from glide_jax.config import ClipConfig
-from glide_jax.models.families import abstract_params
+from glide_jax.families.registry import abstract_params
 
 TOWERS = {"image": "image_encoder", "text": "text_encoder"}
 

@@ -17,7 +17,7 @@ import numpy as np
 from flax import traverse_util
 from flax.core import meta
 
-from glide_jax.models.families import flat_shapes
+from glide_jax.models.params import flat_shapes
 
 Path = Tuple[str, ...]
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from glide_jax.config import config_from_dict
-from glide_jax.models.families import abstract_params
+from glide_jax.families.registry import abstract_params
 
 CHECKPOINT_DIR = "checkpoints"
 

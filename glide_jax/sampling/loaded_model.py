@@ -15,8 +15,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.families.registry import family_of
 from glide_jax.models.layers import COMPUTE_DTYPES
-from glide_jax.models.families import family_of
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.rewrites import PromptRewrites
 
@@ -48,19 +48,13 @@ class LoadedModel:
     @property
     def dtype(self) -> str:
         """The compute dtype of the network (its parameters are float32 whatever it is)."""
-        config = self.config
-        return config.unet.dtype if isinstance(config, ModelConfig) else config.dtype
+        return self.family.compute_dtype(self.config)
 
     def with_dtype(self, dtype: str) -> "LoadedModel":
         """This model computing in ``dtype`` (one of ``COMPUTE_DTYPES``); parameters are shared, not copied."""
         if dtype not in COMPUTE_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
-        config = self.config
-        if isinstance(config, ModelConfig):
-            config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, dtype=dtype))
-        else:
-            config = dataclasses.replace(config, dtype=dtype)
-        return dataclasses.replace(self, config=config)
+        return dataclasses.replace(self, config=self.family.with_compute_dtype(self.config, dtype))
 
     def tokens(self, prompts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
         """The model's text inputs for ``prompts`` (U-Net: tokens and mask; CLIP: tokens and lengths)."""

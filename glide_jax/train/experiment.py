@@ -28,16 +28,8 @@ from typing import Any, Dict, Sequence, Tuple, Union
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data.shapes import PAIR_LAYOUTS, RELATIONS, check_relations
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
-from glide_jax.models.families import family_of
-
-# task -> (model family it trains, the ModelConfig kinds it accepts)
-TASKS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "base": ("unet", ("base",)),
-    "upsample": ("unet", ("upsample",)),
-    "inpaint": ("unet", ("inpaint", "upsample-inpaint")),
-    "clip": ("clip", ()),
-}
-
+from glide_jax.families.registry import family_of
+from glide_jax.train.tasks import task_named
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -138,7 +130,7 @@ class SampleConfig:
 class ExperimentConfig:
     """One training run: what to train, on what, how, where, and its previews."""
 
-    task: str  # one of TASKS: which entry point trains it and how it starts
+    task: str  # a registered training task (glide_jax.train.tasks): what is trained and how it starts
     model: Union[ModelConfig, ClipConfig]  # the network being trained
     data: DataConfig = field(default_factory=DataConfig)  # its training data
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation and checkpoint schedule
@@ -147,22 +139,10 @@ class ExperimentConfig:
     name: str = ""  # the config's name (file stem or variant), shown in logs and experiment.json
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {tuple(TASKS)}, got {self.task!r}")
-        family, kinds = TASKS[self.task]
-        if family_of(self.model).name != family:
-            raise ValueError(f"task {self.task!r} does not match a {type(self.model).__name__} model")
-        want_clip = family == "clip"
-        if not want_clip:
-            if self.model.kind not in kinds:
-                raise ValueError(f"task {self.task!r} cannot train a {self.model.kind!r} model")
-            if self.model.unet.super_res and not self.model.low_res_size:
-                raise ValueError("a super-resolution model needs model.low_res_size")
-        if want_clip and self.train.microbatches != 1:
-            raise ValueError("the contrastive CLIP loss couples the whole batch: train.microbatches must be 1")
-        if want_clip and (self.train.high_noise_fraction or self.train.mse_weighting != "eps"):
-            raise ValueError("train.high_noise_fraction and train.mse_weighting shape the diffusion loss; "
-                             "the CLIP step draws its timesteps uniformly and has no MSE")
+        task_named(self.task).check(self)
+        family_of(self.model)  # a model of a registered family
+        if getattr(self.model, "unet", None) is not None and self.model.unet.super_res and not self.model.low_res_size:
+            raise ValueError("a super-resolution model needs model.low_res_size")
 
 
 # ----------------------------------------------------------------------------- overrides

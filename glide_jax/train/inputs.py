@@ -26,7 +26,7 @@ import numpy as np
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data import input_pipeline, shapes
 from glide_jax.data.masks import random_inpaint_mask
-from glide_jax.models.families import family_of
+from glide_jax.families.registry import family_of
 from glide_jax.train.experiment import DataConfig, ExperimentConfig
 from glide_jax.train.sharding import wait_for_all_processes
 
@@ -151,21 +151,6 @@ def make_tokenize(cfg: ExperimentConfig, spec: str) -> Tokenize:
 # ----------------------------------------------------------------------------- iterator
 
 
-def _unet_inputs(model: ModelConfig, data: DataConfig) -> Dict[str, Any]:
-    unet = model.unet
-    return {"low_res_size": model.low_res_size if unet.super_res else None, "inpaint": unet.inpaint,
-            "caption_dropout": data.caption_dropout}
-
-
-def _clip_inputs(model: ClipConfig, data: DataConfig) -> Dict[str, Any]:
-    # The contrastive loss needs every caption: no dropout (it exists for the diffusion models' guidance).
-    return {"caption_dropout": 0.0}
-
-
-# model family -> the pipeline options its batches need beyond image size, batch and seed
-FAMILY_INPUTS = {"unet": _unet_inputs, "clip": _clip_inputs}
-
-
 def pipeline_config(cfg: ExperimentConfig) -> input_pipeline.PipelineConfig:
     family = family_of(cfg.model)
     return input_pipeline.PipelineConfig(
@@ -173,7 +158,7 @@ def pipeline_config(cfg: ExperimentConfig) -> input_pipeline.PipelineConfig:
         global_batch_size=cfg.train.batch_size,
         seed=cfg.data.seed,
         worker_count=cfg.data.worker_count,
-        **FAMILY_INPUTS[family.name](cfg.model, cfg.data),
+        **family.pipeline_inputs(cfg.model, cfg.data),
     )
 
 

@@ -27,7 +27,7 @@ Resume order (:func:`prepare` then :func:`restore_or_initialise`):
    them aside and goes on to step 5 instead).
 5. Without a usable checkpoint the run starts at step 0 from a fresh
    iterator and the parameters of ``train.init_from`` (through
-   ``warm_start.STARTS``, the table of starts per task), else from a
+   the start its task names, ``glide_jax.train.tasks``), else from a
    born-sharded random init seeded by ``train.seed``.
 
 Recomputed on every (re)start, never restored: the mesh and shardings, the
@@ -64,7 +64,7 @@ import numpy as np
 
 from glide_jax.config import config_from_dict, config_to_dict
 from glide_jax.data.input_pipeline import global_batch, host_rows
-from glide_jax.models.families import family_of, init_params
+from glide_jax.families.registry import family_of, init_params
 from glide_jax.train import inputs as data_lib
 from glide_jax.train import sharding as sh
 from glide_jax.train import state as state_lib
@@ -73,7 +73,7 @@ from glide_jax.train.checkpointing import Checkpointer
 from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.metrics import MetricsWriter, Throughput
 from glide_jax.train.preemption import PreemptionWatch
-from glide_jax.train.step import make_train_step
+from glide_jax.train.tasks import task_named
 
 log = logging.getLogger(__name__)
 # At DEBUG level: one line per step and process with the example ids it fed (``--log-example-ids``).
@@ -81,7 +81,6 @@ example_log = logging.getLogger("glide_jax.train.examples")
 
 EXPERIMENT_FILE = "experiment.json"
 _BATCH_KEYS = ("image", "tokens", "mask", "lens", "low_res", "inpaint_mask")
-PREVIEWED_FAMILIES = ("unet",)  # the families whose runs write sample grids (CLIP draws nothing)
 
 
 def say(message: str) -> None:
@@ -169,6 +168,7 @@ class Run:
 
 def prepare(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Run:
     """Steps 1-3 of the resume order: check the workdir, resolve the tokenizer, lay out the state."""
+    task_named(cfg.task).check_start(cfg)
     workdir = check_workdir(workdir)
     check_resumable(workdir, cfg)
     tc = cfg.train
@@ -192,11 +192,11 @@ def prepare(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Run:
 
 
 def initialise(run: Run) -> state_lib.TrainState:
-    """Step 5: the step-0 state, from ``train.init_from`` (``warm_start.STARTS[task]``) or at random."""
+    """Step 5: the step-0 state, from ``train.init_from`` (the task's ``start``) or at random."""
     cfg = run.cfg
     if not cfg.train.init_from:
         return run.init_random()
-    params = warm_start.initial_params(cfg.task, cfg.train.init_from, cfg.model)
+    params = warm_start.initial_params(task_named(cfg.task).start, cfg.train.init_from, cfg.model)
     return state_from_params(params, cfg, run.tx, run.shardings)
 
 
@@ -222,11 +222,9 @@ def restore_or_initialise(run: Run) -> Tuple[state_lib.TrainState, Any]:
 
 
 def _previewer(run: Run):
-    if family_of(run.cfg.model).name not in PREVIEWED_FAMILIES or run.cfg.train.sample_every < 0:
+    if run.cfg.train.sample_every < 0:
         return None
-    from glide_jax.train.preview import Previewer
-
-    return Previewer(run.cfg, run.workdir, run.source, run.tokenize)
+    return family_of(run.cfg.model).previewer(run.cfg, run.workdir, run.source, run.tokenize)
 
 
 def _preview(previewer, writer: MetricsWriter, state, step: int) -> None:
@@ -250,7 +248,8 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
     say(f"{cfg.name or cfg.task}: {state_lib.param_count(state.params):,} parameters, mesh {dict(run.mesh.shape)}, "
         f"{jax.process_count()} process(es), global batch {tc.batch_size}, steps {start} -> {tc.steps}")
     log.info("largest arrays:\n%s", sh.describe(run.shardings.params, run.abstract.params))
-    step_fn = sh.jit_step(make_train_step(cfg.model, tc, run.tx, run.mesh), run.shardings, run.mesh)
+    step_fn = sh.jit_step(family_of(cfg.model).make_train_step(cfg.model, tc, run.tx, mesh=run.mesh), run.shardings,
+                          run.mesh)
     writer = MetricsWriter(run.workdir, resume_step=start, total_steps=tc.steps)
     previewer = _previewer(run)
     batch_sharding = sh.batch_sharding(run.mesh)

@@ -28,7 +28,7 @@ where duplicates in a batch are common.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,6 @@ from glide_jax.diffusion.gaussian import q_sample
 from glide_jax.diffusion.losses import mse_weights, quartile_means, sample_timesteps, training_losses
 from glide_jax.diffusion.schedule import make_schedule
 from glide_jax.models.clip import ClipModel
-from glide_jax.models.families import family_of
 from glide_jax.models.unet import GlideUNet
 from glide_jax.train import state as state_lib
 from glide_jax.train.experiment import TrainConfig
@@ -215,13 +214,3 @@ def make_clip_step(clip_cfg: ClipConfig, train_cfg: TrainConfig, tx: optax.Gradi
         return new_state, metrics
 
     return step
-
-
-# model family -> its train step maker, called as maker(model_config, train_config, tx, mesh=mesh)
-STEP_MAKERS: Dict[str, Callable[..., StepFn]] = {"unet": make_diffusion_step, "clip": make_clip_step}
-
-
-def make_train_step(model_cfg: Union[ModelConfig, ClipConfig], train_cfg: TrainConfig,
-                    tx: optax.GradientTransformation, mesh: Optional[Mesh] = None) -> StepFn:
-    """The train step of ``model_cfg``'s family."""
-    return STEP_MAKERS[family_of(model_cfg).name](model_cfg, train_cfg, tx, mesh=mesh)

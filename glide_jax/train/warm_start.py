@@ -1,6 +1,6 @@
 """Starting a training run from a trained model (``train.init_from``) instead of random weights.
 
-Two ways, one per task in ``STARTS``:
+Two ways; each training task (``glide_jax.train.tasks``) names the one it uses:
 
 * **the same model** (``base``, ``upsample``, ``clip``, and ``inpaint`` from an
   inpainting model): the source's config must equal the run's, up to
@@ -15,7 +15,7 @@ Two ways, one per task in ``STARTS``:
   what its source computes; every other parameter is copied.
 
 Either way the result must have exactly the parameter shapes of the run's
-model (``glide_jax.models.families.abstract_params``), or a
+model (``glide_jax.families.registry.abstract_params``), or a
 ``CheckpointMismatchError`` names every difference.
 
 The source is anything the model registry (``glide_jax.hub.registry``) loads
@@ -37,7 +37,8 @@ import jax
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
-from glide_jax.models.families import abstract_params, family_of, flat_shapes
+from glide_jax.families.registry import abstract_params, family_of
+from glide_jax.models.params import flat_shapes
 
 Config = Union[ModelConfig, ClipConfig]
 Params = Dict[str, Any]
@@ -130,15 +131,6 @@ def inpaint_params(source_params: Params, source: Config, target: ModelConfig) -
     return tree
 
 
-# task -> how its parameters come from the model at train.init_from: (source params, source config, target config)
-STARTS: Dict[str, Callable[[Params, Config, Config], Params]] = {
-    "base": same_model_params,
-    "upsample": same_model_params,
-    "clip": same_model_params,
-    "inpaint": inpaint_params,
-}
-
-
 # ----------------------------------------------------------------------------- loading the source
 
 
@@ -176,10 +168,11 @@ def load_source(init_from: str, target: Config) -> Tuple[Config, Params]:
     return load_model(init_from)
 
 
-def initial_params(task: str, init_from: str, target: Config) -> Params:
-    """Host parameters (no ``{"params": ...}`` wrapper) to start a ``task`` run of ``target`` from ``init_from``."""
+def initial_params(start: Callable[[Params, Config, Config], Params], init_from: str, target: Config) -> Params:
+    """Host parameters (no ``{"params": ...}`` wrapper) of ``target`` from the model at ``init_from``, by a
+    task's ``start`` (``same_model_params`` or ``inpaint_params``)."""
     source, params = load_source(init_from, target)
-    return STARTS[task](params, source, target)
+    return start(params, source, target)
 
 
 def inherited_tokenizer(init_from: str, tokenizer: str) -> Optional[str]:

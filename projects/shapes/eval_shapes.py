@@ -67,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from glide_jax.cli import stage_options
         from glide_jax.data import shapes
-        from glide_jax.hub.registry import load_pipeline, resolve
+        from glide_jax.sampling.loading import load_pipeline, resolve
         from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
         from projects.shapes.evaluate import evaluate, format_table, prompts_from
 
