@@ -18,8 +18,6 @@ any sampling starts. docs/errors.md lists what each kind of bad input gets.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import re
 import sys
 import warnings
 
@@ -77,22 +75,6 @@ def _common(ap, base_stage: bool = True):
                     help="fraction of the upsampler's chain to run, from its enlarged input below 1 "
                          "(default: the model's recommendation, else 1 = from pure noise)")
     ap.add_argument("--no-progress", action="store_true")
-
-
-def _steps(value: str):
-    return int(value) if re.fullmatch(r"\s*[+-]?\d+\s*", value) else value
-
-
-def stage_options(model, fallback, sampler, steps, temperature=None, start=None):
-    """The CLI's stage options: the model's recommendation (or the package default) with any flag applied."""
-    from glide_jax.sampling.options import DEFAULT
-
-    if sampler is None and steps is None and temperature is None and start is None:
-        return DEFAULT
-    base = model.sampling if model is not None and model.sampling is not None else fallback
-    return dataclasses.replace(base, sampler=sampler or base.sampler, steps=_steps(steps) if steps else base.steps,
-                               temperature=base.temperature if temperature is None else temperature,
-                               start=base.start if start is None else start)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +155,8 @@ def split_prompt_note(prompts) -> str:
 def _run_sampling(args) -> int:
     from glide_jax.errors import InputWarning
     from glide_jax.sampling.images import prepare_output_dir, read_image, save_images
-    from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
+    from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT, stage_with
+    from glide_jax.sampling.request import GenerateRequest
 
     inpaint = args.command == "inpaint"
     prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
@@ -186,26 +169,28 @@ def _run_sampling(args) -> int:
         for note in rewrite_notes(pipe, prompts):
             print(note, file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.n)]
-    up = None if pipe.upsampler is None else stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, args.upsample_sampler,
-                                                            args.upsample_steps, args.upsample_temperature,
-                                                            args.upsample_start)
+    up = None if pipe.upsampler is None else stage_with(
+        pipe.upsampler, UPSAMPLE_DEFAULT, sampler=args.upsample_sampler, steps=args.upsample_steps,
+        temperature=args.upsample_temperature, start=args.upsample_start)
     if args.command == "upsample":
         if pipe.upsampler is None:
             raise ValueError("upsample needs an upsampler model (--upsampler)")
         images = pipe.upsample_images(prompts, read_image(args.image), seed=args.seed, options=up,
                                       progress=not args.no_progress)
     else:
-        base = stage_options(pipe.base, BASE_DEFAULT, args.sampler, args.steps, start=getattr(args, "start", None))
-        kwargs = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up,
-                      batch_size=args.batch_size, clip_guidance_scale=args.clip_guidance,
-                      negative_prompt=args.negative_prompt, guidance_interval=args.guidance_interval,
-                      dynamic_threshold=args.dynamic_threshold, candidates=args.candidates,
-                      first_index=args.first_index, progress=not args.no_progress)
+        base = stage_with(pipe.base, BASE_DEFAULT, sampler=args.sampler, steps=args.steps,
+                          start=getattr(args, "start", None))
+        conditioning = {}
         if args.command == "inpaint":
-            kwargs.update(inpaint_image=args.image, inpaint_mask=args.mask)
+            conditioning = dict(inpaint_image=args.image, inpaint_mask=args.mask)
         elif args.command == "edit":
-            kwargs.update(init_image=args.image, strength=args.strength)
-        images = pipe.generate(prompts, **kwargs)
+            conditioning = dict(init_image=args.image, strength=args.strength)
+        request = GenerateRequest(
+            prompts, seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up,
+            batch_size=args.batch_size, clip_guidance_scale=args.clip_guidance, negative_prompt=args.negative_prompt,
+            guidance_interval=args.guidance_interval, dynamic_threshold=args.dynamic_threshold,
+            candidates=args.candidates, first_index=args.first_index, **conditioning)
+        images = pipe.generate(request, progress=not args.no_progress)
     paths = save_images(images, out_dir, prefix=args.command)
     first = getattr(args, "first_index", 0)
     for i, path in enumerate(paths[: len(images)]):

@@ -84,17 +84,17 @@ def test_generate_refuses_bad_forms_with_a_sentence(models, change, words):
     form = dict(prompt="a red circle", **FAST)
     form.update(change)
     with pytest.raises(ValueError, match=words):
-        handlers.generate(models, handlers.GenerateRequest(**form))
+        handlers.generate(models, handlers.GenerateForm(**form))
 
 
 def test_inpaint_refuses_a_mask_that_covers_nothing_and_a_foreign_mask(models):
     image = np.full((32, 32, 3), 200, np.uint8)
     with pytest.raises(ValueError, match="covers nothing"):
-        handlers.inpaint(models, handlers.InpaintRequest("a red circle", image, np.ones((32, 32), bool)))
+        handlers.inpaint(models, handlers.InpaintForm("a red circle", image, np.ones((32, 32), bool)))
     with pytest.raises(ValueError, match="mask is 16x16 but the image is 32x32"):
-        handlers.inpaint(models, handlers.InpaintRequest("a red circle", image, np.zeros((16, 16), bool)))
+        handlers.inpaint(models, handlers.InpaintForm("a red circle", image, np.zeros((16, 16), bool)))
     with pytest.raises(ValueError, match="prompt is empty"):
-        handlers.inpaint(models, handlers.InpaintRequest("", image, np.zeros((32, 32), bool)))
+        handlers.inpaint(models, handlers.InpaintForm("", image, np.zeros((32, 32), bool)))
 
 
 def test_generate_labels_each_image_and_index_does_not_depend_on_n(models):
@@ -102,9 +102,9 @@ def test_generate_labels_each_image_and_index_does_not_depend_on_n(models):
     progress = ProgressBar.get()
     assert isinstance(progress, ForwardingProgress)
     with progress.reporting_to(lambda fraction, desc: steps.append((fraction, desc))):
-        three = handlers.generate(models, handlers.GenerateRequest("a red circle", n=3, seed=11, **FAST))
-    one = handlers.generate(models, handlers.GenerateRequest("a red circle", n=1, seed=11, **FAST))
-    other = handlers.generate(models, handlers.GenerateRequest("a red circle", n=1, seed=12, **FAST))
+        three = handlers.generate(models, handlers.GenerateForm("a red circle", n=3, seed=11, **FAST))
+    one = handlers.generate(models, handlers.GenerateForm("a red circle", n=1, seed=11, **FAST))
+    other = handlers.generate(models, handlers.GenerateForm("a red circle", n=1, seed=12, **FAST))
     assert [caption for _, caption in three.images] == ["seed 11, index 0", "seed 11, index 1", "seed 11, index 2"]
     assert three.images[0][0].shape == (32, 32, 3) and three.images[0][0].dtype == np.uint8
     np.testing.assert_array_equal(one.images[0][0], three.images[0][0])
@@ -121,7 +121,7 @@ def test_the_page_s_seed_and_index_re_make_the_image_with_the_cli(models, tmp_pa
 
     from glide_jax import cli
 
-    outcome = handlers.generate(models, handlers.GenerateRequest("a red circle", n=2, seed=11, **FAST))
+    outcome = handlers.generate(models, handlers.GenerateForm("a red circle", n=2, seed=11, **FAST))
     # the command the page quotes, with the same settings (progress on: the loop compiled above is reused)
     assert cli.main(["generate", "a red circle", "--seed", "11", "--first-index", "1", "--upsampler", "none",
                      "--sampler", "ddim", "--steps", "6", "--out", str(tmp_path)]) == 0
@@ -130,10 +130,10 @@ def test_the_page_s_seed_and_index_re_make_the_image_with_the_cli(models, tmp_pa
 
 
 def test_input_warnings_and_crops_come_back_with_the_images(models):
-    outcome = handlers.generate(models, handlers.GenerateRequest("a zebra circle", **FAST))
+    outcome = handlers.generate(models, handlers.GenerateForm("a zebra circle", **FAST))
     assert len(outcome.warnings) == 1 and "does not know" in outcome.warnings[0]
     sketch = np.full((32, 48, 3), 200, np.uint8)
-    edited = handlers.edit(models, handlers.EditRequest("a red circle", sketch, strength=0.5, upsample=False))
+    edited = handlers.edit(models, handlers.EditForm("a red circle", sketch, strength=0.5, upsample=False))
     assert edited.original.shape == (32, 32, 3) and "48x32" in edited.warnings[0]
     assert edited.images[0][0].shape == (32, 32, 3)
 

@@ -93,12 +93,12 @@ def test_sampling_json_carries_the_truncated_start():
 
 
 def test_cli_flags_keep_the_models_truncated_start():
-    from glide_jax.cli import stage_options
+    from glide_jax.sampling.options import stage_with
 
     rec = StageOptions("ddpm", 50, start=0.85, canvas=(200, 200, 200))
     m = LoadedModel(None, None, None, sampling=rec)
-    assert stage_options(m, FAST, "ddim", "20") == StageOptions("ddim", 20, start=0.85, canvas=(200, 200, 200))
-    assert stage_options(m, FAST, None, None, start=1.0) == StageOptions("ddpm", 50, start=1.0, canvas=(200, 200, 200))
+    assert stage_with(m, FAST, sampler="ddim", steps="20") == StageOptions("ddim", 20, start=0.85, canvas=(200, 200, 200))
+    assert stage_with(m, FAST, start=1.0) == StageOptions("ddpm", 50, start=1.0, canvas=(200, 200, 200))
 
 
 def test_inpainting_keeps_the_known_region(bpe):

@@ -1,6 +1,7 @@
 """The shapes project's grader and evaluation: accuracy on clean and degraded renders, negatives,
 inpainting checks, the evaluation loop and the eval_shapes tool."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -243,12 +244,12 @@ class _PerfectPipe:
     def rewrite(self, prompts):
         return [self.rules(p) for p in prompts]
 
-    def generate(self, prompts, *, seed, inpaint_image=None, inpaint_mask=None, batch_size=None,
-                 rewrite_prompts=True, **kwargs):
-        rng = np.random.default_rng(seed)
-        prompts = self.rewrite(prompts) if rewrite_prompts else prompts
-        if inpaint_image is not None:
-            return np.stack([inpaint_image] * len(prompts))
+    def generate(self, request, *, progress=False, **fields):
+        request = dataclasses.replace(request, **fields)
+        rng = np.random.default_rng(request.seed)
+        prompts = self.rewrite(request.prompts) if request.rewrite_prompts else request.prompts
+        if request.inpaint_image is not None:
+            return np.stack([request.inpaint_image] * len(prompts))
         return np.stack([evaluate.inpaint_case(p, 64, rng)[0] for p in prompts])
 
 

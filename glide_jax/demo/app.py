@@ -101,7 +101,7 @@ def build_app(models: DemoModels, start_up: str = ""):
 
     def on_generate(prompt, negative, n, seed, scale, sampler_name, step_count, upsample, candidates,
                     progress=gr.Progress()):
-        request = handlers.GenerateRequest(prompt=prompt, negative_prompt=negative, n=n, seed=seed, guidance=scale,
+        request = handlers.GenerateForm(prompt=prompt, negative_prompt=negative, n=n, seed=seed, guidance=scale,
                                            sampler=sampler_name, steps=step_count, upsample=upsample,
                                            candidates=candidates)
         gallery, outcome = answer(handlers.generate, request, progress)
@@ -112,13 +112,13 @@ def build_app(models: DemoModels, start_up: str = ""):
             image, keep = painted_mask(editor)
         except ValueError as error:
             raise gr.Error(str(error)) from None
-        request = handlers.InpaintRequest(prompt=prompt, image=image, mask=keep, n=n, seed=seed, guidance=scale,
+        request = handlers.InpaintForm(prompt=prompt, image=image, mask=keep, n=n, seed=seed, guidance=scale,
                                           upsample=upsample)
         gallery, outcome = answer(handlers.inpaint, request, progress)
         return outcome.original, gallery, _status(outcome)
 
     def on_edit(editor, prompt, strength, n, seed, scale, upsample, progress=gr.Progress()):
-        request = handlers.EditRequest(prompt=prompt, image=drawn_image(editor), strength=strength, n=n, seed=seed,
+        request = handlers.EditForm(prompt=prompt, image=drawn_image(editor), strength=strength, n=n, seed=seed,
                                        guidance=scale, upsample=upsample)
         gallery, outcome = answer(handlers.edit, request, progress)
         return outcome.original, gallery, _status(outcome)

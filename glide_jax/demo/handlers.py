@@ -24,16 +24,17 @@ import numpy as np
 
 from glide_jax.demo.models import DemoModels
 from glide_jax.errors import InputWarning
-from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, StageOptions
+from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, stage_with
 from glide_jax.sampling.pipeline import Pipeline, make_key
+from glide_jax.sampling.request import GenerateRequest
 
 MAX_IMAGES = 8  # per request: the queue serves one request at a time, so one visitor cannot hold it for long
 MAX_STEPS = 1000  # the diffusion schedules have 1000 timesteps
 
 
 @dataclasses.dataclass(frozen=True)
-class GenerateRequest:
-    """The Generate tab's form."""
+class GenerateForm:
+    """The Generate tab's form (what the page sends; ``generate`` turns it into a ``GenerateRequest``)."""
 
     prompt: str
     negative_prompt: str = ""  # "" = GLIDE's empty caption as the unconditional half
@@ -47,7 +48,7 @@ class GenerateRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class EditRequest:
+class EditForm:
     """The Edit tab's form: a sketch or photo re-drawn as the prompt (SDEdit)."""
 
     prompt: str
@@ -60,7 +61,7 @@ class EditRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class InpaintRequest:
+class InpaintForm:
     """The Inpaint tab's form."""
 
     prompt: str
@@ -144,13 +145,11 @@ def _crop_like(mask: np.ndarray, shape) -> np.ndarray:
 
 def base_options(pipe: Pipeline, sampler: Optional[str], steps: Optional[int]):
     """The base stage's options: the model's recommendation with the form's sampler and steps put in."""
-    if sampler in (None, "") and steps is None:
-        return DEFAULT
-    recommended = pipe.base.sampling if pipe.base.sampling is not None else BASE_DEFAULT
-    options: StageOptions = dataclasses.replace(
-        recommended, sampler=sampler or recommended.sampler,
-        steps=recommended.steps if steps is None else _integer(steps, "steps", 1, MAX_STEPS))
-    options.validate("base")
+    if steps is not None:
+        steps = _integer(steps, "steps", 1, MAX_STEPS)
+    options = stage_with(pipe.base, BASE_DEFAULT, sampler=sampler, steps=steps)
+    if options != DEFAULT:
+        options.validate("base")
     return options
 
 
@@ -165,7 +164,7 @@ def _run(pipe: Pipeline, prompt: str, n, seed, extra_notes: List[str], original=
              for _, said, reasons in explain_all(pipe.prompt_rewriter, [prompt])]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
-        samples = pipe.generate([prompt] * n, seed=seed, batch_size=1, progress=True, **kwargs)
+        samples = pipe.generate(GenerateRequest((prompt,) * n, seed=seed, batch_size=1, **kwargs), progress=True)
     said = extra_notes + [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
     images = [(samples[index], f"seed {seed}, index {index}") for index in range(n)]
     return Outcome(images, said, notes, time.perf_counter() - started, original)
@@ -179,7 +178,7 @@ def _upsample(pipe: Pipeline, wanted: bool):
     return DEFAULT if wanted and pipe.upsampler is not None else None
 
 
-def generate(models: DemoModels, request: GenerateRequest) -> Outcome:
+def generate(models: DemoModels, request: GenerateForm) -> Outcome:
     """Text to images."""
     pipe = models.generate
     prompt = _prompt(request.prompt)
@@ -190,7 +189,7 @@ def generate(models: DemoModels, request: GenerateRequest) -> Outcome:
                 or None, candidates=candidates)
 
 
-def edit(models: DemoModels, request: EditRequest) -> Outcome:
+def edit(models: DemoModels, request: EditForm) -> Outcome:
     """A sketch or photo re-drawn as the prompt."""
     prompt = _prompt(request.prompt)
     image, notes = square_rgb(request.image, "sketch")
@@ -199,7 +198,7 @@ def edit(models: DemoModels, request: EditRequest) -> Outcome:
                 init_image=image, strength=float(request.strength))
 
 
-def inpaint(models: DemoModels, request: InpaintRequest) -> Outcome:
+def inpaint(models: DemoModels, request: InpaintForm) -> Outcome:
     """The unmasked region of an image painted anew from the prompt."""
     if models.inpaint is None:
         raise ValueError("this server has no inpainting model: start it with --model embedded or --model openai")

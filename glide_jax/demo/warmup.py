@@ -17,14 +17,14 @@ def warm_up(models: DemoModels) -> Dict[str, float]:
     size = models.generate.base.config.unet.image_size
     sketch = np.full((size, size, 3), 200, np.uint8)
     sketch[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = (220, 30, 30)
-    requests = {"generate": lambda: handlers.generate(models, handlers.GenerateRequest(prompt="a red circle")),
-                "edit": lambda: handlers.edit(models, handlers.EditRequest(prompt="a red square", image=sketch))}
+    requests = {"generate": lambda: handlers.generate(models, handlers.GenerateForm(prompt="a red circle")),
+                "edit": lambda: handlers.edit(models, handlers.EditForm(prompt="a red square", image=sketch))}
     if models.inpaint is not None:
         size = models.inpaint.base.config.unet.image_size
         mask = np.ones((size, size), bool)
         mask[: size // 2] = False
         requests["inpaint"] = lambda: handlers.inpaint(
-            models, handlers.InpaintRequest(prompt="a red circle", image=sketch if sketch.shape[0] == size else
+            models, handlers.InpaintForm(prompt="a red circle", image=sketch if sketch.shape[0] == size else
                                             np.full((size, size, 3), 200, np.uint8), mask=mask))
     for tab, run in requests.items():
         started = time.perf_counter()

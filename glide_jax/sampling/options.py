@@ -8,6 +8,7 @@ recommendation, else the package defaults below.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Optional, Tuple, Union
 
 from glide_jax.diffusion.samplers import SAMPLERS
@@ -114,6 +115,21 @@ def check_interval(interval) -> Tuple[float, float]:
         raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1 (fractions of the chain, "
                          f"1 = pure noise), got ({low}, {high})")
     return low, high
+
+
+def stage_with(model, fallback: StageOptions, *, sampler: Optional[str] = None, steps=None,
+               temperature: Optional[float] = None, start: Optional[float] = None):
+    """The model's recommended options (else ``fallback``) with the given settings put in; ``DEFAULT`` when
+    nothing is given. What the CLI's flags and the demo's controls both make of a sampler or step count.
+    ``steps`` may be text (``"20"``, ``"trailing20"``): whole numbers become ints."""
+    if sampler in (None, "") and steps in (None, "") and temperature is None and start is None:
+        return DEFAULT
+    base = model.sampling if model is not None and model.sampling is not None else fallback
+    if isinstance(steps, str) and re.fullmatch(r"\s*[+-]?\d+\s*", steps):
+        steps = int(steps)
+    return dataclasses.replace(base, sampler=sampler or base.sampler, steps=base.steps if steps in (None, "") else steps,
+                               temperature=base.temperature if temperature is None else temperature,
+                               start=base.start if start is None else start)
 
 
 def resolve_stage(opts, model, fallback: StageOptions) -> StageOptions:

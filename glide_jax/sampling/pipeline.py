@@ -26,39 +26,18 @@ from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT,
                                         guided_part, resolve_stage)
 from glide_jax.sampling.progress import ProgressBar
 from glide_jax.sampling.ranking import rank_candidates
+from glide_jax.sampling.request import GenerateRequest
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
 from glide_jax.sampling.stages import (BaseConditioning, UpsampleConditioning, sample_base, sample_upsample,
                                       stage_keys)
 
-__all__ = ["BASE_DEFAULT", "DEFAULT", "GUIDANCE_DEFAULT", "UPSAMPLE_DEFAULT", "LoadedModel", "Pipeline",
-           "StageOptions", "resolve_stage"]
-
-
-def _check_prompts(prompts) -> List[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts is empty: give at least one caption")
-    bad = [p for p in prompts if not isinstance(p, str)]
-    if bad:
-        raise ValueError(f"prompts must be strings, got {type(bad[0]).__name__}")
-    return prompts
-
-
-SEED_RANGE = 2 ** 32  # a JAX key holds 32 bits of an integer seed; larger ones would alias smaller ones
+__all__ = ["BASE_DEFAULT", "DEFAULT", "GUIDANCE_DEFAULT", "UPSAMPLE_DEFAULT", "GenerateRequest", "LoadedModel",
+           "Pipeline", "StageOptions", "resolve_stage"]
 
 
 def make_key(seed: Union[int, jax.Array]) -> jax.Array:
     """The PRNG key of ``seed``: an integer in [0, 2**32) or a JAX key, which is used as given."""
-    if isinstance(seed, (bool, np.bool_)):
-        raise ValueError(f"seed must be an integer or a JAX key, got {seed!r}")
-    if isinstance(seed, (int, np.integer)):
-        if not 0 <= int(seed) < SEED_RANGE:
-            raise ValueError(f"seed must be an integer in [0, {SEED_RANGE - 1}], got {int(seed)} "
-                             "(a JAX key keeps 32 bits, so a larger seed would repeat a smaller one)")
-        return jax.random.key(int(seed))
-    return seed
+    return GenerateRequest(("",), seed=seed).key()
 
 
 def warn_about_prompts(prompts: Sequence[str], model: LoadedModel) -> None:
@@ -84,19 +63,6 @@ def _pieces(count: int) -> str:
     return f"{count} piece" + ("" if count == 1 else "s")
 
 
-def _check_negatives(negative_prompt, n: int) -> List[str]:
-    """One unconditional caption per prompt: a string applies to all, a list gives one each."""
-    if negative_prompt is None:
-        return [""] * n
-    if isinstance(negative_prompt, str):
-        return [negative_prompt] * n
-    negatives = list(negative_prompt)
-    if len(negatives) != n or not all(isinstance(p, str) for p in negatives):
-        raise ValueError(f"negative_prompt must be a string or {n} strings (one per prompt), got {len(negatives)} "
-                         "values")
-    return negatives
-
-
 def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
     """The PRNG key of each image index of a request: ``fold_in(key(seed), index)``."""
     key = make_key(seed)
@@ -120,12 +86,11 @@ def _mask_at(mask: np.ndarray, size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingPlan:
-    """One ``generate`` call after validation: the prompts as sampled and what each stage is conditioned on
-    (images given once, repeated per batch)."""
+    """One request after the models have been consulted: the prompts as sampled and what each stage is
+    conditioned on (images given once, repeated per batch)."""
 
     prompts: List[str]
     negatives: List[str]  # the unconditional caption of each prompt ("" = GLIDE's empty caption)
-    batch_size: Optional[int]  # None: every sample in one batch
     base: BaseConditioning
     upsample: Optional[UpsampleConditioning]
 
@@ -154,57 +119,43 @@ class Pipeline:
 
     def rewrite(self, prompts: Union[str, Sequence[str]]) -> List[str]:
         """``prompts`` as ``generate`` samples them (with ``rewrite_prompts=True``)."""
-        return rewrite_all(self.prompt_rewriter, _check_prompts(prompts))
+        return rewrite_all(self.prompt_rewriter, list(GenerateRequest(prompts).prompts))
 
     # ------------------------------------------------------------------ preparation
-    def _plan(self, prompts, *, guidance_scale, base, upsample, batch_size, init_image, strength, inpaint_image,
-              inpaint_mask, clip_guidance_scale, rewrite_prompts, negative_prompt=None, guidance_interval=None,
-              dynamic_threshold=None) -> SamplingPlan:
-        """Validate every argument of ``generate`` and prepare what the stages need, before any sampling."""
-        prompts = self.rewrite(prompts) if rewrite_prompts else _check_prompts(prompts)
-        negatives = _check_negatives(negative_prompt, len(prompts))
-        guidance_scale, base, upsample = self._settings(guidance_scale, base, upsample, clip_guidance_scale)
-        if any(negatives) and (clip_guidance_scale is not None or guidance_scale == 1.0):
+    def _plan(self, request: GenerateRequest) -> SamplingPlan:
+        """Check ``request`` against the loaded models and prepare what the stages need, before any sampling."""
+        prompts = self.rewrite(request.prompts) if request.rewrite_prompts else list(request.prompts)
+        negatives = list(request.negatives(prompts))
+        guidance_scale, base, upsample = self._settings(request.guidance_scale, request.base, request.upsample)
+        if any(negatives) and guidance_scale == 1.0:
             raise ValueError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
-                             "a guidance_scale other than 1 and no CLIP guidance")
-        guidance_interval = guided_part(guidance_interval, base)
-        if dynamic_threshold is not None and not 0.0 < dynamic_threshold <= 1.0:
-            raise ValueError(f"dynamic_threshold is a quantile in (0, 1] (e.g. 0.995), got {dynamic_threshold}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if (inpaint_image is None) != (inpaint_mask is None):
-            raise ValueError("inpainting needs both inpaint_image and inpaint_mask")
-        if init_image is not None and inpaint_image is not None:
-            raise ValueError("give either init_image (editing) or inpaint_image (inpainting), not both")
+                             "a guidance_scale other than 1")
+        guidance_interval = guided_part(request.guidance_interval, base)
         warn_about_prompts(prompts, self.base)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         size = self.base.config.unet.image_size
-        init = None
-        if init_image is not None:
-            init = _image_at(images.read_image(init_image, "init_image"), size)
-        elif inpaint_image is None and base.start < 1.0:  # a truncated start is an edit of the plain canvas
+        init, strength = None, request.strength
+        if request.init_image is not None:
+            init = _image_at(images.read_image(request.init_image, "init_image"), size)
+        elif request.inpaint_image is None and base.start < 1.0:  # a truncated start is an edit of the plain canvas
             init = images.to_model(np.full((size, size, 3), base.canvas, np.uint8))[None]
             strength = base.start
-        inpaint_low, inpaint_high = self._inpaint_images(inpaint_image, inpaint_mask, upsample is not None)
-        if clip_guidance_scale is not None and self.clip is None:
+        inpaint_low, inpaint_high = self._inpaint_images(request.inpaint_image, request.inpaint_mask,
+                                                         upsample is not None)
+        if request.clip_guidance_scale is not None and self.clip is None:
             raise ValueError("CLIP guidance needs a CLIP model: load the pipeline with clip=...")
+        if request.candidates > 1 and self.clip is None:
+            raise ValueError("re-ranking candidates needs a CLIP model: load the pipeline with clip=...")
         return SamplingPlan(
-            prompts, negatives, batch_size,
-            BaseConditioning(base, guidance_scale, clip_guidance_scale, init, strength, inpaint_low,
-                             guidance_interval, dynamic_threshold),
+            prompts, negatives,
+            BaseConditioning(base, guidance_scale, request.clip_guidance_scale, init, strength, inpaint_low,
+                             guidance_interval, request.dynamic_threshold),
             None if upsample is None else UpsampleConditioning(upsample, inpaint_high),
         )
 
-    def _settings(self, guidance_scale, base, upsample, clip_guidance_scale):
+    def _settings(self, guidance_scale, base, upsample):
         """The guidance scale and both stages' options, the models' recommendations filled in, checked."""
         if guidance_scale is None:
             guidance_scale = self.base.guidance_scale if self.base.guidance_scale is not None else GUIDANCE_DEFAULT
-        if not 0.0 <= guidance_scale <= 100.0:
-            raise ValueError(f"guidance_scale must be in [0, 100], got {guidance_scale}")
-        if clip_guidance_scale is not None and not 0.0 < clip_guidance_scale <= 1000.0:
-            raise ValueError(f"clip_guidance_scale must be in (0, 1000], got {clip_guidance_scale}")
         base = resolve_stage(base, self.base, BASE_DEFAULT)
         base.validate("base")
         if upsample is not None:
@@ -240,52 +191,19 @@ class Pipeline:
         return low, (_image_at(image, high), _mask_at(mask, high))
 
     # ------------------------------------------------------------------ public
-    def generate(
-        self,
-        prompts: Union[str, Sequence[str]],
-        *,
-        seed: Union[int, jax.Array] = 0,
-        guidance_scale: Optional[float] = None,
-        base: Union[StageOptions, str] = DEFAULT,
-        upsample: Union[StageOptions, str, None] = DEFAULT,
-        batch_size: Optional[int] = None,
-        init_image: Optional[images.ImageLike] = None,
-        strength: float = 0.7,
-        inpaint_image: Optional[images.ImageLike] = None,
-        inpaint_mask: Optional[images.ImageLike] = None,
-        clip_guidance_scale: Optional[float] = None,
-        negative_prompt: Union[str, Sequence[str], None] = None,
-        guidance_interval: Optional[Tuple[float, float]] = None,
-        dynamic_threshold: Optional[float] = None,
-        candidates: int = 1,
-        keep: int = 1,
-        first_index: int = 0,
-        progress: bool = False,
-        rewrite_prompts: bool = True,
-    ) -> np.ndarray:
-        """Sample images of the prompts; returns uint8 ``[N * keep, S, S, 3]`` (S = upsampler size, or base size).
+    def generate(self, request: Union[GenerateRequest, str, Sequence[str]], *, progress: bool = False,
+                 **fields) -> np.ndarray:
+        """Sample a :class:`GenerateRequest`; returns uint8 ``[N * keep, S, S, 3]`` (S = upsampler size, or
+        base size).
 
-        ``guidance_scale`` is the classifier-free guidance scale (1 = plain conditional);
-        None takes the base model's recommendation, else 3. ``negative_prompt`` (one
-        string, or one per prompt) replaces the empty caption of its unconditional half.
-        ``guidance_interval=(low, high)`` applies it only on that part of the chain
-        (fractions, 1 = pure noise), running the conditional half alone elsewhere;
-        None takes the base stage's ``guidance_interval``, ``(0, 1)`` guides every step.
-        ``dynamic_threshold`` (a quantile such as 0.995) rescales each x_0 estimate
-        by its own high quantile instead of clamping it, for high guidance scales.
-        ``base`` / ``upsample`` default to each model's recommended ``StageOptions``
-        (else ``BASE_DEFAULT`` / ``UPSAMPLE_DEFAULT``).
-        ``init_image`` + ``strength`` edit a sketch or photo (SDEdit): the image is
-        noised to ``strength`` of the chain and denoised with the prompt.
-        ``inpaint_image`` + ``inpaint_mask`` (1 = keep) need inpainting models.
-        ``clip_guidance_scale`` replaces classifier-free guidance by CLIP guidance.
-        ``candidates`` > 1 draws that many base samples per prompt, scores them with
-        the pipeline's noise-aware CLIP at t = 0 and keeps the ``keep`` best (best
-        first; only those are upsampled).
-        ``upsample=None`` returns the base samples. Batches of ``batch_size``
-        (default: all) are padded to one shape, so they share one compilation.
-        ``rewrite_prompts`` samples the prompts as ``rewrite`` says them; False
-        samples them as given.
+        ``generate("a red circle", seed=1, guidance_scale=2)`` is the keyword form: the prompts and any
+        request fields (with a request, the fields replace its own). ``progress`` shows a progress bar.
+
+        What the fields mean is documented on ``GenerateRequest``. The stages default to each model's
+        recommended ``StageOptions`` (else ``BASE_DEFAULT`` / ``UPSAMPLE_DEFAULT``) and the guidance
+        scale to the base model's (else 3). Batches of ``batch_size`` rows are padded to one shape, so
+        they share one compilation. With ``candidates`` > 1 each prompt gets that many base samples,
+        scored by the pipeline's noise-aware CLIP at t = 0; the ``keep`` best (best first) are upsampled.
 
         Sample ``r`` (prompt ``r // candidates``) is drawn from the key
         ``fold_in(key(seed), first_index * candidates + r)`` alone: it does not depend
@@ -293,19 +211,17 @@ class Pipeline:
         so one image of a grid is re-made by asking for its prompt with its index as
         ``first_index``.
         """
-        plan = self._plan(prompts, guidance_scale=guidance_scale, base=base, upsample=upsample,
-                          batch_size=batch_size, init_image=init_image, strength=strength,
-                          inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
-                          clip_guidance_scale=clip_guidance_scale, rewrite_prompts=rewrite_prompts,
-                          negative_prompt=negative_prompt, guidance_interval=guidance_interval,
-                          dynamic_threshold=dynamic_threshold)
-        candidates, keep = self._check_ranking(candidates, keep)
-        if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or first_index < 0:
-            raise ValueError(f"first_index must be an integer >= 0, got {first_index!r}")
+        if isinstance(request, GenerateRequest):
+            request = dataclasses.replace(request, **fields) if fields else request
+        else:
+            request = GenerateRequest(request, **fields)
+        plan = self._plan(request)
+        candidates, keep = request.candidates, request.keep
         rows = [p for p in plan.prompts for _ in range(candidates)]
         negatives = [p for p in plan.negatives for _ in range(candidates)]
-        keys = image_keys(seed, range(first_index * candidates, (first_index + len(plan.prompts)) * candidates))
-        batch = plan.batch_size or len(rows)
+        first = request.first_index
+        keys = image_keys(request.key(), range(first * candidates, (first + len(plan.prompts)) * candidates))
+        batch = request.batch_size or len(rows)
         bar = ProgressBar.get() if progress else None
         base_conditioning = plan.base.repeated(batch)
 
@@ -330,16 +246,6 @@ class Pipeline:
             bar.close()
         return images.to_uint8(samples)
 
-    def _check_ranking(self, candidates, keep) -> Tuple[int, int]:
-        for name, value in (("candidates", candidates), ("keep", keep)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if keep > candidates:
-            raise ValueError(f"keep ({keep}) cannot exceed candidates ({candidates})")
-        if candidates > 1 and self.clip is None:
-            raise ValueError("re-ranking candidates needs a CLIP model: load the pipeline with clip=...")
-        return int(candidates), int(keep)
-
     @staticmethod
     def _in_batches(label: str, run, rows: List[str], keys: jax.Array, batch_size: int, bar, extra: list):
         """``run(prompts, keys, extra)`` over batches of ``batch_size`` rows, each padded to that size
@@ -358,8 +264,8 @@ class Pipeline:
     def upsample_images(self, prompts, image: images.ImageLike, *, seed: Union[int, jax.Array] = 0,
                         options: Union[StageOptions, str] = DEFAULT, progress: bool = False) -> np.ndarray:
         """Super-resolve one given image once per prompt; returns uint8 ``[N, S, S, 3]``."""
-        prompts = _check_prompts(prompts)
-        key = make_key(seed)
+        request = GenerateRequest(prompts, seed=seed, upsample=options)
+        prompts, key = list(request.prompts), request.key()
         if self.upsampler is None:
             raise ValueError("no upsampler is loaded")
         if self.upsampler.config.unet.inpaint:

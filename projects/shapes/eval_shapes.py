@@ -65,10 +65,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        from glide_jax.cli import stage_options
         from glide_jax.data import shapes
         from glide_jax.sampling.loading import load_pipeline, resolve
-        from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
+        from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT, stage_with
         from projects.shapes.evaluate import evaluate, format_table, prompts_from
 
         if args.relation_probe:
@@ -91,10 +90,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError("--clip-guidance needs --clip-model")
         upsampler = None if args.upsampler in (None, "none") else args.upsampler
         pipe = load_pipeline(args.model, upsampler, args.clip_model)
-        up = stage_options(pipe.upsampler, UPSAMPLE_DEFAULT, None, args.upsample_steps) if upsampler else None
+        up = stage_with(pipe.upsampler, UPSAMPLE_DEFAULT, steps=args.upsample_steps) if upsampler else None
         # A model without its own recommendation (a training workdir) starts a truncated chain from the background.
         fallback = dataclasses.replace(BASE_DEFAULT, canvas=shapes.BACKGROUND)
-        base = stage_options(pipe.base, fallback, args.sampler, args.steps, start=args.start)
+        base = stage_with(pipe.base, fallback, sampler=args.sampler, steps=args.steps, start=args.start)
         result = evaluate(pipe, prompts, n_per_prompt=args.n_per_prompt, seed=args.seed,
                           guidance_scale=args.guidance, base=base,
                           upsample=up, clip_guidance_scale=args.clip_guidance, batch_size=args.batch_size,

@@ -23,6 +23,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from glide_jax.data import shapes
+from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, guided_part,
+                                        resolve_stage)
+from glide_jax.sampling.request import GenerateRequest
 from projects.shapes import grading
 
 ERASE_PAD = 0.025  # border added around the erased object's bounding box, fraction of the image side
@@ -94,9 +97,6 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     ``save_dir`` the images (and, for inpainting, each source and mask) are
     written as PNGs next to ``scores.jsonl``.
     """
-    from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, guided_part,
-                                            resolve_stage)
-
     prompts = list(prompts)
     if not prompts:
         raise ValueError("no prompts to evaluate")
@@ -118,9 +118,9 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
                 "upsample": None if upsample is None else dict(sampler=upsample.sampler, steps=upsample.steps,
                                                                temperature=upsample.temperature,
                                                                start=upsample.start)}
-    kwargs = dict(guidance_scale=guidance_scale, base=base, upsample=upsample,
-                  clip_guidance_scale=clip_guidance_scale, progress=progress, rewrite_prompts=rewrite_prompts,
-                  guidance_interval=guidance_interval)
+    request = GenerateRequest(prompts, guidance_scale=guidance_scale, base=base, upsample=upsample,
+                              clip_guidance_scale=clip_guidance_scale, rewrite_prompts=rewrite_prompts,
+                              guidance_interval=guidance_interval)
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,8 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     records = []
     if not inpaint:
         rows = [p for p in prompts for _ in range(n_per_prompt)]
-        images = pipe.generate(rows, seed=seed, batch_size=batch_size or min(len(rows), 16), **kwargs)
+        images = pipe.generate(request, prompts=tuple(rows), seed=seed, batch_size=batch_size or min(len(rows), 16),
+                               progress=progress)
         for i, (caption, image) in enumerate(zip(rows, images)):
             records.append({"caption": caption, "prompt": i // n_per_prompt, **grading.score(image, caption)})
             if save_dir is not None:
@@ -138,8 +139,8 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
         size = (pipe.upsampler if up else pipe.base).config.unet.image_size
         for j, caption in enumerate(prompts):
             source, mask, erased = inpaint_case(caption, size, np.random.default_rng([seed, j]))
-            images = pipe.generate([caption] * n_per_prompt, seed=seed + j, inpaint_image=source, inpaint_mask=mask,
-                                   batch_size=batch_size or n_per_prompt, **kwargs)
+            images = pipe.generate(request, prompts=(caption,) * n_per_prompt, seed=seed + j, inpaint_image=source,
+                                   inpaint_mask=mask, batch_size=batch_size or n_per_prompt, progress=progress)
             for k, image in enumerate(images):
                 rec = {"caption": caption, "prompt": j, "erased": erased,
                        **grading.score_inpaint(image, source, mask, caption)}
