@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from glide_jax.families.registry import family_of
 from glide_jax.hub import embedded, model_dir, released, workdir
+from glide_jax.hub.checkpoint_layout import CHECKPOINT_DIR, checkpoints_of
 
 CHECKPOINT_SUFFIX = ".pt"
 
@@ -79,7 +80,7 @@ def _from_model_dir(path: str, cache_dir, preset) -> FoundModel:
 
 def _from_workdir(path: str, cache_dir, preset) -> FoundModel:
     config, params, _ = workdir.load_workdir(path)
-    folder = workdir.checkpoints_of(path).parent
+    folder = checkpoints_of(path).parent
     return FoundModel(config, params, folder, f"{path} (newest EMA weights)")
 
 
@@ -115,7 +116,7 @@ def source_kind(source) -> str:
         if workdir.is_workdir(path):
             return "training workdir"
         raise FileNotFoundError(f"{text} is neither a model directory (no {model_dir.CONFIG_FILE}) nor a training "
-                                f"workdir (no {workdir.CHECKPOINT_DIR}/); give {accepted_sources()}")
+                                f"workdir (no {CHECKPOINT_DIR}/); give {accepted_sources()}")
     if text in released.RELEASED:
         return "released"
     raise FileNotFoundError(f"no model {text!r}: give {accepted_sources()}")

@@ -20,20 +20,11 @@ import numpy as np
 
 from glide_jax.config import config_from_dict
 from glide_jax.families.registry import abstract_params
-
-CHECKPOINT_DIR = "checkpoints"
-
+from glide_jax.hub.checkpoint_layout import (CHECKPOINT_DIR, EMA_ITEM, EXPERIMENT_ITEM, checkpoints_of,
+                                             first_readable)
 
 class UnreadableCheckpointWarning(UserWarning):
     """A workdir's newest checkpoint could not be read; an older one is used."""
-
-
-def checkpoints_of(path) -> Optional[Path]:
-    """The ``checkpoints/`` folder of a workdir (or the folder itself), None if ``path`` is neither."""
-    path = Path(path).absolute()
-    if path.name == CHECKPOINT_DIR and path.is_dir():
-        return path
-    return path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else None
 
 
 def is_workdir(path) -> bool:
@@ -56,25 +47,30 @@ def load_workdir(path, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any],
         raise FileNotFoundError(f"{path} is not a training workdir (no {CHECKPOINT_DIR}/ folder)")
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     with ocp.CheckpointManager(directory, options=options) as manager:
-        steps = sorted(manager.all_steps(), reverse=True) if step is None else [int(step)]
+
+        def read(s: int):
+            experiment = manager.restore(s, args=ocp.args.Composite(**{EXPERIMENT_ITEM: ocp.args.JsonRestore()}))
+            experiment = dict(experiment[EXPERIMENT_ITEM] or {})
+            if "model" not in experiment:
+                raise ValueError(f"checkpoint {s} records no model config")
+            config = config_from_dict(experiment["model"])
+            restored = manager.restore(
+                s, args=ocp.args.Composite(**{EMA_ITEM: ocp.args.StandardRestore(_abstract_variables(config))}))
+            params = {"params": jax.tree.map(lambda a: np.asarray(a, np.float32), restored[EMA_ITEM])}
+            return config, params, experiment
+
+        if step is not None:
+            return read(int(step))
+        steps = manager.all_steps()
         if not steps:
             raise FileNotFoundError(f"{directory} holds no finished checkpoint")
-        for s in steps:
-            try:
-                experiment = manager.restore(s, args=ocp.args.Composite(experiment=ocp.args.JsonRestore()))
-                experiment = dict(experiment["experiment"] or {})
-                if "model" not in experiment:
-                    raise ValueError(f"checkpoint {s} records no model config")
-                config = config_from_dict(experiment["model"])
-                restored = manager.restore(
-                    s, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(_abstract_variables(config))))
-                params = {"params": jax.tree.map(lambda a: np.asarray(a, np.float32), restored["ema_params"])}
-                return config, params, experiment
-            except Exception as e:  # any unreadable part disqualifies the step
-                if step is not None:
-                    raise
-                warnings.warn(f"checkpoint step {s} in {directory} is unreadable ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one",
-                              UnreadableCheckpointWarning, stacklevel=2)
+
+        def warn(s: int, why: str) -> None:
+            warnings.warn(f"checkpoint step {s} in {directory} is unreadable ({why}); trying an older one",
+                          UnreadableCheckpointWarning, stacklevel=4)
+
+        found, value, _ = first_readable(steps, read, warn)
+        if found is not None:
+            return value
     raise FileNotFoundError(f"no readable checkpoint in {directory}")
 

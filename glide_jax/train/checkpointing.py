@@ -39,13 +39,13 @@ import orbax.checkpoint as ocp
 from grain.checkpoint import CheckpointRestore as GrainRestore
 from grain.checkpoint import CheckpointSave as GrainSave
 
+from glide_jax.hub.checkpoint_layout import (CORRUPT_DIR, DATA_ITEM, EMA_ITEM, EXPERIMENT_ITEM, TRAIN_ITEM,
+                                             checkpoint_dir, first_readable)
 from glide_jax.train.sharding import wait_for_all_processes
 from glide_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-CORRUPT_DIR = "checkpoints.corrupt"
 
 
 class CorruptCheckpointWarning(UserWarning):
@@ -82,10 +82,6 @@ def _train_item(state: TrainState) -> Dict[str, Any]:
             "skipped": state.skipped}
 
 
-def checkpoint_dir(workdir: Union[str, Path]) -> Path:
-    return Path(workdir).absolute() / CHECKPOINT_DIR
-
-
 class IncompatibleCheckpointError(ValueError):
     """A readable checkpoint that cannot continue this run (e.g. its data iterator is for another dataset)."""
 
@@ -119,12 +115,12 @@ class Checkpointer:
         if step in self.manager.all_steps():
             return False
         items = {
-            "train": ocp.args.StandardSave(_train_item(state)),
-            "ema_params": ocp.args.StandardSave(state.ema_params),
+            TRAIN_ITEM: ocp.args.StandardSave(_train_item(state)),
+            EMA_ITEM: ocp.args.StandardSave(state.ema_params),
         }
         if data_state is not None:
-            items["data"] = GrainSave(_IteratorState(data_state))
-        items["experiment"] = ocp.args.JsonSave(experiment or {})
+            items[DATA_ITEM] = GrainSave(_IteratorState(data_state))
+        items[EXPERIMENT_ITEM] = ocp.args.JsonSave(experiment or {})
         return bool(self.manager.save(step, args=ocp.args.Composite(**items), force=force))
 
     def wait(self) -> None:
@@ -166,17 +162,19 @@ class Checkpointer:
         is returned). If None is returned the iterator may have been touched:
         build a fresh one.
         """
-        unreadable = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            box = _IteratorState()
-            try:
-                state, out = self._read(step, abstract_state, box if data_iterator is not None else None)
-            except Exception as e:  # any unreadable part disqualifies the whole checkpoint
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                warnings.warn(f"checkpoint step {step} in {self.directory} is unreadable ({reason})",
-                              CorruptCheckpointWarning, stacklevel=2)
-                unreadable.append((step, reason))
-                continue
+        box = _IteratorState()
+
+        def read(step: int):
+            box.state = None
+            return self._read(step, abstract_state, box if data_iterator is not None else None)
+
+        def warn(step: int, why: str) -> None:
+            warnings.warn(f"checkpoint step {step} in {self.directory} is unreadable ({why})",
+                          CorruptCheckpointWarning, stacklevel=4)
+
+        step, value, unreadable = first_readable(self.manager.all_steps(), read, warn)
+        if step is not None:
+            state, out = value
             for bad, _ in unreadable:
                 self._set_aside(bad)
             if data_iterator is not None:
@@ -189,7 +187,7 @@ class Checkpointer:
                         "resume with the run's data settings (see its experiment.json) or use a new workdir. "
                         "Nothing was moved."
                     ) from e
-            return state, dict(out["experiment"] or {})
+            return state, dict(out[EXPERIMENT_ITEM] or {})
         if unreadable and not restart_if_corrupt:
             listed = "; ".join(f"step {step}: {reason}" for step, reason in unreadable)
             raise AllCheckpointsCorruptError(
@@ -203,15 +201,15 @@ class Checkpointer:
     def _read(self, step: int, abstract_state: TrainState, box: Optional[_IteratorState]):
         """``(state, raw items)`` of one checkpoint, every part read completely; raises if any part is bad."""
         items = {
-            "train": ocp.args.StandardRestore(_train_item(abstract_state)),
-            "ema_params": ocp.args.StandardRestore(abstract_state.ema_params),
-            "experiment": ocp.args.JsonRestore(),
+            TRAIN_ITEM: ocp.args.StandardRestore(_train_item(abstract_state)),
+            EMA_ITEM: ocp.args.StandardRestore(abstract_state.ema_params),
+            EXPERIMENT_ITEM: ocp.args.JsonRestore(),
         }
         if box is not None:
-            items["data"] = GrainRestore(box)
+            items[DATA_ITEM] = GrainRestore(box)
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
-        train = out["train"]
-        state = TrainState(step=train["step"], params=train["params"], ema_params=out["ema_params"],
+        train = out[TRAIN_ITEM]
+        state = TrainState(step=train["step"], params=train["params"], ema_params=out[EMA_ITEM],
                            opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"])
         if int(jax.device_get(state.step)) != step:
             raise ValueError(f"checkpoint {step} holds step {int(state.step)}")

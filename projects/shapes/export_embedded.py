@@ -78,7 +78,7 @@ def _provenance(workdir: Path, step: int) -> dict:
 def latest_step(workdir: Path) -> int:
     import orbax.checkpoint as ocp
 
-    from glide_jax.train.checkpointing import checkpoint_dir
+    from glide_jax.hub.checkpoint_layout import checkpoint_dir
 
     directory = checkpoint_dir(workdir)
     if not directory.exists():
