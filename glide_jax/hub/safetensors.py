@@ -73,10 +73,7 @@ class TensorEntry(NamedTuple):
 
 def _open_regular(path: Path):
     """Open ``path`` for reading only if it is a regular file (checked before and after opening)."""
-    try:
-        before = os.stat(path)
-    except OSError as e:
-        raise FileNotFoundError(e.errno, f"safetensors file {path} cannot be read ({e.strerror})", str(path)) from e
+    before = os.stat(path)  # a missing or unreadable path raises its own OSError, naming the file
     if not stat.S_ISREG(before.st_mode):
         raise CheckpointFormatError(f"{path}: not a regular file; only regular files are read as safetensors")
     handle = open(path, "rb")

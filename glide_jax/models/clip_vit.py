@@ -245,13 +245,14 @@ def example_inputs(config: ClipVitConfig, batch: int = 1):
 
 
 def init_params(config: ClipVitConfig, key: jax.Array):
-    """Fresh (boxed) parameters, without the ``{"params": ...}`` wrapper."""
-    return ClipVitModel(config).init(key, *example_inputs(config))["params"]
+    """Fresh (boxed) parameters, without the ``{"params": ...}`` wrapper (initialised in one compiled call)."""
+    return jax.jit(lambda k: ClipVitModel(config).init(k, *example_inputs(config))["params"])(key)
 
 
 def abstract_params(config: ClipVitConfig):
     """``ShapeDtypeStruct`` tree of the parameters, nothing allocated."""
-    return nn.unbox(jax.eval_shape(lambda k: init_params(config, k), jax.random.key(0)))
+    init = lambda k: ClipVitModel(config).init(k, *example_inputs(config))["params"]  # noqa: E731
+    return nn.unbox(jax.eval_shape(init, jax.random.key(0)))
 
 
 def _variables(params):
