@@ -13,18 +13,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("GLIDE_FIXTURES", REPO.parent / "shared" / "fixtures" / "glide"))
+# torchmetrics' CLIPScore over a small Hugging Face CLIP (clipscore.npz/.json and the checkpoint clip_model/).
+CLIPSCORE_FIXTURES = Path(os.environ.get("GLIDE_CLIPSCORE_FIXTURES",
+                                         REPO.parent / "shared" / "fixtures" / "clipscore"))
+
+
+def _missing(msg: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 def require_fixture(relative: str) -> Path:
     path = FIXTURES / relative
     if not path.exists():
-        msg = (
+        _missing(
             f"reference fixture {path} is missing; set GLIDE_FIXTURES to the folder holding "
             "the glide fixtures (models/, clip/, diffusion/, tokenizer/, manifests/)"
         )
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    return path
+
+
+def require_clipscore_fixture(relative: str = ".") -> Path:
+    path = CLIPSCORE_FIXTURES / relative
+    if not path.exists():
+        _missing(f"CLIP-score fixture {path} is missing; set GLIDE_CLIPSCORE_FIXTURES to the folder holding "
+                 "clipscore.npz, clipscore.json and clip_model/")
     return path
 
 

@@ -215,7 +215,8 @@ def test_importing_reads_and_creates_nothing(tmp_path):
 
 
 def test_tokenizer_modules_import_only_the_layer_below():
-    # Helpers and files import no tokenizer module; each tokenizer imports only helpers and files;
+    # Helpers and files import no tokenizer module; each tokenizer imports only helpers and files,
+    # but hf_clip, CLIP's tokenizer with a Hugging Face checkpoint's ids, which builds on clip_bpe;
     # the factory (the package's __init__) sits on top: no module of the package imports it.
     import ast
 
@@ -229,11 +230,12 @@ def test_tokenizer_modules_import_only_the_layer_below():
             found |= {n.rsplit(".", 1)[-1] if n != "glide_jax.tokenizers" else "__init__"
                       for n in names if n.startswith("glide_jax.tokenizers")}
         imports[path.stem] = found
-    assert set(imports) == {"__init__", "byte_bpe", "padding", "files", "glide_bpe", "clip_bpe", "spm"}
+    assert set(imports) == {"__init__", "byte_bpe", "padding", "files", "glide_bpe", "clip_bpe", "spm", "hf_clip"}
     assert imports["byte_bpe"] == imports["padding"] == imports["files"] == set()
     assert imports["glide_bpe"] == {"byte_bpe", "files", "padding"}
     assert imports["clip_bpe"] == {"byte_bpe", "files", "padding"}
     assert imports["spm"] == {"padding"}
+    assert imports["hf_clip"] == {"byte_bpe", "clip_bpe", "padding"}
     assert imports["__init__"] == {"glide_bpe", "clip_bpe", "spm", "files", "padding"}
 
 

@@ -52,7 +52,9 @@ def _compute_dtype(cfg: ClipConfig):
 
 
 class LayerNorm32(nn.Module):
-    """LayerNorm over the last axis in float32 (biased variance, eps 1e-5), returning float32."""
+    """LayerNorm over the last axis in float32 (biased variance, eps 1e-5 unless given), returning float32."""
+
+    eps: float = LN_EPS
 
     @nn.compact
     def __call__(self, x):
@@ -62,7 +64,7 @@ class LayerNorm32(nn.Module):
         x = x.astype(jnp.float32)
         centred = x - jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-        return centred * jax.lax.rsqrt(var + LN_EPS) * scale + bias
+        return centred * jax.lax.rsqrt(var + self.eps) * scale + bias
 
 
 def _dense(features: int, names: Tuple[str, str], std: float, dtype, use_bias: bool = True, name: Optional[str] = None):
@@ -78,22 +80,27 @@ def _dense(features: int, names: Tuple[str, str], std: float, dtype, use_bias: b
 
 
 class ClipAttention(nn.Module):
-    """Pre-LN multi-head self-attention residual branch (returns ``x + attn(ln(x))``)."""
+    """Pre-LN multi-head self-attention residual branch (returns ``x + attn(ln(x))``).
+
+    GLIDE's CLIP has no key bias; the standard (Hugging Face) CLIP sets ``key_bias`` and its own ``eps``.
+    """
 
     width: int
     heads: int
     n_resblocks: int
     causal: bool
     dtype: Any = jnp.float32
+    key_bias: bool = False
+    eps: float = LN_EPS
 
     @nn.compact
     def __call__(self, x):
         b, n, _ = x.shape
         d = self.width // self.heads
-        h = LayerNorm32(name="ln")(x)
+        h = LayerNorm32(self.eps, name="ln")(x)
         std = 1.0 / math.sqrt(self.width)
         q = _dense(self.width, (EMBED, HEADS), std, self.dtype, name="q")(h)
-        k = _dense(self.width, (EMBED, HEADS), std, self.dtype, use_bias=False, name="k")(h)
+        k = _dense(self.width, (EMBED, HEADS), std, self.dtype, use_bias=self.key_bias, name="k")(h)
         v = _dense(self.width, (EMBED, HEADS), std, self.dtype, name="v")(h)
         q, k, v = (a.reshape(b, n, self.heads, d) for a in (q, k, v))
 
@@ -112,34 +119,62 @@ class ClipAttention(nn.Module):
         return x + out.astype(jnp.float32)
 
 
+def quick_gelu(x):
+    """OpenAI CLIP's GELU approximation ``x * sigmoid(1.702 x)``."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+# Activations by the names Hugging Face configs give them (``hidden_act``).
+ACTIVATIONS = {
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "quick_gelu": quick_gelu,
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
+}
+
+
 class ClipMlp(nn.Module):
-    """Pre-LN 4x MLP residual branch with exact (erf) GELU."""
+    """Pre-LN MLP residual branch: ``hidden`` units (default 4x width), exact (erf) GELU unless ``activation`` says."""
 
     width: int
     n_resblocks: int
     dtype: Any = jnp.float32
+    activation: str = "gelu"
+    hidden: Optional[int] = None
+    eps: float = LN_EPS
 
     @nn.compact
     def __call__(self, x):
-        h = LayerNorm32(name="ln")(x)
-        h = _dense(4 * self.width, (EMBED, MLP), math.sqrt(2.0 / (4 * self.width)), self.dtype, name="fc1")(h)
-        h = nn.gelu(h, approximate=False)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        hidden = self.hidden or 4 * self.width
+        h = LayerNorm32(self.eps, name="ln")(x)
+        h = _dense(hidden, (EMBED, MLP), math.sqrt(2.0 / hidden), self.dtype, name="fc1")(h)
+        h = ACTIVATIONS[self.activation](h)
         std = 1.0 / math.sqrt(self.width * self.n_resblocks**2)
         h = _dense(self.width, (MLP, EMBED), std, self.dtype, name="fc2")(h)
         return x + h.astype(jnp.float32)
 
 
 class ClipBlock(nn.Module):
+    """Attention then MLP, both pre-LN residual branches; the defaults are GLIDE's CLIP."""
+
     width: int
     heads: int
     n_resblocks: int
     causal: bool
     dtype: Any = jnp.float32
+    key_bias: bool = False
+    activation: str = "gelu"
+    hidden: Optional[int] = None
+    eps: float = LN_EPS
 
     @nn.compact
     def __call__(self, x):
-        x = ClipAttention(self.width, self.heads, self.n_resblocks, self.causal, self.dtype, name="attn")(x)
-        return ClipMlp(self.width, self.n_resblocks, self.dtype, name="mlp")(x)
+        x = ClipAttention(self.width, self.heads, self.n_resblocks, self.causal, self.dtype, self.key_bias, self.eps,
+                          name="attn")(x)
+        return ClipMlp(self.width, self.n_resblocks, self.dtype, self.activation, self.hidden, self.eps,
+                       name="mlp")(x)
 
 
 def _check_int(name: str, a) -> None:

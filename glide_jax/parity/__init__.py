@@ -9,6 +9,7 @@ public surface. One idea per module, each importing only those listed before it:
 * ``models``    - parity of a U-Net or CLIP fixture;
 * ``diffusion`` - parity of schedules, single steps and losses (stub model);
 * ``loops``     - parity of whole sampling loops and a CLIP-guided step;
+* ``clip_score``- parity of the CLIP score with torchmetrics over a Hugging Face CLIP;
 * ``check``     - the kind of a fixture and ``check_fixture(path) -> errors``.
 """
 

@@ -1,7 +1,8 @@
 """Which parity check a fixture needs, and running it: ``check_fixture(path) -> errors``.
 
 The kind comes from the fixture's json: ``create_model_kwargs`` marks a U-Net
-fixture, ``config_yaml`` a CLIP fixture, and diffusion settings a diffusion
+fixture, ``config_yaml`` a CLIP fixture, captions with a ``clip_score`` a CLIP-score
+fixture (whose checkpoint is read beside it), and diffusion settings a diffusion
 fixture (whose loops also read the model fixtures beside its folder).
 Diffusion results are memoised per content (json, arrays and the model
 fixtures the loops read), so a test run that checks the same fixture
@@ -17,25 +18,33 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
+from glide_jax.parity.clip_score import ATOL_FACTORS, check_clip_score, is_clip_score_fixture
 from glide_jax.parity.diffusion import check_diffusion_maths
 from glide_jax.parity.fixtures import Errors, load_fixture
 from glide_jax.parity.loops import check_clip_guided_step, check_loops
 from glide_jax.parity.models import check_clip, check_unet
 
-FIXTURE_KINDS = ("model", "clip", "diffusion")
+FIXTURE_KINDS = ("model", "clip", "clip_score", "diffusion")
 _DIFFUSION_RESULTS: Dict[str, Errors] = {}
 
 
 def fixture_kind(meta: Mapping) -> str:
-    """``"model"``, ``"clip"`` or ``"diffusion"``, from what the fixture's json describes."""
+    """``"model"``, ``"clip"``, ``"clip_score"`` or ``"diffusion"``, from what the fixture's json describes."""
     if "create_model_kwargs" in meta:
         return "model"
     if "config_yaml" in meta:
         return "clip"
+    if is_clip_score_fixture(meta):
+        return "clip_score"
     if "losses_reference" in meta or "respace" in json.dumps(meta.get("array_groups", {})):
         return "diffusion"
     raise ValueError("unrecognised fixture: its json has neither create_model_kwargs nor config_yaml "
-                     "nor diffusion settings")
+                     "nor captions with a clip_score nor diffusion settings")
+
+
+def atol_factor(name: str) -> float:
+    """How many times the common tolerance an output is held to (1 but for outputs on a larger scale)."""
+    return ATOL_FACTORS.get(name, 1.0)
 
 
 def _content_key(meta: Mapping, arrays: Mapping[str, np.ndarray], root: Optional[Path]) -> str:
@@ -80,4 +89,6 @@ def check_fixture(npz_path) -> Errors:
         return check_unet(meta, arrays)
     if kind == "clip":
         return check_clip(meta, arrays)
+    if kind == "clip_score":
+        return check_clip_score(meta, arrays, npz_path)
     return check_diffusion(meta, arrays, Path(npz_path))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import ftfy
 import numpy as np
@@ -51,14 +51,21 @@ def clean_text(text: str) -> str:
 
 
 class ClipTokenizer:
-    """CLIP's byte-level BPE with ``</w>`` word ends (start 49406, end 49407, pad 0)."""
+    """CLIP's byte-level BPE with ``</w>`` word ends (start 49406, end 49407, pad 0).
 
-    def __init__(self, merges: Sequence[Pair]):
-        symbols = byte_chars_in_table_order()
-        vocab = symbols + [s + WORD_END for s in symbols]
-        vocab += ["".join(pair) for pair in merges]
-        vocab += [START_TEXT, END_TEXT]
-        self._encoder: Dict[str, int] = {token: index for index, token in enumerate(vocab)}
+    The ids follow from the merges (bytes, word-final bytes, merge results, the two special
+    tokens, in that order), unless ``encoder`` gives the token -> id table explicitly, as a
+    Hugging Face ``vocab.json`` does (see :mod:`glide_jax.tokenizers.hf_clip`).
+    """
+
+    def __init__(self, merges: Sequence[Pair], encoder: Optional[Mapping[str, int]] = None):
+        if encoder is None:
+            symbols = byte_chars_in_table_order()
+            vocab = symbols + [s + WORD_END for s in symbols]
+            vocab += ["".join(pair) for pair in merges]
+            vocab += [START_TEXT, END_TEXT]
+            encoder = {token: index for index, token in enumerate(vocab)}
+        self._encoder: Dict[str, int] = dict(encoder)
         self._decoder = {index: token for token, index in self._encoder.items()}
         self._ranks = {pair: rank for rank, pair in enumerate(merges)}
         self._specials = {START_TEXT: self._encoder[START_TEXT], END_TEXT: self._encoder[END_TEXT]}
