@@ -17,18 +17,19 @@ are not parameters and are skipped.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+import re
 from typing import Dict, Iterable, Mapping, Tuple
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import numpy as np
-from flax import traverse_util
 
-from glide_jax.hub.checkpoint_zip import MiB, CheckpointFormatError
+from glide_jax.hub.checkpoint_zip import CheckpointFormatError, MiB
 from glide_jax.hub.safetensors import load_safetensors
 from glide_jax.hub.torch_layout import CheckpointMismatchError
+from glide_jax.hub.torch_zip import load_state_dict
 from glide_jax.models.clip_vit import ClipVitConfig, abstract_params
 
 CONFIG_FILE = "config.json"
@@ -178,8 +179,6 @@ def read_hf_state(directory) -> Dict[str, np.ndarray]:
     if (directory / SAFETENSORS_FILE).exists():
         return load_safetensors(directory / SAFETENSORS_FILE)
     if (directory / TORCH_FILE).exists():
-        from glide_jax.hub.torch_zip import load_state_dict
-
         return load_state_dict(directory / TORCH_FILE)
     if (directory / (SAFETENSORS_FILE + ".index.json")).exists():
         raise CheckpointFormatError(f"{directory}: sharded checkpoints (model.safetensors.index.json) are not read; "

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from glide_jax.families.registry import family_of
 from glide_jax.hub import embedded, model_dir, released, workdir
 from glide_jax.hub.checkpoint_layout import CHECKPOINT_DIR, checkpoints_of
+from glide_jax.tokenizers import get_tokenizer
 
 CHECKPOINT_SUFFIX = ".pt"
 
@@ -127,8 +128,6 @@ def source_kind(source) -> str:
 
 def tokenizer_for(config, folder: Optional[Path] = None, vocab_dir=None):
     """The folder's ``tokenizer.model`` when it has one, else the model family's default tokenizer."""
-    from glide_jax.tokenizers import get_tokenizer
-
     own = model_dir.tokenizer_file(folder) if folder is not None else None
     if own is not None:
         return get_tokenizer("sentencepiece", own)

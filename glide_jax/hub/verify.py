@@ -13,13 +13,17 @@ message naming the file.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Dict, Tuple
+import zipfile
 
 import numpy as np
 
+from glide_jax.config import get_preset
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError
+from glide_jax.hub.convert_clip import torch_shapes
+from glide_jax.hub.convert_unet import torch_shapes
+from glide_jax.hub.torch_zip import read_manifest
 
 # Download name -> (tensor count, parameter count) of the released checkpoint, as OpenAI's code builds it.
 RELEASED_PARAMETERS: Dict[str, Tuple[int, int]] = {
@@ -39,17 +43,12 @@ _MAX_LISTED = 5  # keys named in a mismatch message, per kind of problem
 
 def expected_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     """PyTorch key -> shape of the released checkpoint called ``name`` (a download name)."""
-    from glide_jax.config import get_preset
-
     if name not in _LAYOUTS:
         raise ValueError(f"no released checkpoint is called {name!r}; known: {', '.join(_LAYOUTS)}")
     preset, tower = _LAYOUTS[name]
     config = get_preset(preset)
     if tower is None:
-        from glide_jax.hub.convert_unet import torch_shapes
-
         return torch_shapes(config.unet)
-    from glide_jax.hub.convert_clip import torch_shapes
 
     return torch_shapes(config, tower)
 
@@ -61,8 +60,6 @@ def _listed(keys) -> str:
 
 def verify_checkpoint(path, name: str) -> None:
     """Raise :class:`CheckpointFormatError` unless ``path`` is a complete, intact copy of checkpoint ``name``."""
-    from glide_jax.hub.torch_zip import read_manifest
-
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointFormatError(f"{path} is not a zip archive, as every released checkpoint is")

@@ -11,11 +11,13 @@ the file. A mask file with grey levels is thresholded at half its range with an
 
 from __future__ import annotations
 
-from pathlib import Path
-import warnings
 from contextlib import contextmanager
+from pathlib import Path
+import tempfile
 from typing import Iterator, List, Sequence, Union
+import warnings
 
+from PIL import Image
 import numpy as np
 
 from glide_jax.errors import InputWarning
@@ -26,8 +28,6 @@ ImageLike = Union[str, Path, np.ndarray]
 @contextmanager
 def _opened(path: Path, what: str) -> Iterator["object"]:
     """A PIL image of ``path``, fully decoded; every decoding failure a ``ValueError`` naming the file."""
-    from PIL import Image
-
     if not path.exists():
         raise FileNotFoundError(f"{what} file {path} does not exist")
     if path.is_dir():
@@ -47,8 +47,6 @@ def _opened(path: Path, what: str) -> Iterator["object"]:
 
 
 def _refuse_image(e: BaseException, path: Path, what: str) -> None:
-    from PIL import Image
-
     if isinstance(e, Image.DecompressionBombError):
         raise ValueError(f"{what} {path} is too large to decode safely ({e})") from None
     if isinstance(e, OSError) and e.errno is not None:  # permission and I/O errors name their file already
@@ -132,7 +130,6 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"images must be square, got {image.shape[0]}x{image.shape[1]}; crop it first")
     if image.shape[0] == size:
         return image
-    from PIL import Image
 
     method = Image.BOX if image.shape[0] > size else Image.BICUBIC
     if image.dtype == np.uint8:
@@ -170,8 +167,6 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
 
 def prepare_output_dir(out_dir) -> Path:
     """Create ``out_dir`` and prove it takes a file, before any minutes are spent sampling into it."""
-    import tempfile
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} is a file; choose a folder with --out")
@@ -186,8 +181,6 @@ def prepare_output_dir(out_dir) -> Path:
 
 def save_images(images: np.ndarray, out_dir, prefix: str = "sample", grid: bool = True) -> List[Path]:
     """Write each image as ``<prefix>_<i>.png`` (and ``<prefix>_grid.png``); existing files are not overwritten."""
-    from PIL import Image
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

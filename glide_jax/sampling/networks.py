@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from glide_jax.config import ClipConfig, UNetConfig
-from glide_jax.models.clip import ClipModel, clip_guidance_grad
+from glide_jax.models.clip import ClipModel, clip_guidance_grad, text_embeddings
 from glide_jax.models.unet import GlideUNet
 
 
@@ -62,8 +62,6 @@ def _clip_grad(config: ClipConfig):
 
 @functools.lru_cache(maxsize=None)
 def clip_text_embedder(config: ClipConfig):
-    from glide_jax.models.clip import text_embeddings
-
     model = ClipModel(config)
     return jax.jit(lambda params, tokens, lens: text_embeddings(model, params, tokens, lens))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from tqdm.auto import tqdm
+
 
 class ProgressBar:
     _instance: Optional["ProgressBar"] = None
@@ -29,8 +31,6 @@ class ProgressBar:
         self._label = label
 
     def __call__(self, step, total):
-        from tqdm.auto import tqdm
-
         total = int(total)
         if self._bar is None or self._bar.total != total:
             if self._bar is not None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from glide_jax.config import ClipConfig
 from glide_jax.models.clip import ClipModel, image_embeddings, text_embeddings
+from glide_jax.sampling.images import to_model, to_uint8
 from glide_jax.sampling.loaded_model import LoadedModel
 
 
@@ -54,8 +55,6 @@ def rank_candidates(clip: LoadedModel, samples: np.ndarray, rows: Sequence[str],
     The samples are scored as the 8-bit images they are returned as, so scoring a returned image
     again gives the score it was ranked by.
     """
-    from glide_jax.sampling.images import to_model, to_uint8
-
     scores = clip_scores(clip, to_model(to_uint8(samples)), rows).reshape(-1, candidates)
     best = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
     return [int(group * candidates + j) for group, row in enumerate(best) for j in row]

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+from dataclasses import dataclass, field
 import importlib.util
+import inspect
+from pathlib import Path
 import sys
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
 
 from glide_jax.config import ClipConfig, ModelConfig
@@ -30,6 +31,7 @@ from glide_jax.data.shapes import PAIR_LAYOUTS, RELATIONS, check_relations
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 from glide_jax.families.registry import family_of
 from glide_jax.train.tasks import task_named
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -225,8 +227,6 @@ def load_config_file(spec: Union[str, Path]) -> ExperimentConfig:
     root (the folder holding ``experiments/``) is put on ``sys.path`` so that a
     config can import from the repository.
     """
-    import inspect
-
     text = str(spec)
     head, colon, variant = text.rpartition(":")
     if colon and head.endswith(".py") and not any(c in variant for c in "/\\"):

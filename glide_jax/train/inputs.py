@@ -15,9 +15,9 @@ loaders). Tokenizers enter the grain pipeline as small picklable callables.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import jax
@@ -27,6 +27,8 @@ from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data import input_pipeline, shapes
 from glide_jax.data.masks import random_inpaint_mask
 from glide_jax.families.registry import family_of
+from glide_jax.tokenizers import get_tokenizer
+from glide_jax.tokenizers.spm import train_sentencepiece
 from glide_jax.train.experiment import DataConfig, ExperimentConfig
 from glide_jax.train.sharding import wait_for_all_processes
 
@@ -89,9 +91,6 @@ def _caption(record) -> str:
 def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
     """Resolve ``data.tokenizer`` to a ``get_tokenizer`` spec, learning or copying a sentencepiece model
     into ``<workdir>/tokenizer.model`` when needed (there, the sampling loaders find it)."""
-    from glide_jax.tokenizers import get_tokenizer
-    from glide_jax.tokenizers.spm import train_sentencepiece
-
     kind = cfg.data.tokenizer
     vocab_size = family_of(cfg.model).vocab_size(cfg.model)
     if kind in ("glide-bpe", "clip"):
@@ -137,8 +136,6 @@ class Tokenize:
 
     def __call__(self, captions: List[str]) -> Dict[str, np.ndarray]:
         if self._tok is None:
-            from glide_jax.tokenizers import get_tokenizer
-
             self._tok = get_tokenizer(self.spec)
         family = family_of(self.model)
         return dict(zip(family.text_keys, family.encode_prompts(self._tok, self.model, captions)))

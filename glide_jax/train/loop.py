@@ -54,10 +54,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from pathlib import Path
+import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from PIL import Image
 import flax.linen as nn
 import jax
 import numpy as np
@@ -231,8 +232,6 @@ def _preview(previewer, writer: MetricsWriter, state, step: int) -> None:
     t0 = time.perf_counter()
     path = previewer({"params": state.ema_params}, step)
     if path is not None:
-        from PIL import Image
-
         writer.image("samples", np.asarray(Image.open(path)), step)
         say(f"wrote {path} ({time.perf_counter() - t0:.1f}s)")
 

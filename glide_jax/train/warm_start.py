@@ -38,6 +38,10 @@ import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.families.registry import abstract_params, family_of
+from glide_jax.hub import embedded
+from glide_jax.hub.convert import convert_state
+from glide_jax.hub.registry import load_model
+from glide_jax.hub.torch_layout import CheckpointMismatchError
 from glide_jax.models.params import flat_shapes
 
 Config = Union[ModelConfig, ClipConfig]
@@ -70,8 +74,6 @@ def differences(source: Any, target: Any, free: Sequence[str] = FREE_FIELDS, pre
 
 def check_fits(params: Params, target: Config, what: str) -> None:
     """Raise ``CheckpointMismatchError`` unless ``params`` has exactly the parameter shapes of ``target``."""
-    from glide_jax.hub.torch_layout import CheckpointMismatchError
-
     want, got = flat_shapes(abstract_params(target)), flat_shapes(params)
     misshaped = [f"{'/'.join(k)}: {what} {got[k]} vs model {want[k]}" for k in sorted(set(want) & set(got))
                  if want[k] != got[k]]
@@ -145,8 +147,6 @@ def _read_npz_state(path: Path) -> Dict[str, np.ndarray]:
 def _npz_source(path: Path, target: Config) -> Tuple[Config, Params]:
     """A U-Net state dict saved as ``.npz``: its config is the target's, with or without the inpainting
     inputs, as the first convolution's input channels say."""
-    from glide_jax.hub.convert import convert_state
-
     if family_of(target).name != "unet":
         raise ValueError(f"{path}: a .npz state dict can start a U-Net only, not a {type(target).__name__}")
     state = _read_npz_state(path)
@@ -163,7 +163,6 @@ def load_source(init_from: str, target: Config) -> Tuple[Config, Params]:
     path = Path(init_from).expanduser()
     if path.is_file() and path.suffix == ".npz":
         return _npz_source(path, target)
-    from glide_jax.hub.registry import load_model
 
     return load_model(init_from)
 
@@ -180,7 +179,6 @@ def inherited_tokenizer(init_from: str, tokenizer: str) -> Optional[str]:
     one (``tokenizer == "sentencepiece"``) and the source has one; else None."""
     if not init_from or tokenizer != "sentencepiece":
         return None
-    from glide_jax.hub import embedded
 
     source = embedded.embedded_dir(init_from) if embedded.is_embedded(init_from) else Path(init_from).expanduser()
     candidate = source / TOKENIZER_FILE
