@@ -12,6 +12,8 @@ A config file builds each variant from one of these bases with a few
   ``FINETUNE``: ``paper`` (widened to the paper's size, sharded), ``finetune``
   (released weights fine-tuned on one accelerator) and ``finetune_micro`` (that
   recipe on the micro network).
+* :func:`released_inpaint_variant`: a released run turned into GLIDE's inpainting
+  fine-tune of the released weights.
 """
 
 import dataclasses
@@ -22,7 +24,7 @@ from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
 COSINE = DiffusionConfig(steps=1000, noise_schedule="squaredcos_cap_v2")  # 1,000 steps of the cosine schedule
-LINEAR = DiffusionConfig(steps=1000, noise_schedule="linear")  # 1,000 steps of the linear schedule, as GLIDE's upsampler
+LINEAR = DiffusionConfig(steps=1000, noise_schedule="linear")  # 1,000 linear-schedule steps, as GLIDE's upsampler
 DATA_PARALLEL = MeshConfig(data=-1, fsdp=1, tensor=1)  # pure data parallelism over all devices
 FSDP = MeshConfig(data=1, fsdp=-1, tensor=1)  # parameters, optimiser state and batch split over all devices
 
@@ -104,7 +106,7 @@ FINETUNE_TRAIN = TrainConfig(
 # family -> the paper's model (Nichol et al. 2021, section 4): U-Net channels, text encoder, batch
 PAPER: Dict[str, Tuple[int, TextConfig, int]] = {
     "base": (512, TextConfig(text_ctx=128, width=2048, layers=24, heads=32), 2048),  # 2.3B U-Net + 1.2B text encoder
-    "upsample": (384, TextConfig(text_ctx=128, width=1024, layers=24, heads=16), 512),  # 1.64B; its smaller text encoder
+    "upsample": (384, TextConfig(text_ctx=128, width=1024, layers=24, heads=16), 512),  # 1.64B; smaller text encoder
 }
 # family -> the single-accelerator fine-tune of its released weights: batch, microbatches (docs/finetune.md)
 FINETUNE: Dict[str, Tuple[int, int]] = {
@@ -235,17 +237,18 @@ def released_derived(builders: Dict[str, Callable[[], ExperimentConfig]]) -> Dic
                                                              builders["micro"]().model)}
 
 
-def released_inpaint_variant(released: ExperimentConfig, name: str, preset: str, init_from: str) -> ExperimentConfig:
-    """``released`` as GLIDE's inpainting fine-tune: the ``preset`` architecture (four more input
-    channels) started from the released weights ``init_from``, 100,000 steps at half the learning rate."""
+def released_inpaint_variant(released: ExperimentConfig, name: str) -> ExperimentConfig:
+    """``released`` as GLIDE's inpainting fine-tune: the released inpainting architecture of its kind
+    (``base-inpaint``, ``upsample-inpaint``: four more input channels) started from the released
+    weights of its task's name, 100,000 steps at half the learning rate."""
     return dataclasses.replace(
         released,
         task="inpaint",  # trained by experiments/train.py (alias experiments/train_inpaint.py)
         name=name,  # recorded in the workdir's experiment.json
-        model=get_preset(preset),  # OpenAI's released inpainting architecture
+        model=get_preset(f"{released.model.kind}-inpaint"),  # OpenAI's released inpainting architecture
         train=dataclasses.replace(
             released.train,
-            init_from=init_from,  # start from OpenAI's released weights (converted on first use)
+            init_from=released.task,  # OpenAI's released weights of that name, converted on first use
             steps=100_000,  # optimiser steps of the fine-tune
             lr=5e-5,  # Adam learning rate after warmup, half the from-scratch rate
         ),

@@ -27,8 +27,8 @@ Variants:
 
 ``paper``, ``finetune`` and ``finetune_micro`` are derived from ``released`` and ``micro``
 as for the upsampler (``experiments/configs/_common.py``; this model's numbers are its rows
-of ``PAPER`` and ``FINETUNE`` there). Neither the paper nor the release gives the learning rate; ``released`` and ``paper`` use
-ADM's ImageNet-64 recipe (Adam 1e-4, EMA 0.9999).
+of ``PAPER`` and ``FINETUNE`` there). Neither the paper nor the release gives the learning
+rate; ``released`` and ``paper`` use ADM's ImageNet-64 recipe (Adam 1e-4, EMA 0.9999).
 """
 
 import dataclasses

@@ -80,12 +80,14 @@ def _tiny() -> ExperimentConfig:
         n_head_image=4,  # attention heads, image tower
         n_xf_blocks_image=2,  # transformer blocks, image tower
     )
-    cfg = dataclasses.replace(micro, data=common.TINY_DATA, train=common.TINY_TRAIN)  # 20,000 scenes, 1,000 steps
-    return dataclasses.replace(
-        _contrastive(cfg, batch_size=64),
+    cfg = dataclasses.replace(
+        micro,
         name="clip_tiny",  # recorded in the workdir's experiment.json
         model=model,  # the towers above (0.29M parameters)
+        data=common.TINY_DATA,  # 20,000 procedural scenes
+        train=common.TINY_TRAIN,  # 1,000 steps
     )
+    return _contrastive(cfg, batch_size=64)
 
 
 def _released() -> ExperimentConfig:

@@ -60,5 +60,5 @@ def _tiny() -> ExperimentConfig:
 
 
 def _released() -> ExperimentConfig:
-    return common.released_inpaint_variant(base.get_config("released"), "inpaint_released", preset="base-inpaint",
-                                           init_from="base")  # OpenAI's released base weights
+    # OpenAI's released base-inpaint architecture, from the released base weights
+    return common.released_inpaint_variant(base.get_config("released"), name="inpaint_released")

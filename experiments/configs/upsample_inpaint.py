@@ -21,5 +21,5 @@ def get_config(variant: str) -> ExperimentConfig:
 
 
 def _released() -> ExperimentConfig:
-    return common.released_inpaint_variant(upsample.get_config("released"), "upsample_inpaint_released",
-                                           preset="upsample-inpaint", init_from="upsample")  # released upsampler
+    # OpenAI's released upsample-inpaint architecture, from the released upsampler weights
+    return common.released_inpaint_variant(upsample.get_config("released"), name="upsample_inpaint_released")
