@@ -1,10 +1,11 @@
 """Command line shared by the training entry points.
 
-``python -m experiments.train_<task> --config experiments/configs/<family>.py:<variant>
+``python -m experiments.train --config experiments/configs/<family>.py:<variant>
 --workdir DIR [--set key=value ...]`` loads the config (``get_config("<variant>")``
 of the file; a file without variants is given as just its path), applies the
-overrides (typed by the fields they replace), checks the config is for this
-entry point and runs ``glide_jax.train.loop.train``. Rerunning the same command
+overrides (typed by the fields they replace) and runs ``glide_jax.train.loop.train``
+for the config's task. ``python -m experiments.train_<task>`` (base, upsample,
+inpaint, clip) is the same command that also checks the config is for that task. Rerunning the same command
 resumes the run, also after a preemption (SIGTERM saves a checkpoint and exits 0).
 Several processes (``python -m experiments.launch``, a TPU pod slice, SLURM) run
 the same command each; only process 0 prints. Everything runs inside :func:`glide_jax.errors.run_command`:
@@ -21,8 +22,10 @@ from glide_jax.errors import run_command
 from glide_jax.train.experiment import apply_overrides, load_config_file
 
 
-def build_parser(task: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m experiments.train_{task}", description=description)
+def build_parser(task: Optional[str], description: str) -> argparse.ArgumentParser:
+    """The command line of ``experiments.train`` (``task`` None) or of its alias ``experiments.train_<task>``."""
+    prog = "python -m experiments.train" + (f"_{task}" if task else "")
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True,
                         help="config file and variant, e.g. experiments/configs/base.py:tiny")
     parser.add_argument("--workdir", required=True, help="run directory; rerunning with the same one resumes")
@@ -35,7 +38,8 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
+def main(task: Optional[str], description: str, argv: Optional[List[str]] = None) -> int:
+    """Train the config given on the command line; ``task``: the task the config must have (None: any)."""
     args = build_parser(task, description).parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -49,15 +53,16 @@ def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
     return run_command(lambda: _train(task, args))
 
 
-def _train(task: str, args) -> int:
+def _train(task: Optional[str], args) -> int:
     """Load and check the config, then train; anticipated failures end in ``error: ...`` (``run_command``)."""
     try:
         cfg = apply_overrides(load_config_file(args.config), [o for group in args.overrides for o in group])
     except TypeError as e:  # a value of the wrong type for its field
         raise ValueError(f"{args.config}: {e}") from None
-    if cfg.task != task:
-        raise ValueError(f"{args.config} configures task {cfg.task!r}; use experiments.train_{cfg.task}")
-    if task == "inpaint" and not cfg.train.init_from:
+    if task is not None and cfg.task != task:
+        raise ValueError(f"{args.config} configures task {cfg.task!r}; use experiments.train "
+                         f"(or experiments.train_{cfg.task})")
+    if cfg.task == "inpaint" and not cfg.train.init_from:
         raise ValueError("inpainting fine-tunes a trained model: set train.init_from (a training workdir, a model "
                          "directory, a released name such as 'base', or a .pt/.npz file)")
     from glide_jax.train.loop import train

@@ -1,7 +1,7 @@
 """Run one command as several JAX processes on this machine, as a pod slice or a cluster would.
 
     python -m experiments.launch --processes 2 --devices-per-process 2 -- \\
-        python -m experiments.train_base --config experiments/configs/base.py:micro --workdir runs/micro2
+        python -m experiments.train --config experiments/configs/base.py:micro --workdir runs/micro2
 
 Each process gets the environment ``glide_jax.train.sharding.maybe_initialize_distributed``
 reads (``GLIDE_JAX_COORDINATOR=127.0.0.1:<port>``, ``GLIDE_JAX_NUM_PROCESSES``,
@@ -116,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
         print("error: give the command after --, e.g. python -m experiments.launch --processes 2 -- "
-              "python -m experiments.train_base --config experiments/configs/base.py:micro --workdir runs/m",
+              "python -m experiments.train --config experiments/configs/base.py:micro --workdir runs/m",
               file=sys.stderr)
         return 2
     split = argv.index("--")

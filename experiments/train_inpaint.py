@@ -5,6 +5,8 @@
 
 ``train.init_from`` may be a training workdir, a converted model directory, a
 released name (``base``, ``upsample``) or an OpenAI ``.pt`` file.
+
+An alias of ``python -m experiments.train`` that also checks the config's task is ``inpaint``.
 """
 
 import sys

@@ -1,6 +1,8 @@
 """Train GLIDE's text-conditional upsampler (64 -> 256 in the paper; 16 -> 64 in the tiny variant).
 
     python -m experiments.train_upsample --config experiments/configs/upsample.py:tiny --workdir runs/up_tiny
+
+An alias of ``python -m experiments.train`` that also checks the config's task is ``upsample``.
 """
 
 import sys

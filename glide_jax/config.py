@@ -304,6 +304,13 @@ RETIRED_FIELDS: Mapping[str, Mapping[str, Any]] = {
     "UNetConfig": {"coord_channels": False},
     "DataConfig": {"placement_fraction": 0.0},
 }
+# Fields that moved into a section of their class: old name -> "section.field". Saved JSON that still
+# holds the old name loads into the new place, and ``--set`` (train.experiment.apply_overrides) takes
+# the old name too.
+MOVED_FIELDS: Mapping[str, Mapping[str, str]] = {
+    "DataConfig": {name: f"shapes.{name}" for name in ("num_examples", "two_object_fraction", "pair_layout",
+                                                        "relations")},
+}
 
 
 def config_to_dict(cfg, tagged: bool = True) -> dict:
@@ -355,6 +362,7 @@ def _from_json(d: Dict[str, Any], candidates: Tuple[type, ...], where: str):
         cls = by_name[tag]
     else:
         raise ValueError(f"{where}: {TYPE_KEY} is {tag!r}, expected one of {sorted(by_name)}")
+    _move_fields(d, cls.__name__)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     retired = RETIRED_FIELDS.get(cls.__name__, {})
@@ -369,6 +377,20 @@ def _from_json(d: Dict[str, Any], candidates: Tuple[type, ...], where: str):
         else:
             raise ValueError(f"{cls.__name__}: unknown config fields {sorted(set(d) - names - set(retired))}")
     return cls(**kwargs)
+
+
+def _move_fields(d: Dict[str, Any], class_name: str) -> None:
+    """Put fields saved under an old name (``MOVED_FIELDS``) into their section of ``d``, in place."""
+    for old, new in MOVED_FIELDS.get(class_name, {}).items():
+        if old not in d:
+            continue
+        section, name = new.split(".")
+        if section in d and not isinstance(d[section], Mapping):
+            raise ValueError(f"{class_name}.{section}: expected a JSON object, got {type(d[section]).__name__}")
+        d[section] = target = dict(d.get(section) or {})  # a copy: the caller's dict stays as it was
+        if name in target:
+            raise ValueError(f"{class_name}: {old} (its old place) and {new} are both given")
+        target[name] = d.pop(old)
 
 
 def _dataclass_types(annotation) -> Tuple[type, ...]:

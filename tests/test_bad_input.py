@@ -392,7 +392,7 @@ CASES = {
                                "train.nope=1"), "2", "nope"),
     "config-task": Case("training", "`train_base --config experiments/configs/clip.py:micro`",
                         train("--config", "experiments/configs/clip.py:micro", "--workdir", "<tmp>/run"), "2",
-                        "use experiments.train_clip"),
+                        "use experiments.train (or experiments.train_clip)"),
     "all-checkpoints-corrupt": Case("library", "`Checkpointer.restore` when every checkpoint is damaged "
                                     "(training stops the same way, exit 2)",
                                     library(lambda t: (_corrupt_checkpoints(t), _restore_corrupt(t))),

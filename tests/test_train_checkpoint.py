@@ -14,7 +14,8 @@ from glide_jax.train.checkpointing import (CORRUPT_DIR, AllCheckpointsCorruptErr
                                           CorruptCheckpointWarning)
 from glide_jax.train.experiment import load_config_file
 from glide_jax.data import shapes
-from glide_jax.train.inputs import ShapesSource, make_iterator
+from glide_jax.data.shapes_source import ShapesSource
+from glide_jax.train.inputs import make_iterator
 
 # A failed Orbax read leaves TensorStore handles and an event-loop callback to be collected later.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

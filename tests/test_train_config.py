@@ -42,8 +42,10 @@ def test_overrides_are_typed_by_the_field_they_replace():
         ("train.lr", "key=value"),
         ("model.unet.dtype=float64", "dtype must be"),  # the dataclass' own validation still runs
         ("train.batch_size=30", "not divisible by microbatches"),
-        ("data.pair_layout=diagonal", "pair_layout must be one of"),
-        ("data.relations=above,on top of", "data.relations must be distinct items"),
+        ("data.shapes.pair_layout=diagonal", "data.shapes.pair_layout must be one of"),
+        ("data.shapes.relations=above,on top of", "data.shapes.relations must be distinct items"),
+        ("data.relations=above,on top of", "data.shapes.relations must be distinct items"),  # its old name
+        ("data.source=folders", "data.source must be one of 'shapes', 'tfds'"),
     ],
 )
 def test_bad_overrides_fail_before_anything_runs(override, message):
@@ -54,8 +56,8 @@ def test_bad_overrides_fail_before_anything_runs(override, message):
 
 def test_json_round_trip_is_exact():
     cfg = experiment.apply_overrides(_tiny(), ["sample.prompts=a,b", "model.unet.attention_resolutions=8",
-                                      "data.relations=above,to the left of"])
-    assert cfg.data.relations == ("above", "to the left of")
+                                      "data.shapes.relations=above,to the left of"])
+    assert cfg.data.shapes.relations == ("above", "to the left of")
     assert config_from_dict(config_to_dict(cfg), experiment.ExperimentConfig) == cfg
 
 
@@ -95,7 +97,9 @@ def test_saved_experiments_and_model_files_still_load():
 
     cfg = config_from_dict(SAVED_EXPERIMENT, experiment.ExperimentConfig)
     assert cfg.model.unet.channel_mult == (1, 2) and cfg.model.unet.text.n_vocab == 128
-    assert cfg.data.relations == ("above", "to the left of") and cfg.data.pair_layout == "halves"
+    # the shapes settings saved flat (before data.shapes existed) land in their section
+    assert cfg.data.shapes.relations == ("above", "to the left of") and cfg.data.shapes.pair_layout == "halves"
+    assert cfg.data.shapes.num_examples == 256 and cfg.data.shapes.two_object_fraction == 0.5
     assert cfg.train.steps == 12 and cfg.sample.prompts == ()
     again = config_to_dict(cfg)
     assert again["__type__"] == "ExperimentConfig" and again["model"]["__type__"] == "ModelConfig"
@@ -114,6 +118,8 @@ def test_saved_experiments_and_model_files_still_load():
     (lambda d: d["model"].update(__type__="TextConfig"), "__type__ is 'TextConfig'"),
     (lambda d: d.update(data=[1, 2]), "JSON object"),
     (lambda d: d.update(task="dance"), "task must be one of"),
+    (lambda d: d["data"].update(shapes={"num_examples": 9}), r"num_examples \(its old place\) and shapes.num_examples"),
+    (lambda d: d["data"].update(shapes=3), "DataConfig.shapes: expected a JSON object"),
 ])
 def test_bad_saved_configs_are_refused_by_name(change, message):
     import copy
@@ -136,6 +142,27 @@ def test_every_shipped_config_is_valid(path):
         assert cfg.name == f"{path.stem}_{variant}"
         assert config_from_dict(config_to_dict(cfg), experiment.ExperimentConfig) == cfg
         assert (REPO / "experiments" / f"train_{cfg.task}.py").exists()
+
+
+def test_old_flat_shapes_fields_load_and_override_into_their_section():
+    """Workdirs written before ``data.shapes`` keep their shapes settings flat in ``data``; they load, and the
+    old names work in ``--set`` too. A new save writes the section and no flat names."""
+    import copy
+    import json
+
+    old = copy.deepcopy(SAVED_EXPERIMENT)
+    old["data"].update(num_examples=1_000_000, two_object_fraction=0.75)
+    before = json.dumps(old, sort_keys=True)
+    cfg = config_from_dict(old, experiment.ExperimentConfig)
+    assert json.dumps(old, sort_keys=True) == before  # the saved dict is not modified
+    assert cfg.data.shapes == experiment.ShapesDataConfig(num_examples=1_000_000, two_object_fraction=0.75,
+                                                         pair_layout="halves", relations=("above", "to the left of"))
+    saved = config_to_dict(cfg)["data"]
+    assert saved["shapes"]["num_examples"] == 1_000_000 and "num_examples" not in saved
+    both = experiment.apply_overrides(cfg, ["data.num_examples=64", "data.shapes.two_object_fraction=1.0",
+                                            "data.pair_layout=free"])
+    assert (both.data.shapes.num_examples, both.data.shapes.two_object_fraction, both.data.shapes.pair_layout) == (
+        64, 1.0, "free")
 
 
 def test_task_and_model_must_agree():

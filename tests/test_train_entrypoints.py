@@ -1,4 +1,5 @@
-"""Every training entry point, end to end in subprocesses, on the micro configs.
+"""Every training entry point (``experiments.train`` and its per-task aliases), end to end in subprocesses,
+on the micro configs.
 
 Checks that each entry point trains and writes checkpoints, metrics and
 sample grids; that killing a run with SIGKILL at an arbitrary moment and
@@ -37,8 +38,9 @@ CONFIGS = REPO / "experiments" / "configs"
 
 
 def _command(task, config, workdir, *overrides):
-    cmd = [sys.executable, "-m", f"experiments.train_{task}", "--config", f"{CONFIGS}/{config}",
-           "--workdir", str(workdir)]
+    """The training command: ``experiments.train`` when ``task`` is None, else its alias ``train_<task>``."""
+    module = "experiments.train" + (f"_{task}" if task else "")
+    cmd = [sys.executable, "-m", module, "--config", f"{CONFIGS}/{config}", "--workdir", str(workdir)]
     return cmd + (["--set", *overrides] if overrides else [])
 
 
@@ -81,8 +83,8 @@ def runs(tmp_path_factory, env):
     root = tmp_path_factory.mktemp("runs")
     started = {
         "base": Run(env, "base", "base.py:micro", root / "base"),
-        "upsample": Run(env, "upsample", "upsample.py:micro", root / "upsample"),
-        "clip": Run(env, "clip", "clip.py:micro", root / "clip"),
+        "upsample": Run(env, None, "upsample.py:micro", root / "upsample"),  # the task from the config
+        "clip": Run(env, None, "clip.py:micro", root / "clip"),
     }
     yield root, started
     for run in started.values():
@@ -282,9 +284,10 @@ def test_entry_points_refuse_wrong_configs(base_run, env):
         return subprocess.run(_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
     proc = run("upsample", "base.py:micro", "unused")
-    assert proc.returncode == 2 and "experiments.train_base" in proc.stderr
-    proc = run("inpaint", "inpaint.py:micro", "unused")
-    assert proc.returncode == 2 and "train.init_from" in proc.stderr
+    assert proc.returncode == 2 and "use experiments.train (or experiments.train_base)" in proc.stderr
+    for task in ("inpaint", None):  # the alias and the entry point that takes the task from the config
+        proc = run(task, "inpaint.py:micro", "unused")
+        assert proc.returncode == 2 and "train.init_from" in proc.stderr
     # Another model in an existing workdir: refused before any checkpoint is read or moved.
     before = _steps(base_run)
     proc = run("base", "base.py:micro", base_run, "model.unet.num_channels=64")

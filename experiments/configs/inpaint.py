@@ -1,6 +1,6 @@
 """GLIDE's inpainting base model: a trained base model fine-tuned with four more input channels, by size.
 
-    python -m experiments.train_inpaint --config experiments/configs/inpaint.py:tiny --workdir runs/inpaint_tiny \\
+    python -m experiments.train --config experiments/configs/inpaint.py:tiny --workdir runs/inpaint_tiny \\
         --set train.init_from=runs/base_tiny
 
 As in the paper, each variant is the base model of the same variant
@@ -16,8 +16,8 @@ download base`` fetches it). A training workdir or a model directory works too.
 
 import dataclasses
 
+from experiments.configs import _common as common
 from experiments.configs import base
-from glide_jax.config import get_preset
 from glide_jax.train.experiment import ExperimentConfig
 
 VARIANTS = ("micro", "tiny", "released")
@@ -25,56 +25,40 @@ VARIANTS = ("micro", "tiny", "released")
 
 def get_config(variant: str) -> ExperimentConfig:
     """The inpainting fine-tune of one size; ``variant`` is one of ``VARIANTS``."""
-    builders = {"micro": _micro, "tiny": _tiny, "released": _released}
-    if variant not in builders:
-        raise ValueError(f"inpaint config has no variant {variant!r}; its variants are {', '.join(VARIANTS)}")
-    return builders[variant]()
+    return common.pick({"micro": _micro, "tiny": _tiny, "released": _released}, variant, "inpaint")
 
 
-def _with_inpaint_channels(cfg: ExperimentConfig) -> ExperimentConfig:
+def _from_base(variant: str, **train_changes) -> ExperimentConfig:
+    """The base run ``variant`` with the mask inputs, as task ``inpaint``, with ``train_changes``."""
+    cfg = base.get_config(variant)
     unet = dataclasses.replace(cfg.model.unet, inpaint=True)  # reads the masked image and the mask too
-    return dataclasses.replace(cfg, task="inpaint", model=dataclasses.replace(cfg.model, unet=unet))
+    return dataclasses.replace(
+        cfg,
+        task="inpaint",  # trained by experiments/train.py (alias experiments/train_inpaint.py)
+        name=f"inpaint_{variant}",  # recorded in the workdir's experiment.json
+        model=dataclasses.replace(cfg.model, unet=unet),  # the base network with four more input channels
+        train=dataclasses.replace(cfg.train, **train_changes),  # the base schedule with these changes
+    )
 
 
 def _micro() -> ExperimentConfig:
-    cfg = _with_inpaint_channels(base.get_config("micro"))
-    return dataclasses.replace(
-        cfg,
-        name="inpaint_micro",  # recorded in the workdir's experiment.json
-        train=dataclasses.replace(
-            cfg.train,
-            steps=4,  # optimiser steps of the fine-tune
-            checkpoint_every=2,  # steps between checkpoints
-        ),
+    return _from_base(
+        "micro",
+        steps=4,  # optimiser steps of the fine-tune
+        checkpoint_every=2,  # steps between checkpoints
     )
 
 
 def _tiny() -> ExperimentConfig:
-    cfg = _with_inpaint_channels(base.get_config("tiny"))
-    return dataclasses.replace(
-        cfg,
-        name="inpaint_tiny",  # recorded in the workdir's experiment.json
-        train=dataclasses.replace(
-            cfg.train,
-            steps=500,  # optimiser steps of the fine-tune
-            lr=3e-4,  # Adam learning rate after warmup, below the base's
-            warmup_steps=50,  # linear learning-rate warmup
-            checkpoint_every=250,  # steps between checkpoints
-        ),
+    return _from_base(
+        "tiny",
+        steps=500,  # optimiser steps of the fine-tune
+        lr=3e-4,  # Adam learning rate after warmup, below the base's
+        warmup_steps=50,  # linear learning-rate warmup
+        checkpoint_every=250,  # steps between checkpoints
     )
 
 
 def _released() -> ExperimentConfig:
-    cfg = base.get_config("released")
-    return dataclasses.replace(
-        cfg,
-        task="inpaint",  # trained by experiments/train_inpaint.py
-        name="inpaint_released",  # recorded in the workdir's experiment.json
-        model=get_preset("base-inpaint"),  # OpenAI's released base-inpaint architecture
-        train=dataclasses.replace(
-            cfg.train,
-            init_from="base",  # start from OpenAI's released base weights
-            steps=100_000,  # optimiser steps of the fine-tune
-            lr=5e-5,  # Adam learning rate after warmup, half the base's
-        ),
-    )
+    # OpenAI's released base-inpaint architecture, from the released base weights
+    return common.released_inpaint_variant(base.get_config("released"), name="inpaint_released")

@@ -26,8 +26,9 @@ import sys
 import typing
 from typing import Any, Dict, Sequence, Tuple, Union
 
-from glide_jax.config import ClipConfig, ModelConfig
-from glide_jax.data.shapes import PAIR_LAYOUTS, RELATIONS, check_relations
+from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig
+from glide_jax.data import sources
+from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 from glide_jax.families.registry import family_of
 from glide_jax.train.tasks import task_named
@@ -35,15 +36,16 @@ from glide_jax.train.tasks import task_named
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the captioned images come from and how captions become tokens."""
+    """Where the captioned images come from and how captions become tokens.
 
-    source: str = "shapes"  # "shapes": procedural captioned shapes rendered on demand; "tfds": prepared dataset at `path`
-    path: str = ""  # "tfds": folder of a prepared dataset version (.../name/config/1.0.0)
+    ``source`` names a registered reader (:mod:`glide_jax.data.sources`); the
+    fields here are those every source understands, and a source with settings
+    of its own reads them from its section (``shapes``).
+    """
+
+    source: str = "shapes"  # a registered source: "shapes" (rendered on demand) or "tfds" (prepared, at `path`)
+    path: str = ""  # file-backed sources ("tfds"): folder of a prepared dataset version (.../name/config/1.0.0)
     split: str = "train"  # split to read ("shapes": "train" or "heldout")
-    num_examples: int = 20000  # "shapes": size of the procedural training set
-    two_object_fraction: float = 0.5  # "shapes": share of two-object scenes (the rest: one object with a size)
-    pair_layout: str = "free"  # "shapes": "halves" puts each object of a related pair wholly in its half
-    relations: Tuple[str, ...] = RELATIONS  # "shapes": relations of two-object training scenes (a curriculum)
     seed: int = 0  # shuffle order and per-example randomness (caption dropout, masks)
     caption_dropout: float = 0.2  # fraction of empty captions (the unconditional branch of guidance)
     # "sentencepiece": learned from the training captions into <workdir>/tokenizer.model on the first run;
@@ -51,13 +53,10 @@ class DataConfig:
     tokenizer: str = "sentencepiece"
     tokenizer_captions: int = 4000  # captions read to learn a sentencepiece vocabulary
     worker_count: int = 0  # grain worker processes
+    shapes: ShapesDataConfig = field(default_factory=ShapesDataConfig)  # "shapes": the procedural scene mix
 
     def __post_init__(self):
-        if self.source not in ("shapes", "tfds"):
-            raise ValueError(f"data.source must be 'shapes' or 'tfds', got {self.source!r}")
-        if self.pair_layout not in PAIR_LAYOUTS:
-            raise ValueError(f"data.pair_layout must be one of {PAIR_LAYOUTS}, got {self.pair_layout!r}")
-        check_relations(self.relations, "data.relations")
+        sources.check_sections(self)
 
 
 @dataclass(frozen=True)
@@ -195,6 +194,9 @@ def _parse_like(current: Any, text: str, key: str, annotation: Any = None) -> An
 def _replace_path(obj: Any, path: Sequence[str], text: str, key: str) -> Any:
     if not dataclasses.is_dataclass(obj):
         raise ValueError(f"--set {key}: {'.'.join(path)} is below a plain value")
+    moved = MOVED_FIELDS.get(type(obj).__name__, {}).get(path[0])
+    if moved:  # an old name of a field that now lives in a section
+        path = [*moved.split("."), *path[1:]]
     name = path[0]
     if name not in {f.name for f in dataclasses.fields(obj)}:
         known = ", ".join(f.name for f in dataclasses.fields(obj))

@@ -1,10 +1,8 @@
 """From a ``DataConfig`` to the training iterator: source, tokenizer, per-host batches, preview inputs.
 
-The captioned-shapes source renders example ``i`` from
-``default_rng([seed, 0, i])`` on demand, exactly the example the TFDS builder
-(``glide_jax.data.tfds_builders.CaptionedShapes``) would write, so a tiny run
-needs no preparation step and no disk, and switching to the prepared dataset
-changes nothing but speed.
+The source is the registered reader ``data.source`` names
+(:mod:`glide_jax.data.sources`: the procedural captioned shapes, rendered on
+demand, or a prepared TFDS folder).
 
 A model trained from scratch gets a SentencePiece vocabulary learned from its
 own training captions on the first run (``tokenizer.model`` in the workdir,
@@ -24,7 +22,7 @@ import jax
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
-from glide_jax.data import input_pipeline, shapes
+from glide_jax.data import input_pipeline, sources
 from glide_jax.data.masks import random_inpaint_mask
 from glide_jax.families.registry import family_of
 from glide_jax.tokenizers import get_tokenizer
@@ -35,49 +33,9 @@ from glide_jax.train.sharding import wait_for_all_processes
 TOKENIZER_FILE = "tokenizer.model"
 
 
-class ShapesSource:
-    """Random-access procedural captioned shapes (``{"image": uint8 [S, S, 3], "caption": bytes}``)."""
-
-    def __init__(self, num_examples: int, size: int, seed: int = 0, split: str = "train",
-                 p_two: float = shapes.P_TWO_OBJECTS, pair_layout: str = "free",
-                 relations: Sequence[str] = shapes.RELATIONS):
-        self.num_examples, self.size, self.seed, self.split = int(num_examples), int(size), int(seed), split
-        if not 0.0 <= p_two <= 1.0:
-            raise ValueError(f"the fraction of two-object scenes must be in [0, 1], got {p_two}")
-        if pair_layout not in shapes.PAIR_LAYOUTS:
-            raise ValueError(f"pair layout must be one of {shapes.PAIR_LAYOUTS}, got {pair_layout!r}")
-        self.p_two, self.pair_layout = float(p_two), pair_layout
-        self.relations = shapes.check_relations(relations)
-        self._split_id = {"train": 0, "heldout": 1}[split]
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        if not 0 <= index < self.num_examples:
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, self._split_id, int(index)])
-        image, caption, _ = shapes.render_example(rng, self.size, self.split, self.p_two, self.pair_layout,
-                                                self.relations)
-        return {"image": image, "caption": caption.encode("utf-8")}
-
-    def __repr__(self) -> str:
-        # The repr is what grain checks when a run resumes: it names the index space (which examples
-        # exist and their random streams), not the scene mix, so the share of two-object scenes, the pair
-        # layout and the relations may be changed between resumed runs (a curriculum) while the iterator
-        # position stays valid.
-        return f"ShapesSource(n={self.num_examples}, size={self.size}, seed={self.seed}, split={self.split})"
-
-
 def open_source(cfg: ExperimentConfig):
-    data = cfg.data
-    if data.source == "shapes":
-        return ShapesSource(data.num_examples, family_of(cfg.model).image_size(cfg.model), data.seed, data.split,
-                            data.two_object_fraction, data.pair_layout, data.relations)
-    if not data.path:
-        raise ValueError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
-                         "(see tools/prepare_dataset.py), e.g. --set data.path=/data/tfds/my_set/default/1.0.0")
-    return input_pipeline.open_source(data.path, data.split)
+    """The random-access source ``cfg.data.source`` names (:mod:`glide_jax.data.sources`), at the model's size."""
+    return sources.open_source(cfg.data, family_of(cfg.model).image_size(cfg.model))
 
 
 def _caption(record) -> str:

@@ -124,7 +124,8 @@ def export(kind: str, workdir, out_dir, overwrite: bool = False, note: str = "",
     info = _provenance(workdir, step)
     if note:
         info["note"] = note
-    relations = info["data"].get("relations")
+    data = info["data"]
+    relations = data.get("shapes", data).get("relations")  # data.shapes, or flat in workdirs saved before it
     settings = sampling_for(kind, sampling, None if relations is None else tuple(relations))
     stats = save_model_dir(Path(out_dir) / kind, config, params, dtype="float16", tokenizer_file=tokenizer,
                            sampling=settings, card=info, overwrite=overwrite)

@@ -1,6 +1,6 @@
 """The embedded noise-aware CLIP: 32x32 captioned shapes, for CLIP-guided sampling of the embedded base.
 
-    python -m experiments.train_clip --config projects/shapes/configs/clip.py --workdir runs/shapes/clip
+    python -m experiments.train --config projects/shapes/configs/clip.py --workdir runs/shapes/clip
 
 The architecture of ``experiments/configs/clip.py:tiny`` (a ViT with 4x4
 patches and a 2-block text transformer, both 64 wide) trained contrastively on
@@ -8,15 +8,19 @@ images noised at random timesteps of the base model's cosine schedule, like
 GLIDE's noised CLIP. It learns its own vocabulary from the training captions.
 """
 
+import dataclasses
+
 from glide_jax.config import ClipConfig
-from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, TrainConfig
+from glide_jax.train.experiment import ExperimentConfig, SampleConfig
+from projects.shapes.configs import _common as common
 
 
 def get_config() -> ExperimentConfig:
     """The one run of the embedded CLIP."""
-    return ExperimentConfig(
-        task="clip",  # trained by experiments/train_clip.py
-        name="clip",  # recorded in experiment.json; the export names the config file by it
+    cfg = common.base_run("clip", steps=1500)  # optimiser steps
+    return dataclasses.replace(
+        cfg,
+        task="clip",  # trained by experiments/train.py (alias experiments/train_clip.py)
         model=ClipConfig(
             image_size=32,  # side of the images it embeds
             patch_size=4,  # side of the ViT's patches
@@ -33,29 +37,15 @@ def get_config() -> ExperimentConfig:
             beta_schedule="squaredcos_cap_v2",  # noise schedule of the timesteps: the base model's
             n_timesteps=1000,  # timesteps of that schedule
         ),
-        data=DataConfig(
-            source="shapes",  # procedural captioned shapes, rendered on demand
-            num_examples=1_000_000,  # training indices: a stream that never repeats within the run
-            two_object_fraction=0.5,  # share of scenes that are a related pair
-            pair_layout="free",  # a pair's objects anywhere that satisfies the relation
-            relations=("to the left of", "to the right of", "above", "below"),  # all four, in the library's order
-            seed=0,  # shuffle order and per-example randomness
-            caption_dropout=0.0,  # every image keeps its caption (a contrastive pair needs one)
-            tokenizer="sentencepiece",  # learn the vocabulary into <workdir>/tokenizer.model on the first run
-            tokenizer_captions=4000,  # captions the vocabulary is learnt from
-        ),
-        train=TrainConfig(
-            seed=0,  # parameter init and per-step randomness
-            steps=1500,  # optimiser steps
+        data=dataclasses.replace(cfg.data, caption_dropout=0.0),  # every image keeps its caption (a contrastive pair)
+        train=dataclasses.replace(
+            cfg.train,
             batch_size=64,  # image-caption pairs per step (the contrastive loss compares all of them)
             lr=5e-4,  # AdamW learning rate after warmup, constant
-            warmup_steps=100,  # linear learning-rate warmup
             weight_decay=0.1,  # decoupled weight decay on matrices and kernels
             ema_rate=0.99,  # decay of the parameter average that guides sampling and is exported
-            log_every=50,  # steps between metric lines
-            checkpoint_every=250,  # steps between checkpoints
             keep_last=2,  # newest checkpoints kept
             sample_every=-1,  # CLIP draws no preview grids
         ),
-        mesh=MeshConfig(data=-1, fsdp=1, tensor=1),  # data parallelism over the local devices
+        sample=SampleConfig(),  # unused: no preview grids
     )
