@@ -20,6 +20,7 @@ from typing import List, Optional
 
 from glide_jax.errors import run_command
 from glide_jax.train.experiment import apply_overrides, load_config_file
+from glide_jax.train.tasks import task_named
 
 
 def build_parser(task: Optional[str], description: str) -> argparse.ArgumentParser:
@@ -62,9 +63,7 @@ def _train(task: Optional[str], args) -> int:
     if task is not None and cfg.task != task:
         raise ValueError(f"{args.config} configures task {cfg.task!r}; use experiments.train "
                          f"(or experiments.train_{cfg.task})")
-    if cfg.task == "inpaint" and not cfg.train.init_from:
-        raise ValueError("inpainting fine-tunes a trained model: set train.init_from (a training workdir, a model "
-                         "directory, a released name such as 'base', or a .pt/.npz file)")
+    task_named(cfg.task).check_start(cfg)  # e.g. inpainting refuses to start without train.init_from
     from glide_jax.train.loop import train
 
     summary = train(cfg, args.workdir)

@@ -45,8 +45,9 @@ class Task:
     def check_start(self, cfg) -> None:
         """Refuse to start a run that this task cannot start (called before training)."""
         if self.needs_init_from and not cfg.train.init_from:
-            raise ValueError(f"task {self.name!r} fine-tunes a trained model: set train.init_from (a training "
-                             "workdir, a model directory, a released name such as 'base', or a .pt/.npz file)")
+            raise ValueError(f"{self.description or 'task ' + repr(self.name)} fine-tunes a trained model: set "
+                             "train.init_from (a training workdir, a model directory, a released name such as 'base', "
+                             "or a .pt/.npz file)")
 
 
 _TASKS: Dict[str, Task] = {}
@@ -74,5 +75,5 @@ def registered_tasks() -> List[Task]:
 register_task(Task("base", "unet", ("base",), description="the text-to-image base model"))
 register_task(Task("upsample", "unet", ("upsample",), description="the text-conditional upsampler"))
 register_task(Task("inpaint", "unet", ("inpaint", "upsample-inpaint"), start=warm_start.inpaint_params,
-                   needs_init_from=True, description="an inpainting model, fine-tuned from a trained one"))
+                   needs_init_from=True, description="inpainting"))
 register_task(Task("clip", "clip", description="the noise-aware CLIP of CLIP guidance"))
