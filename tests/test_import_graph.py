@@ -175,3 +175,65 @@ def test_every_module_imports_on_its_own():
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
     assert out.stdout.strip().splitlines()[-1] == f"imported {len(modules)}/{len(modules)}"
+
+
+# ----------------------------------------------------------------------------- deferred imports and layers
+
+
+def deferred_imports() -> List[tuple]:
+    """``(module, line, imported module, reason)`` of every import inside a function or class body.
+
+    The reason is the comment on the import's line or on the line just above it; "" when there is none.
+    """
+    out = []
+    for name, path in module_files().items():
+        source = path.read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source, str(path))
+        top = {id(node) for node in _module_level_imports(tree)}
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                target = node.module or ""
+                if node.level:
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    target = ".".join(package[: len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                target = node.names[0].name
+            here, above = lines[node.lineno - 1], lines[node.lineno - 2] if node.lineno > 1 else ""
+            reason = here.split("#", 1)[1].strip() if "#" in here else (
+                above.strip()[1:].strip() if above.strip().startswith("#") else "")
+            out.append((name, node.lineno, target, reason))
+    return out
+
+
+MAX_DEFERRED_IMPORTS = 25
+
+
+def test_deferred_imports_are_few_and_each_says_why():
+    deferred = deferred_imports()
+    unexplained = [f"{m}:{line} imports {t}" for m, line, t, why in deferred if not why]
+    assert not unexplained, "imports inside functions need a one-line reason comment: " + "; ".join(unexplained)
+    assert len(deferred) < MAX_DEFERRED_IMPORTS, [f"{m}:{line} {t}" for m, line, t, _ in deferred]
+
+
+# package -> packages it must never import, not even inside a function
+FORBIDDEN = {
+    "glide_jax.hub": ("glide_jax.sampling", "glide_jax.demo", "glide_jax.cli"),
+    "glide_jax.models": ("glide_jax.diffusion", "glide_jax.train", "glide_jax.sampling", "glide_jax.hub",
+                         "glide_jax.families", "glide_jax.evaluation"),
+    "glide_jax.diffusion": ("glide_jax.models", "glide_jax.train", "glide_jax.sampling", "glide_jax.hub",
+                            "glide_jax.families"),
+    "glide_jax.train": ("glide_jax.sampling.pipeline", "glide_jax.sampling.loading", "glide_jax.demo",
+                        "glide_jax.cli"),
+    "glide_jax.sampling": ("glide_jax.train", "glide_jax.demo", "glide_jax.cli"),
+}
+
+
+def test_layers_point_one_way_including_deferred_imports():
+    edges = [(m, t) for m, targets in import_graph().items() for t in targets]
+    edges += [(m, t) for m, _, t, _ in deferred_imports()]
+    wrong = sorted({f"{m} -> {t}" for m, t in edges for package, banned in FORBIDDEN.items()
+                    if (m == package or m.startswith(package + ".")) and t.startswith(banned)})
+    assert not wrong, "imports against the layering: " + "; ".join(wrong)

@@ -13,7 +13,7 @@ from glide_jax.models import layers
 from glide_jax.families.registry import abstract_params
 from glide_jax.models.unet import GlideUNet
 from glide_jax.sampling.loaded_model import LoadedModel
-from glide_jax.sampling.networks import unet_model_fn
+from glide_jax.families.unet import unet_model_fn
 
 # (T, S, heads, head width) at batch 2; the U-Net's keys are its T tokens plus the caption's.
 ATTENTION_SHAPES = {

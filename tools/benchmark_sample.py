@@ -107,7 +107,7 @@ def bench_model(preset: str, batch: int, loop_steps: int, reps: int = 3) -> dict
     from glide_jax.diffusion import guidance as G
     from glide_jax.diffusion.samplers import sample_loop
     from glide_jax.diffusion.schedule import make_schedule
-    from glide_jax.sampling.networks import unet_apply, unet_model_fn
+    from glide_jax.families.unet import unet_apply, unet_model_fn
 
     cfg, params = random_model(preset)
     u = cfg.unet
@@ -238,7 +238,7 @@ def bench_base_step(reps: int, dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
 
-    from glide_jax.sampling.networks import unet_apply, unet_model_fn
+    from glide_jax.families.unet import unet_apply, unet_model_fn
 
     cfg, params = random_model("base")
     unet = dataclasses.replace(cfg.unet, dtype=dtype)

@@ -36,7 +36,7 @@ def base_forwards(timesteps: Sequence[int] = TIMESTEPS, reps: int = 3) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from glide_jax.sampling.networks import unet_apply, unet_model_fn
+    from glide_jax.families.unet import unet_apply, unet_model_fn
     from tools.benchmark_sample import random_model
 
     config, params = random_model("base")

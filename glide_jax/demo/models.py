@@ -49,7 +49,7 @@ def load_models(model: str = "embedded", upsampler: Optional[str] = None, clip: 
     loaded = {}  # the embedded set's two roles share one upsampler: it is read once
     options = dict(upsampler=upsampler, clip=clip, dtype=dtype, loaded=loaded)
     generate = pipeline_for(model, **options)
-    if model not in MODEL_SETS and generate.base.config.unet.inpaint:
+    if model not in MODEL_SETS and generate.base.is_inpaint:
         raise ValueError(f"--model {model} is an inpainting model; serve it with a model set "
                          "(--model embedded or openai) so Generate and Edit have a text-to-image model")
     inpaint = pipeline_for(model, inpaint=True, **options) if model in MODEL_SETS else None

@@ -14,13 +14,13 @@ from glide_jax.demo.models import DemoModels
 
 def warm_up(models: DemoModels) -> Dict[str, float]:
     """Run each tab's default request once (compiling its loops); seconds per tab, also kept on ``models``."""
-    size = models.generate.base.config.unet.image_size
+    size = models.generate.base.image_size
     sketch = np.full((size, size, 3), 200, np.uint8)
     sketch[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = (220, 30, 30)
     requests = {"generate": lambda: handlers.generate(models, handlers.GenerateForm(prompt="a red circle")),
                 "edit": lambda: handlers.edit(models, handlers.EditForm(prompt="a red square", image=sketch))}
     if models.inpaint is not None:
-        size = models.inpaint.base.config.unet.image_size
+        size = models.inpaint.base.image_size
         mask = np.ones((size, size), bool)
         mask[: size // 2] = False
         requests["inpaint"] = lambda: handlers.inpaint(

@@ -1,17 +1,25 @@
-"""GLIDE's noise-aware CLIP (``ClipConfig``): the image tower sees noised images, the guide of CLIP guidance."""
+"""GLIDE's noise-aware CLIP (``ClipConfig``): the image tower sees noised images, the guide of CLIP guidance.
+
+:func:`clip_grad_fn` is the guide as the samplers take it: a ``Partial`` whose
+leaves are the parameters and the captions' embeddings (computed once), so new
+captions reuse the compiled sampling loop.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+import functools
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 import numpy as np
 
 from glide_jax.config import ClipConfig
 from glide_jax.families.registry import Inputs, ModelFamily, register_family
 from glide_jax.hub.convert_clip import convert_clip
-from glide_jax.models.clip import ClipModel
+from glide_jax.models.clip import ClipModel, clip_guidance_grad, text_embeddings
 from glide_jax.train.step import make_clip_step
 
 
@@ -21,6 +29,30 @@ def caption_lengths(extra) -> np.ndarray:
     extra = np.asarray(extra)
     lens = extra.sum(axis=1) if extra.dtype == bool else extra
     return np.maximum(lens.astype(np.int32), 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_grad(config: ClipConfig):
+    model = ClipModel(config)
+
+    def grad(params, text_emb, x, t):
+        return clip_guidance_grad(model, params, x, t, text_emb, 1.0)
+
+    return grad
+
+
+@functools.lru_cache(maxsize=None)
+def clip_text_embedder(config: ClipConfig):
+    model = ClipModel(config)
+    return jax.jit(lambda params, tokens, lens: text_embeddings(model, params, tokens, lens))
+
+
+def clip_grad_fn(config: ClipConfig, params: Any, tokens, lens, image_size: Optional[int] = None) -> Partial:
+    """``clip_grad(x, t) -> d/dx exp(logit_scale) <z_text, z_image>`` for the given captions."""
+    if image_size is not None and image_size != config.image_size:
+        raise ValueError(f"CLIP guidance needs {config.image_size}px samples; the model samples {image_size}px")
+    text_emb = clip_text_embedder(config)(params, tokens, lens)
+    return Partial(_clip_grad(config), params, text_emb)
 
 
 class NoisyClipFamily(ModelFamily):

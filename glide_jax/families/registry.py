@@ -77,6 +77,31 @@ class ModelFamily:
         """The text inputs of ``prompts``, one array per entry of ``text_keys``."""
         raise NotImplementedError
 
+    # -- sampling (families whose ``samples_images``) --------------------------------------------------------
+    def diffusion_config(self, config):
+        """The ``DiffusionConfig`` (noise schedule and steps) the network was trained on."""
+        raise NotImplementedError
+
+    def channels(self, config) -> int:
+        """Channels of the images the network denoises."""
+        return 3
+
+    def is_super_res(self, config) -> bool:
+        """Whether the network is conditioned on a low-resolution image (``low_res``): an upsampler."""
+        return False
+
+    def low_res_size(self, config) -> Optional[int]:
+        return None
+
+    def is_inpaint(self, config) -> bool:
+        """Whether the network reads the known image and its mask (``inpaint_image``, ``inpaint_mask``)."""
+        return False
+
+    def model_fn(self, config, params, tokens, mask, **cond):
+        """The sampler-facing ``model_fn(x, t) -> [B, H, W, 2C]`` (eps and variance channels) as a
+        ``jax.tree_util.Partial``, its text encoded once; ``cond`` holds the conditioning it reads."""
+        raise NotImplementedError
+
     # -- checkpoints -------------------------------------------------------------------------------------------
     def convert_torch(self, config, states) -> Any:
         """``{"params": ...}`` from ``{role: state dict}`` (the roles of ``checkpoint_roles``)."""

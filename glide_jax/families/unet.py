@@ -1,19 +1,57 @@
-"""GLIDE's text-conditional diffusion U-Nets (``ModelConfig``): base, upsampler and their inpainting variants."""
+"""GLIDE's text-conditional diffusion U-Nets (``ModelConfig``): base, upsampler and their inpainting variants.
+
+The sampler-facing network (:func:`unet_model_fn`) is a ``jax.tree_util.Partial``:
+parameters, encoded text and conditioning images are its leaves and the static
+part is a function cached per config, so a second call with other prompts,
+seeds or images reuses the compiled sampling loop. The caption is encoded once
+per sample (not once per step) and handed to the U-Net as ``text_emb``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 import numpy as np
 
-from glide_jax.config import ModelConfig
+from glide_jax.config import DiffusionConfig, ModelConfig, UNetConfig
 from glide_jax.families.registry import Inputs, ModelFamily, register_family
 from glide_jax.hub.convert_unet import unet_from_torch
 from glide_jax.models.unet import GlideUNet
 from glide_jax.train.step import make_diffusion_step
+
+
+@functools.lru_cache(maxsize=None)
+def unet_apply(config: UNetConfig):
+    """``f(params, text_emb, cond, x, t) -> [B, H, W, 6]`` for one config (a stable object per config)."""
+    model = GlideUNet(config)
+
+    def apply(params, text_emb, cond, x, t):
+        return model.apply(params, x, t, text_emb=text_emb, **cond)
+
+    return apply
+
+
+@functools.lru_cache(maxsize=None)
+def text_encoder(config: UNetConfig):
+    """Jitted ``f(params, tokens, mask) -> text_emb`` for one config."""
+    model = GlideUNet(config)
+    return jax.jit(lambda params, tokens, mask: model.apply(params, tokens, mask, method=GlideUNet.encode_text))
+
+
+def unet_model_fn(config: UNetConfig, params: Any, tokens=None, mask=None, **cond) -> Partial:
+    """The sampler-facing ``model_fn(x, t)`` of a GLIDE U-Net with its text encoded once.
+
+    ``cond`` holds ``low_res``, ``inpaint_image``, ``inpaint_mask`` as the model needs them.
+    """
+    text_emb = text_encoder(config)(params, tokens, mask) if config.text.width else None
+    cond = {k: jnp.asarray(v, jnp.float32) for k, v in cond.items() if v is not None}
+    return Partial(unet_apply(config), params, text_emb, cond)
 
 
 class DiffusionUNetFamily(ModelFamily):
@@ -62,6 +100,24 @@ class DiffusionUNetFamily(ModelFamily):
         """``(tokens [B, ctx] int32, mask [B, ctx] bool)`` for the U-Net's text transformer."""
         tokens, mask = tokenizer.encode_batch(list(prompts), config.unet.text.text_ctx)
         return np.asarray(tokens, np.int32), np.asarray(mask, bool)
+
+    def diffusion_config(self, config: ModelConfig) -> DiffusionConfig:
+        return config.diffusion
+
+    def channels(self, config: ModelConfig) -> int:
+        return config.unet.in_channels
+
+    def is_super_res(self, config: ModelConfig) -> bool:
+        return config.unet.super_res
+
+    def low_res_size(self, config: ModelConfig) -> Optional[int]:
+        return config.low_res_size
+
+    def is_inpaint(self, config: ModelConfig) -> bool:
+        return config.unet.inpaint
+
+    def model_fn(self, config: ModelConfig, params, tokens, mask, **cond) -> Partial:
+        return unet_model_fn(config.unet, params, tokens, mask, **cond)
 
     def convert_torch(self, config: ModelConfig, states) -> Any:
         return unet_from_torch(states["model"], config.unet)

@@ -47,7 +47,8 @@ from glide_jax.diffusion.samplers import ddim_sample, p_sample, sample_trajector
 from glide_jax.parity.fixtures import Errors, compare, compare_conditioned, compare_exact, nhwc, prefixed
 from glide_jax.parity.networks import clip_fixture, fixture_file, unet_fixture
 from glide_jax.parity.schedules import diffusion_steps, respacing_error, schedule_for_map, schedule_name
-from glide_jax.sampling.networks import clip_grad_fn, unet_model_fn
+from glide_jax.families.unet import unet_model_fn
+from glide_jax.families.noisy_clip import clip_grad_fn
 
 # Which settings section describes each loop of the public format, and its sampler subsection.
 _LOOP_SECTIONS = {

@@ -46,6 +46,18 @@ class LoadedModel:
         return family_of(self.config)
 
     @property
+    def image_size(self) -> int:
+        return self.family.image_size(self.config)
+
+    @property
+    def is_super_res(self) -> bool:
+        return self.family.is_super_res(self.config)
+
+    @property
+    def is_inpaint(self) -> bool:
+        return self.family.is_inpaint(self.config)
+
+    @property
     def dtype(self) -> str:
         """The compute dtype of the network (its parameters are float32 whatever it is)."""
         return self.family.compute_dtype(self.config)

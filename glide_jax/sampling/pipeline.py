@@ -69,9 +69,11 @@ def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(list(indices), jnp.uint32))
 
 
-def _check_family(model: Optional[LoadedModel], role: str, family: str) -> None:
-    if model is not None and model.family.name != family:
-        raise ValueError(f"the {role} must be a {family} model, got a {model.family.name} model"
+def _check_family(model: Optional[LoadedModel], role: str, draws: bool) -> None:
+    """A base or upsampler must be of a family that draws images; a CLIP one that does not."""
+    if model is not None and model.family.samples_images != draws:
+        what = "a model that draws images (a diffusion model)" if draws else "a CLIP model"
+        raise ValueError(f"the {role} must be {what}, got a {model.family.name} model"
                          + (f" ({model.source})" if model.source else ""))
 
 
@@ -104,12 +106,12 @@ class Pipeline:
 
     def __init__(self, base: LoadedModel, upsampler: Optional[LoadedModel] = None, clip: Optional[LoadedModel] = None,
                  prompt_rewriter: Optional[PromptRewriter] = None):
-        _check_family(base, "base model", "unet")
-        _check_family(upsampler, "upsampler", "unet")
-        _check_family(clip, "CLIP model", "clip")
-        if base.config.unet.super_res:
+        _check_family(base, "base model", True)
+        _check_family(upsampler, "upsampler", True)
+        _check_family(clip, "CLIP model", False)
+        if base.is_super_res:
             raise ValueError("the base model must not be a super-resolution model")
-        if upsampler is not None and not upsampler.config.unet.super_res:
+        if upsampler is not None and not upsampler.is_super_res:
             raise ValueError("the upsampler must be a super-resolution model")
         if prompt_rewriter is not None and not callable(prompt_rewriter):
             raise ValueError(f"prompt_rewriter must be a callable str -> str, got {type(prompt_rewriter).__name__}")
@@ -132,7 +134,7 @@ class Pipeline:
                              "a guidance_scale other than 1")
         guidance_interval = guided_part(request.guidance_interval, base)
         warn_about_prompts(prompts, self.base)
-        size = self.base.config.unet.image_size
+        size = self.base.image_size
         init, strength = None, request.strength
         if request.init_image is not None:
             init = _image_at(images.read_image(request.init_image, "init_image"), size)
@@ -171,23 +173,23 @@ class Pipeline:
     def _inpaint_images(self, inpaint_image, inpaint_mask, upsampling: bool):
         """The known image and mask at the base size and, when upsampling, at the upsampler's size."""
         if inpaint_image is None:
-            if self.base.config.unet.inpaint:
+            if self.base.is_inpaint:
                 raise ValueError("this is an inpainting model: give inpaint_image and inpaint_mask")
-            if upsampling and self.upsampler.config.unet.inpaint:
+            if upsampling and self.upsampler.is_inpaint:
                 raise ValueError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
             return None, None
         image = images.read_image(inpaint_image, "inpaint_image")
         mask = images.read_mask(inpaint_mask, image.shape[:2])
-        if not self.base.config.unet.inpaint:
+        if not self.base.is_inpaint:
             raise ValueError("the base model is not an inpainting model; load base-inpaint for inpainting")
         if mask.min() > 0:
             raise ValueError("the inpainting mask keeps every pixel (all white): there is nothing to fill in; "
                              "paint the region to replace black")
-        size = self.base.config.unet.image_size
+        size = self.base.image_size
         low = (_image_at(image, size), _mask_at(mask, size))
         if not upsampling:
             return low, None
-        high = self.upsampler.config.unet.image_size
+        high = self.upsampler.image_size
         return low, (_image_at(image, high), _mask_at(mask, high))
 
     # ------------------------------------------------------------------ public
@@ -268,13 +270,13 @@ class Pipeline:
         prompts, key = list(request.prompts), request.key()
         if self.upsampler is None:
             raise ValueError("no upsampler is loaded")
-        if self.upsampler.config.unet.inpaint:
+        if self.upsampler.is_inpaint:
             raise ValueError("the upsampler is an inpainting model: it needs an image and mask to inpaint; "
                              "use generate(inpaint_image=..., inpaint_mask=...)")
         options = resolve_stage(options, self.upsampler, UPSAMPLE_DEFAULT)
         options.validate("upsample")
         warn_about_prompts(prompts, self.upsampler)
-        low = self.upsampler.config.low_res_size or self.base.config.unet.image_size
+        low = self.upsampler.family.low_res_size(self.upsampler.config) or self.base.image_size
         x = _image_at(images.read_image(image, "image"), low)
         bar = ProgressBar.get() if progress else None
         keys = stage_keys(image_keys(key, range(len(prompts))), 1)

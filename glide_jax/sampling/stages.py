@@ -32,7 +32,7 @@ from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
-from glide_jax.sampling.networks import clip_grad_fn, unet_model_fn
+from glide_jax.families.noisy_clip import clip_grad_fn
 from glide_jax.sampling.options import StageOptions
 
 ImageAndMask = Tuple[np.ndarray, np.ndarray]  # [B, S, S, 3] in [-1, 1] and [B, S, S, 1] of 0/1 (1 = keep)
@@ -116,7 +116,8 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
     ``negatives`` are the unconditional captions of classifier-free guidance, one
     per prompt (default: empty captions).
     """
-    unet = model.config.unet
+    family, config = model.family, model.config
+    size = family.image_size(config)
     opts = conditioning.options
     n = len(prompts)
     cfg_guided = conditioning.classifier_free
@@ -134,21 +135,21 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
     if conditioning.dynamic_threshold is not None:
         denoised_fn = guidance.chain_denoised(guidance.dynamic_threshold_fn(conditioning.dynamic_threshold),
                                               denoised_fn)
-    model_fn = unet_model_fn(unet, model.params, tokens, mask, **extra)
+    model_fn = family.model_fn(config, model.params, tokens, mask, **extra)
     if cfg_guided and conditioning.guidance_interval is not None:
         half = {k: v[:n] for k, v in extra.items()}
-        cond_fn_only = unet_model_fn(unet, model.params, tokens[:n], mask[:n], **half)
-        low, high = guided_timesteps(conditioning.guidance_interval, model.config.diffusion.steps)
+        cond_fn_only = family.model_fn(config, model.params, tokens[:n], mask[:n], **half)
+        low, high = guided_timesteps(conditioning.guidance_interval, family.diffusion_config(config).steps)
         model_fn = guidance.interval_guidance(model_fn, cond_fn_only, conditioning.guidance_scale, low, high)
     elif cfg_guided:
         model_fn = guidance.classifier_free_guidance(model_fn, conditioning.guidance_scale)
     cond_fn = None
     if conditioning.clip_guidance_scale is not None:
         clip_tokens, clip_lengths = clip.tokens(prompts)
-        grad = clip_grad_fn(clip.config, clip.params, clip_tokens, clip_lengths, unet.image_size)
+        grad = clip_grad_fn(clip.config, clip.params, clip_tokens, clip_lengths, size)
         cond_fn = guidance.clip_guidance(grad, conditioning.clip_guidance_scale)
-    schedule = make_schedule(model.config.diffusion, respacing=opts.respacing)
-    row_shape = (unet.image_size, unet.image_size, 3)
+    schedule = make_schedule(family.diffusion_config(config), respacing=opts.respacing)
+    row_shape = (size, size, family.channels(config))
     start_keys, step_keys, edit_keys = _row_keys(keys, copies)
     start = None
     if conditioning.init is not None:
@@ -165,7 +166,8 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
 def sample_upsample(model: LoadedModel, prompts: Sequence[str], low_res, keys: jax.Array,
                     conditioning: UpsampleConditioning, *, progress=None) -> jax.Array:
     """Super-resolved samples ``[B, S, S, 3]`` in [-1, 1] of ``low_res`` (one per prompt, row i from ``keys[i]``)."""
-    unet = model.config.unet
+    family, config = model.family, model.config
+    size = family.image_size(config)
     opts = conditioning.options
     tokens, mask = model.tokens(prompts)
     low_res = np.asarray(images.to_model(images.to_uint8(low_res)))  # quantise to 8 bits like the reference
@@ -173,12 +175,12 @@ def sample_upsample(model: LoadedModel, prompts: Sequence[str], low_res, keys: j
     if conditioning.inpaint is not None:
         # The known pixels are pasted into every x0 prediction with any upsampler; an inpainting
         # upsampler also sees them (and the mask) as input channels.
-        if unet.inpaint:
+        if family.is_inpaint(config):
             extra.update(inpaint_image=conditioning.inpaint[0], inpaint_mask=conditioning.inpaint[1])
         denoised_fn = guidance.inpaint_denoised_fn(*conditioning.inpaint)
-    model_fn = unet_model_fn(unet, model.params, tokens, mask, **extra)
-    schedule = make_schedule(model.config.diffusion, respacing=opts.respacing)
-    row_shape = (unet.image_size, unet.image_size, 3)
+    model_fn = family.model_fn(config, model.params, tokens, mask, **extra)
+    schedule = make_schedule(family.diffusion_config(config), respacing=opts.respacing)
+    row_shape = (size, size, family.channels(config))
     start_keys, step_keys, edit_keys = _row_keys(keys, 1)
     start = None
     if opts.start < 1.0:

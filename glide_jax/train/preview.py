@@ -25,7 +25,7 @@ from glide_jax.diffusion.guidance import classifier_free_guidance, inpaint_denoi
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
 from glide_jax.sampling.images import make_grid, to_uint8
-from glide_jax.sampling.networks import unet_model_fn
+from glide_jax.families.unet import unet_model_fn
 from glide_jax.train import inputs as data_lib
 from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.sharding import wait_for_all_processes

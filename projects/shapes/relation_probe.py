@@ -92,7 +92,7 @@ def model_mean_x0(model, captions: Sequence[str], t: int, n: int = 16, seed: int
     to ``t`` with the same ``n`` noise draws for every caption (``model``: a loaded base model)."""
     from glide_jax.diffusion import gaussian
     from glide_jax.diffusion.schedule import make_schedule
-    from glide_jax.sampling.networks import unet_model_fn
+    from glide_jax.families.unet import unet_model_fn
 
     cfg = model.config
     if cfg.unet.super_res or cfg.unet.inpaint:
@@ -147,7 +147,7 @@ def text_sensitivity(model, captions: Sequence[str] = DEFAULT_CAPTIONS) -> Dict[
     """Mean relative change of the pooled text embedding (``xf_proj``, which drives every residual
     block) for a mirrored relation, swapped noun phrases and a new colour word: ``{"relation",
     "order", "colour"}``, each ``|e(c') - e(c)| / |e(c)|`` averaged over ``captions``."""
-    from glide_jax.sampling.networks import text_encoder
+    from glide_jax.families.unet import text_encoder
 
     k = len(captions)
     variants = list(captions) + [mirrored(c) for c in captions] + [swapped(c) for c in captions] + \
