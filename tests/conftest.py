@@ -1,7 +1,8 @@
 """Shared test setup: where the reference fixtures live, and how their absence is handled.
 
 The fixtures produced from OpenAI's PyTorch code are read from
-``$GLIDE_FIXTURES`` (default ``../shared/fixtures/glide`` beside the repository).
+``$GLIDE_FIXTURES`` (default ``../shared/fixtures/glide`` beside the repository),
+the FID ones (pytorch-fid) from ``$GLIDE_FID_FIXTURES`` (default ``../shared/fixtures/fid``).
 In a user's clone they may be missing: those tests then skip and say how to get
 them. Under CI (``CI`` set) a missing fixture is a failure, never a skip.
 """
@@ -13,19 +14,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("GLIDE_FIXTURES", REPO.parent / "shared" / "fixtures" / "glide"))
+# pytorch-fid's Inception on random weights, its features and distances (fid.npz, fid.json, pt_inception-*.pth)
+FID_FIXTURES = Path(os.environ.get("GLIDE_FID_FIXTURES", REPO.parent / "shared" / "fixtures" / "fid"))
 
 
-def require_fixture(relative: str) -> Path:
-    path = FIXTURES / relative
+def _require(path: Path, hint: str) -> Path:
     if not path.exists():
-        msg = (
-            f"reference fixture {path} is missing; set GLIDE_FIXTURES to the folder holding "
-            "the glide fixtures (models/, clip/, diffusion/, tokenizer/, manifests/)"
-        )
+        msg = f"reference fixture {path} is missing; {hint}"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def require_fixture(relative: str) -> Path:
+    return _require(FIXTURES / relative, "set GLIDE_FIXTURES to the folder holding the glide fixtures "
+                                         "(models/, clip/, diffusion/, tokenizer/, manifests/)")
+
+
+def require_fid_fixture(relative: str) -> Path:
+    return _require(FID_FIXTURES / relative, "set GLIDE_FID_FIXTURES to the folder holding fid.npz, fid.json and "
+                                             "pt_inception-random.pth")
 
 
 @pytest.fixture

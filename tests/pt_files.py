@@ -134,7 +134,8 @@ class PtFile:
     def legacy_bytes(self, *, magic=None, version=LEGACY_PROTOCOL_VERSION, sys_info=None, keys=None,
                      counts: Optional[Dict[str, object]] = None) -> bytes:
         """The file ``torch.save(..., _use_new_zipfile_serialization=False)`` writes; ``keys`` (the storage-key
-        list, default: the storages used, sorted) and ``counts`` (the recorded element counts, default: true) may lie."""
+        list, default: the storages used, sorted) and ``counts`` (the recorded element counts, default: true)
+        may lie."""
         if keys is None:  # torch lists the storages the pickle referred to, sorted as strings
             keys = sorted({tensor.key for tensor in self.tensors} & set(self.storages))
         counts = counts or {}

@@ -131,7 +131,7 @@ class _LegacyUnpickler(StateDictUnpickler):
 
 
 class _Pickles(NamedTuple):
-    """The file's first bytes and the pickles found in them, in order; ``failure`` says why there are fewer than five."""
+    """The file's first bytes and the pickles found in them, in order; ``failure``: why fewer than five."""
 
     head: bytes
     spans: List[Tuple[int, int]]

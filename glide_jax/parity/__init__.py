@@ -9,6 +9,7 @@ public surface. One idea per module, each importing only those listed before it:
 * ``models``    - parity of a U-Net or CLIP fixture;
 * ``diffusion`` - parity of schedules, single steps and losses (stub model);
 * ``loops``     - parity of whole sampling loops and a CLIP-guided step;
+* ``fid``       - parity of the FID Inception features and the Fréchet distance;
 * ``check``     - the kind of a fixture and ``check_fixture(path) -> errors``.
 """
 

@@ -2,7 +2,8 @@
 
 The kind comes from the fixture's json: ``create_model_kwargs`` marks a U-Net
 fixture, ``config_yaml`` a CLIP fixture, and diffusion settings a diffusion
-fixture (whose loops also read the model fixtures beside its folder).
+fixture (whose loops also read the model fixtures beside its folder); a
+``pytorch_fid`` version marks a FID fixture (``glide_jax.parity.fid``).
 Diffusion results are memoised per content (json, arrays and the model
 fixtures the loops read), so a test run that checks the same fixture
 from several tests computes it once.
@@ -18,16 +19,19 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 
 from glide_jax.parity.diffusion import check_diffusion_maths
+from glide_jax.parity.fid import check_fid, is_fid_fixture
 from glide_jax.parity.fixtures import Errors, load_fixture
 from glide_jax.parity.loops import check_clip_guided_step, check_loops
 from glide_jax.parity.models import check_clip, check_unet
 
-FIXTURE_KINDS = ("model", "clip", "diffusion")
+FIXTURE_KINDS = ("model", "clip", "diffusion", "fid")
 _DIFFUSION_RESULTS: Dict[str, Errors] = {}
 
 
 def fixture_kind(meta: Mapping) -> str:
-    """``"model"``, ``"clip"`` or ``"diffusion"``, from what the fixture's json describes."""
+    """``"model"``, ``"clip"``, ``"diffusion"`` or ``"fid"``, from what the fixture's json describes."""
+    if is_fid_fixture(meta):
+        return "fid"
     if "create_model_kwargs" in meta:
         return "model"
     if "config_yaml" in meta:
@@ -35,7 +39,7 @@ def fixture_kind(meta: Mapping) -> str:
     if "losses_reference" in meta or "respace" in json.dumps(meta.get("array_groups", {})):
         return "diffusion"
     raise ValueError("unrecognised fixture: its json has neither create_model_kwargs nor config_yaml "
-                     "nor diffusion settings")
+                     "nor diffusion settings nor a pytorch_fid version")
 
 
 def _content_key(meta: Mapping, arrays: Mapping[str, np.ndarray], root: Optional[Path]) -> str:
@@ -80,4 +84,6 @@ def check_fixture(npz_path) -> Errors:
         return check_unet(meta, arrays)
     if kind == "clip":
         return check_clip(meta, arrays)
+    if kind == "fid":
+        return check_fid(meta, arrays, Path(npz_path))
     return check_diffusion(meta, arrays, Path(npz_path))
