@@ -1,12 +1,13 @@
 """FID as pytorch-fid computes it: Inception features, resizes, statistics, the Fréchet distance, .npz files.
 
 The reference is the FID fixture (pytorch-fid 0.3.0 on random Inception
-weights, ``GLIDE_FID_FIXTURES``). Its full check (three image groups through the
-299x299 network, a 2048-d distance) runs once per session through
-``glide_jax.parity.check_fixture``, memoised, and the tests below read its rows;
-the network compiles once (batch 8) and the legacy-weights test reuses that
-compilation. On this 2-core machine the module takes about a minute, most of
-it the 2048-d eigendecompositions and 36 Inception forwards.
+weights, ``GLIDE_FID_FIXTURES``). The default run checks the features of three
+of its images from a legacy-format copy of the weights (compile and forward:
+about 10 s here) and everything else on small inputs. The fixture's full check
+(three image groups through the 299x299 network and two 2048-d distances,
+``-m slow``: 70-85 s on this loaded 2-core machine, most of it the 2048-d
+eigendecompositions) runs once through ``glide_jax.parity.check_fixture``,
+memoised, and the slow tests read its rows.
 """
 
 import re
@@ -40,18 +41,21 @@ def fid_arrays():
         return {name: archive[name] for name in archive.files}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["64", "256", "odd"])
 def test_features_match_pytorch_fid(fid_rows, group):
     max_abs, _ = fid_rows[f"features/{group}"]
     assert max_abs < 1e-4  # measured 5e-5 .. 8e-5: torch's own float32 error against float64 is 4.9e-5
 
 
+@pytest.mark.slow
 def test_frechet_distance_matches_pytorch_fid(fid_rows):
     assert fid_rows["frechet/stats:rel"][1] < 1e-6  # against scipy's sqrtm; measured 1.4e-15
     assert fid_rows["frechet/stats_eigh:rel"][1] < 1e-12
     assert fid_rows["frechet/images:info"][1] < 1e-4  # rank-deficient statistics amplify the features' noise
 
 
+@pytest.mark.slow
 def test_parity_tool_on_the_fid_fixture(fid_rows, capsys):
     path = require_fid_fixture("fid.npz")
     assert parity.main([str(path)]) == 0
@@ -72,11 +76,11 @@ def _legacy_copy(state, path):
     return path
 
 
-def test_weights_in_the_legacy_format_give_the_same_features(fid_rows, fid_arrays, tmp_path):
+def test_weights_in_the_legacy_format_give_the_same_features(fid_arrays, tmp_path):
     weights = require_fid_fixture("pt_inception-random.pth")
     legacy = _legacy_copy(load_state_dict(weights), tmp_path / "pt_inception-legacy.pth")
     variables = load_inception(legacy)
-    # three images in a batch of 8: padded, and the network compiled for the fixture check is reused
+    # three images in a batch of 8: padded (the fixture check's batch size, so a slow run compiles once)
     features = inception_features(variables, fid_arrays["images_odd"][:3], batch_size=8)
     assert features.shape == (3, 2048) and features.dtype == np.float32
     assert np.abs(features - fid_arrays["feats_odd"][:3]).max() < 1e-4
