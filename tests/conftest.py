@@ -1,7 +1,9 @@
 """Shared test setup: where the reference fixtures live, and how their absence is handled.
 
 The fixtures produced from OpenAI's PyTorch code are read from
-``$GLIDE_FIXTURES`` (default ``../shared/fixtures/glide`` beside the repository).
+``$GLIDE_FIXTURES`` (default ``../shared/fixtures/glide`` beside the repository),
+the FID ones (pytorch-fid) from ``$GLIDE_FID_FIXTURES`` (default ``../shared/fixtures/fid``) and the
+CLIP-score ones from ``$GLIDE_CLIPSCORE_FIXTURES`` (default ``../shared/fixtures/clipscore``).
 In a user's clone they may be missing: those tests then skip and say how to get
 them. Under CI (``CI`` set) a missing fixture is a failure, never a skip.
 """
@@ -16,30 +18,32 @@ FIXTURES = Path(os.environ.get("GLIDE_FIXTURES", REPO.parent / "shared" / "fixtu
 # torchmetrics' CLIPScore over a small Hugging Face CLIP (clipscore.npz/.json and the checkpoint clip_model/).
 CLIPSCORE_FIXTURES = Path(os.environ.get("GLIDE_CLIPSCORE_FIXTURES",
                                          REPO.parent / "shared" / "fixtures" / "clipscore"))
+# pytorch-fid's Inception on random weights, its features and distances (fid.npz, fid.json, pt_inception-*.pth)
+FID_FIXTURES = Path(os.environ.get("GLIDE_FID_FIXTURES", REPO.parent / "shared" / "fixtures" / "fid"))
 
 
-def _missing(msg: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+def _require(path: Path, hint: str) -> Path:
+    if not path.exists():
+        msg = f"reference fixture {path} is missing; {hint}"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
 
 
 def require_fixture(relative: str) -> Path:
-    path = FIXTURES / relative
-    if not path.exists():
-        _missing(
-            f"reference fixture {path} is missing; set GLIDE_FIXTURES to the folder holding "
-            "the glide fixtures (models/, clip/, diffusion/, tokenizer/, manifests/)"
-        )
-    return path
+    return _require(FIXTURES / relative, "set GLIDE_FIXTURES to the folder holding the glide fixtures "
+                                         "(models/, clip/, diffusion/, tokenizer/, manifests/)")
 
 
 def require_clipscore_fixture(relative: str = ".") -> Path:
-    path = CLIPSCORE_FIXTURES / relative
-    if not path.exists():
-        _missing(f"CLIP-score fixture {path} is missing; set GLIDE_CLIPSCORE_FIXTURES to the folder holding "
-                 "clipscore.npz, clipscore.json and clip_model/")
-    return path
+    return _require(CLIPSCORE_FIXTURES / relative, "set GLIDE_CLIPSCORE_FIXTURES to the folder holding "
+                                                   "clipscore.npz, clipscore.json and clip_model/")
+
+
+def require_fid_fixture(relative: str) -> Path:
+    return _require(FID_FIXTURES / relative, "set GLIDE_FID_FIXTURES to the folder holding fid.npz, fid.json and "
+                                             "pt_inception-random.pth")
 
 
 @pytest.fixture

@@ -10,6 +10,13 @@ ends with the ``_metadata`` attribute a real ``state_dict()`` carries, so the re
 sees the same opcodes as for a released checkpoint. Offsets, sizes, strides and
 numels are written as given, hostile values included, and :func:`reference_tensor`
 computes what a tensor should read by plain index arithmetic.
+
+:meth:`PtFile.legacy_bytes` writes the same state dict in torch's legacy
+(pre-1.6) format instead: pickles of the magic number, the protocol version and
+the system info, the main pickle with six-field persistent ids
+``('storage', type, key, 'cpu', numel, view)``, a pickle of the storage keys,
+then each storage as a little-endian int64 element count and its little-endian
+bytes, in key order. Every field can be overridden to make a hostile file.
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ STORAGE_TYPES = {
 }
 
 
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+LEGACY_SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorRef:
     """One state-dict entry: a view of storage ``key``; fields may hold any picklable value."""
@@ -61,11 +73,13 @@ class PtFile:
     root: str = "archive"
     byteorder: Optional[str] = None  # None writes no byteorder record (little-endian, as before torch 2.1)
     compression: int = zipfile.ZIP_STORED
+    # legacy format only: tensor name -> the view metadata (view key, offset, numel) of its persistent id
+    legacy_views: Dict[str, object] = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes) -> "PtFile":
         return dataclasses.replace(self, **changes)
 
-    def pickle_bytes(self) -> bytes:
+    def pickle_bytes(self, legacy: bool = False) -> bytes:
         writer = _PickleWriter()
         writer.new_ordered_dict()
         writer.raw(b"(")
@@ -83,6 +97,8 @@ class PtFile:
             writer.value(tensor.key)
             writer.value("cpu")
             writer.value(numel)
+            if legacy:
+                writer.value(self.legacy_views.get(tensor.name))
             writer.raw(b"t")
             writer.put()
             writer.raw(b"Q")
@@ -114,6 +130,28 @@ class PtFile:
         order = ">" if self.byteorder == "big" else "<"
         raw = storage.view(f"u{storage.dtype.itemsize}").astype(f"{order}u{storage.dtype.itemsize}")
         return raw.tobytes()
+
+    def legacy_bytes(self, *, magic=None, version=LEGACY_PROTOCOL_VERSION, sys_info=None, keys=None,
+                     counts: Optional[Dict[str, object]] = None) -> bytes:
+        """The file ``torch.save(..., _use_new_zipfile_serialization=False)`` writes; ``keys`` (the storage-key
+        list, default: the storages used, sorted) and ``counts`` (the recorded element counts, default: true)
+        may lie."""
+        if keys is None:  # torch lists the storages the pickle referred to, sorted as strings
+            keys = sorted({tensor.key for tensor in self.tensors} & set(self.storages))
+        counts = counts or {}
+        out = bytearray()
+        for value in (LEGACY_MAGIC if magic is None else magic, version,
+                      LEGACY_SYS_INFO if sys_info is None else sys_info):
+            out += pickle.dumps(value, protocol=2)
+        out += self.pickle_bytes(legacy=True)
+        out += pickle.dumps(keys, protocol=2)
+        for key in keys:
+            if key not in self.storages:
+                continue
+            storage = self.storages[key]
+            out += struct.pack("<q", counts.get(key, storage.size))
+            out += storage.view(f"u{storage.dtype.itemsize}").astype(f"<u{storage.dtype.itemsize}").tobytes()
+        return bytes(out)
 
     def members(self) -> List[Tuple[str, bytes]]:
         members = [(f"{self.root}/data.pkl", self.pickle_bytes())]

@@ -75,9 +75,13 @@ def test_torch_zip_reader_refuses_code(tmp_path):
         z.writestr("archive/data.pkl", evil)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
         load_state_dict(tmp_path / "evil.pt")
+    # a pickle's first byte sends the file to the legacy-format reader, which finds no magic number
     (tmp_path / "legacy.pt").write_bytes(b"\x80\x02not a zip")
-    with pytest.raises(ValueError, match="not a zip-format"):
+    with pytest.raises(ValueError, match="legacy.pt: the magic-number pickle .* is malformed"):
         load_state_dict(tmp_path / "legacy.pt")
+    (tmp_path / "text.pt").write_bytes(b"<html>not found</html>")
+    with pytest.raises(ValueError, match="text.pt is not a PyTorch checkpoint: it starts with '<htm'"):
+        load_state_dict(tmp_path / "text.pt")
 
 
 def test_convert_tool_roundtrip_and_never_overwrites(tmp_path, capsys):

@@ -1,5 +1,14 @@
-"""Metrics of generated images against references or captions (CLIP score, ...), computed in JAX.
+"""Sample quality as the field measures it: FID and CLIP score, computed in JAX, checked against the references.
 
-Each metric lives in its own module and reproduces a published implementation's definition,
-with any deliberate difference stated in that module's docstring.
+* ``preprocess``   - uint8 images to the FID Inception input: resize to 299 (pytorch-fid's bilinear, or
+  clean-fid's PIL bicubic) and scale to [-1, 1];
+* ``features``     - pool3 features of a batch of images, jitted once per batch shape;
+* ``frechet``      - streaming feature statistics, pytorch-fid's ``.npz`` files, the Fréchet distance;
+* ``clip_inputs``  - ``CLIPImageProcessor``'s resize, crop and normalisation;
+* ``clip_score``   - torchmetrics' CLIP score over a Hugging Face CLIP, streaming and mergeable.
+
+The networks are :class:`glide_jax.models.inception.FIDInceptionV3` and
+:class:`glide_jax.models.clip_vit.ClipVitModel`, their weights converted by
+:mod:`glide_jax.hub.convert_inception` and :mod:`glide_jax.hub.convert_hf_clip`.
+Each module states where it deliberately differs from the published implementation.
 """

@@ -66,6 +66,12 @@ def check_limits(limits: Dict[str, int]) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def byte_budget(limits: Dict[str, int], file_bytes: int) -> int:
+    """What reading one checkpoint file may allocate in all: ``max_total_bytes``, lowered to
+    ``max_compression_ratio`` times the file's size but never below ``RATIO_EXEMPT_BYTES``."""
+    return min(limits["max_total_bytes"], max(RATIO_EXEMPT_BYTES, limits["max_compression_ratio"] * file_bytes))
+
+
 class CheckpointZip:
     """An open checkpoint zip and the byte budget every decompression is charged against.
 
@@ -79,8 +85,7 @@ class CheckpointZip:
         self.zip = archive
         self.limits = limits
         self.file_bytes = path.stat().st_size
-        self.budget = min(limits["max_total_bytes"],
-                          max(RATIO_EXEMPT_BYTES, limits["max_compression_ratio"] * self.file_bytes))
+        self.budget = byte_budget(limits, self.file_bytes)
         self.decompressed = 0
         infos = archive.infolist()
         counts = collections.Counter(info.filename for info in infos)

@@ -10,6 +10,7 @@ public surface. One idea per module, each importing only those listed before it:
 * ``diffusion`` - parity of schedules, single steps and losses (stub model);
 * ``loops``     - parity of whole sampling loops and a CLIP-guided step;
 * ``clip_score``- parity of the CLIP score with torchmetrics over a Hugging Face CLIP;
+* ``fid``       - parity of the FID Inception features and the Fréchet distance;
 * ``check``     - the kind of a fixture and ``check_fixture(path) -> errors``.
 """
 

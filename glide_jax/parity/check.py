@@ -2,8 +2,9 @@
 
 The kind comes from the fixture's json: ``create_model_kwargs`` marks a U-Net
 fixture, ``config_yaml`` a CLIP fixture, captions with a ``clip_score`` a CLIP-score
-fixture (whose checkpoint is read beside it), and diffusion settings a diffusion
-fixture (whose loops also read the model fixtures beside its folder).
+fixture (whose checkpoint is read beside it), a ``pytorch_fid`` version a FID fixture
+(``glide_jax.parity.fid``, whose Inception weights are read beside it), and diffusion
+settings a diffusion fixture (whose loops also read the model fixtures beside its folder).
 Diffusion results are memoised per content (json, arrays and the model
 fixtures the loops read), so a test run that checks the same fixture
 from several tests computes it once.
@@ -20,16 +21,20 @@ import numpy as np
 
 from glide_jax.parity.clip_score import ATOL_FACTORS, check_clip_score, is_clip_score_fixture
 from glide_jax.parity.diffusion import check_diffusion_maths
+from glide_jax.parity.fid import check_fid, is_fid_fixture
 from glide_jax.parity.fixtures import Errors, load_fixture
 from glide_jax.parity.loops import check_clip_guided_step, check_loops
 from glide_jax.parity.models import check_clip, check_unet
 
-FIXTURE_KINDS = ("model", "clip", "clip_score", "diffusion")
+FIXTURE_KINDS = ("model", "clip", "clip_score", "diffusion", "fid")
 _DIFFUSION_RESULTS: Dict[str, Errors] = {}
 
 
 def fixture_kind(meta: Mapping) -> str:
-    """``"model"``, ``"clip"``, ``"clip_score"`` or ``"diffusion"``, from what the fixture's json describes."""
+    """``"model"``, ``"clip"``, ``"clip_score"``, ``"diffusion"`` or ``"fid"``, from what the fixture's json
+    describes."""
+    if is_fid_fixture(meta):
+        return "fid"
     if "create_model_kwargs" in meta:
         return "model"
     if "config_yaml" in meta:
@@ -39,7 +44,7 @@ def fixture_kind(meta: Mapping) -> str:
     if "losses_reference" in meta or "respace" in json.dumps(meta.get("array_groups", {})):
         return "diffusion"
     raise ValueError("unrecognised fixture: its json has neither create_model_kwargs nor config_yaml "
-                     "nor captions with a clip_score nor diffusion settings")
+                     "nor captions with a clip_score nor diffusion settings nor a pytorch_fid version")
 
 
 def atol_factor(name: str) -> float:
@@ -91,4 +96,6 @@ def check_fixture(npz_path) -> Errors:
         return check_clip(meta, arrays)
     if kind == "clip_score":
         return check_clip_score(meta, arrays, npz_path)
+    if kind == "fid":
+        return check_fid(meta, arrays, Path(npz_path))
     return check_diffusion(meta, arrays, Path(npz_path))
