@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from glide_jax.config import ClipConfig, get_preset
-from glide_jax.hub.convert_clip import convert_clip, convert_image_encoder, export_clip, torch_shapes
+from glide_jax.hub.convert_clip import convert_clip, torch_shapes
+from model_files import export_clip
 from glide_jax.models.clip import ClipAttention, ClipModel, clip_guidance_grad, image_embeddings, text_embeddings
 from glide_jax.families.registry import init_params
 from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed
@@ -177,13 +178,13 @@ def test_strict_conversion_names_every_problem(ref):
     ):
         assert needle in msg
     with pytest.raises(ValueError, match="expected \\(65, 32\\)"):
-        convert_image_encoder(ref["cfg"], image)
+        convert_clip(ref["cfg"], image, ref["text"])
 
 
 def test_wrong_config_checkpoint_is_rejected(ref):
     bigger = get_preset("clip")
     with pytest.raises(ValueError, match="missing key 'blocks.block_11.f_mlp.f_2.b'"):
-        convert_image_encoder(bigger, ref["image"])
+        convert_clip(bigger, ref["image"], ref["text"])
 
 
 def test_bad_inputs_raise_clear_errors(ref):

@@ -10,6 +10,7 @@ import pytest
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.hub import embedded, model_dir, registry
 from glide_jax.sampling import loading
+from model_files import read_card
 
 
 def test_unknown_names_are_named():
@@ -43,7 +44,7 @@ def test_shipped_models_are_complete_small_and_documented():
     for name in embedded.NAMES:
         loaded = loading.resolve(name)
         config, params = loaded.config, loaded.params
-        info = model_dir.read_card(embedded.embedded_dir(name))
+        info = read_card(embedded.embedded_dir(name))
         assert info["steps"] > 0 and info["logged_wall_hours"] > 0 and info["num_params"] > 0
         assert (embedded.embedded_dir(name) / "tokenizer.model").exists()
         leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(params)]
@@ -103,7 +104,7 @@ def test_the_shipped_bases_say_to_the_right_of_as_to_the_left_of_and_the_cli_not
     from glide_jax.sampling.pipeline import Pipeline
 
     base = loading.resolve("embedded-base")
-    trained = model_dir.read_card(embedded.embedded_dir("base"))["data"]["relations"]
+    trained = read_card(embedded.embedded_dir("base"))["data"]["relations"]
     assert trained == ["above", "below", "to the left of"]
     prompts = ["a red circle below a blue square", "a green square to the right of a red circle",
                "an oil painting of a corgi", "a red circle to the right of a large blue square"]
@@ -116,5 +117,5 @@ def test_the_shipped_bases_say_to_the_right_of_as_to_the_left_of_and_the_cli_not
     assert rewrite_notes(Pipeline(base, prompt_rewriter=lambda p: p), prompts) == []
     inpaint = loading.resolve("embedded-inpaint")
     assert inpaint.prompt_rewrites == base.prompt_rewrites
-    assert model_dir.read_card(embedded.embedded_dir("inpaint"))["data"]["relations"] == trained
+    assert read_card(embedded.embedded_dir("inpaint"))["data"]["relations"] == trained
     assert not loading.resolve("embedded-upsample").prompt_rewrites

@@ -7,6 +7,7 @@ import pytest
 
 from glide_jax.config import get_preset
 from glide_jax.hub import model_dir
+from model_files import read_card
 
 
 def _params(seed=0):
@@ -40,7 +41,7 @@ def test_float16_round_trip_widens_on_load_and_keeps_the_extras(tmp_path):
     assert (folder / "tokenizer.model").read_bytes() == b"sentencepiece bytes"
     assert model_dir.tokenizer_file(folder) == folder / "tokenizer.model"
     assert model_dir.read_sampling_file(folder) == sampling
-    assert model_dir.read_card(folder) == {"trained": "on shapes", **stats}
+    assert read_card(folder) == {"trained": "on shapes", **stats}
     with np.load(folder / "params.zip") as npz:
         assert npz["params/b"].dtype == np.float16
     got_config, got = model_dir.load_model_dir(folder)

@@ -12,9 +12,9 @@ from test_checkpoints import write_torch_zip
 from glide_jax.config import config_to_dict, get_preset
 from glide_jax.hub import embedded, model_dir, registry, released
 from glide_jax.sampling import loading
-from glide_jax.hub.convert_unet import unet_to_torch
 from glide_jax.families.registry import abstract_params
 from glide_jax.sampling.options import StageOptions
+from model_files import read_card, unet_to_torch
 
 
 def _variables(name: str, seed: int = 0):
@@ -109,7 +109,7 @@ def test_a_released_name_is_converted_into_the_cache_once(tmp_path, tiny_release
     assert model_dir.is_model_dir(converted) and model.config == get_preset("tiny-base")
     assert type(model.tokenizer).__name__ == "GlideBPETokenizer"  # no tokenizer.model: the family's default
     _assert_same(model.params, variables)
-    assert model_dir.read_card(converted)["converted_from"] == ["base.pt"]
+    assert read_card(converted)["converted_from"] == ["base.pt"]
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted twice")

@@ -14,6 +14,7 @@ from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.pipeline import Pipeline
 from glide_jax.sampling.rewrites import PromptRewrites
+from model_files import rewrites_to_json
 
 FAST = StageOptions("ddim", 4)
 UP = StageOptions("ddpm", "3", 0.997)
@@ -231,7 +232,7 @@ def test_cli_generate_writes_pngs_notes_rewrites_and_rejects_bad_input(tmp_path,
 
     monkeypatch.setenv("GLIDE_JAX_CACHE", str(require_fixture("tokenizer")))
     m = _random("tiny-base", bpe)
-    save_model_dir(tmp_path / "model", m.config, m.params, sampling={"prompt_rewrites": RIGHT_OF.to_json()})
+    save_model_dir(tmp_path / "model", m.config, m.params, sampling={"prompt_rewrites": rewrites_to_json(RIGHT_OF)})
     out = tmp_path / "out"
     code = main(["generate", "a red circle to the right of a blue square", "a blue square", "--model",
                  str(tmp_path / "model"), "--upsampler", "none", "--steps", "3", "--sampler", "ddim", "--out", str(out),

@@ -5,6 +5,7 @@ import pytest
 from glide_jax.sampling.advice import SamplingAdvice
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.rewrites import PromptRewrites, RewriteRule, explain_all, rewrite_all
+from model_files import rewrites_to_json
 
 SWAP = {"pattern": r"(?P<a>an? .+?) to the right of (?P<b>an? .+)", "replacement": r"\g<b> to the left of \g<a>",
         "note": "left only"}
@@ -26,7 +27,7 @@ def test_rules_apply_in_order_each_to_the_previous_result():
                                       {"pattern": "cat", "replacement": "never"}])
     assert rules.explain("cat house") == ("house dog", ["first"])
     assert rules("dog house") == "house dog" and rules("cat") == "never" and rules("cats") == "cats"
-    assert PromptRewrites.from_json(rules.to_json()) == rules
+    assert PromptRewrites.from_json(rewrites_to_json(rules)) == rules
 
 
 @pytest.mark.parametrize("rules, match", [

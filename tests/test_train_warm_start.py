@@ -89,7 +89,7 @@ def test_inpainting_starts_widened_from_a_base_and_copied_from_an_inpainting_mod
 
 
 def test_a_state_dict_npz_starts_an_inpainting_run(tmp_path, src):
-    from glide_jax.hub.convert_unet import unet_to_torch
+    from model_files import unet_to_torch
 
     np.savez(tmp_path / "base.npz", **{f"state/{k}": v for k, v in unet_to_torch({"params": src}).items()})
     params = warm_start.initial_params(warm_start.inpaint_params, str(tmp_path / "base.npz"), INPAINT)

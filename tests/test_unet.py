@@ -11,7 +11,8 @@ from conftest import require_fixture
 from flax.core import meta
 
 from glide_jax.config import UNetConfig, get_preset
-from glide_jax.hub.convert_unet import torch_shapes, unet_from_torch, unet_to_torch
+from glide_jax.hub.convert_unet import torch_shapes, unet_from_torch
+from model_files import unet_to_torch
 from glide_jax.hub.torch_layout import CheckpointMismatchError
 from glide_jax.families.registry import abstract_params, init_params
 from glide_jax.models.unet import GlideUNet

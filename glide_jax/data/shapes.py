@@ -195,15 +195,6 @@ _HELDOUT_COMBO_SET = frozenset(HELDOUT_COMBOS)
 _TRAIN_PAIR_OBJECTS = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELDOUT_PAIRS]
 
 
-def is_heldout(objects: List[ObjectSpec], relation: Optional[str]) -> bool:
-    """True if a scene belongs to the held-out split (only two-object scenes can)."""
-    if relation is None:
-        return False
-    a, b = objects
-    combo = (a.color, a.shape, relation, b.color, b.shape)
-    return (a.color, a.shape) in HELDOUT_PAIRS or (b.color, b.shape) in HELDOUT_PAIRS or combo in _HELDOUT_COMBO_SET
-
-
 def _fixed_order(combos: list, n: int, kind: str, seed_offset: int) -> list:
     """The first ``n`` of ``combos`` in one fixed shuffled order (the same for every call)."""
     if n > len(combos):

@@ -126,22 +126,6 @@ def _raise(problems: List[str], config: ClipConfig) -> None:
         )
 
 
-def convert_image_encoder(config: ClipConfig, state: Mapping[str, object]) -> Dict:
-    """Strictly convert an ``ImageEncoder`` state dict to the ``image_encoder`` Flax subtree."""
-    problems: List[str] = []
-    tree = _convert_tower(config, "image", state, problems)
-    _raise(problems, config)
-    return tree
-
-
-def convert_text_encoder(config: ClipConfig, state: Mapping[str, object]) -> Dict:
-    """Strictly convert a ``TextEncoder`` state dict to the ``text_encoder`` Flax subtree."""
-    problems: List[str] = []
-    tree = _convert_tower(config, "text", state, problems)
-    _raise(problems, config)
-    return tree
-
-
 def convert_clip(
     config: ClipConfig,
     image_state: Mapping[str, object],
@@ -169,16 +153,3 @@ def convert_clip(
         "text_encoder": text,
         "logit_scale": jnp.asarray(np.reshape(log_scale, ()), jnp.float32),
     }
-
-
-def export_clip(params: Mapping) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray]:
-    """Inverse of :func:`convert_clip`: ``(image_state, text_state, log_logit_scale)`` in torch names and layouts."""
-    params = nn.unbox(params)
-    out = []
-    for tower in ("image", "text"):
-        state = {}
-        for path, value in traverse_util.flatten_dict(params[TOWERS[tower]]).items():
-            key, kind = _rule(path)
-            state[key] = np.asarray(_transpose(np.asarray(value), _BACKWARD[kind]))
-        out.append(state)
-    return out[0], out[1], np.asarray(params["logit_scale"], np.float32)

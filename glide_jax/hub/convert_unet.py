@@ -31,7 +31,3 @@ def unet_from_torch(state_dict: Mapping[str, np.ndarray], config: UNetConfig) ->
     if not isinstance(config, UNetConfig):
         raise TypeError(f"unet_from_torch needs a UNetConfig (a ModelConfig's .unet), got {type(config).__name__}")
     return torch_layout.from_torch(state_dict, _abstract(config), "GLIDE U-Net")
-
-
-def unet_to_torch(params) -> Dict[str, np.ndarray]:
-    return torch_layout.to_torch_state(params)

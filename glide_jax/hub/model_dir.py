@@ -220,15 +220,6 @@ def read_sampling_file(directory) -> Optional[Dict[str, Any]]:
     return value
 
 
-def read_card(directory) -> Dict[str, Any]:
-    """Free-form provenance: ``model_card.json``, else ``training.json``, else empty."""
-    for name in (CARD_FILE, TRAINING_FILE):
-        path = Path(directory) / name
-        if path.exists():
-            return _read_json(path, "provenance")
-    return {}
-
-
 def tokenizer_file(directory) -> Optional[Path]:
     path = Path(directory) / TOKENIZER_FILE
     return path if path.is_file() else None

@@ -92,10 +92,6 @@ class PromptRewrites:
             parsed.append(RewriteRule(rule["pattern"], rule["replacement"], rule.get("note")))
         return cls(tuple(parsed))
 
-    def to_json(self) -> list:
-        return [{"pattern": r.pattern, "replacement": r.replacement, **({"note": r.note} if r.note else {})}
-                for r in self.rules]
-
 
 def rewrite_all(rewriter: Optional[PromptRewriter], prompts: Sequence[str]) -> List[str]:
     """``prompts`` through ``rewriter`` (unchanged without one); a rewriter must give back strings."""
