@@ -1,11 +1,9 @@
 """The sampler's progress callback, forwarded to whichever request is running.
 
-The compiled sampling loops take their progress callback as a static argument,
-so it has to be one object for the life of the server (``ProgressBar.get()``'s
-instance) or every request would recompile. The demo installs one
-:class:`ForwardingProgress` as that instance before anything is compiled; a
-request points it at its own sink (Gradio's ``gr.Progress``) for as long as it
-runs. Requests run one at a time (the queue's concurrency limit), so one sink
+The pipeline reports every step to one process-wide callback
+(``ProgressBar.get()``'s instance). The demo installs one
+:class:`ForwardingProgress` as that instance; a request points it at its own
+sink (Gradio's ``gr.Progress``) for as long as it runs. Requests run one at a time (the queue's concurrency limit), so one sink
 at a time is all it needs.
 """
 
@@ -55,7 +53,7 @@ class ForwardingProgress(ProgressBar):
 
 
 def install() -> ForwardingProgress:
-    """Make the process-wide progress callback a ``ForwardingProgress`` (before any loop is compiled)."""
+    """Make the process-wide progress callback a ``ForwardingProgress``."""
     current = ProgressBar.get()
     if not isinstance(current, ForwardingProgress):
         current = ForwardingProgress()

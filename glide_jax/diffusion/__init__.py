@@ -3,7 +3,7 @@
 Network-independent pure functions over a ``Schedule`` pytree; see the
 submodules for the details and the reasons behind each choice.
 
-Samplers (``SAMPLERS``, all steps of one compiled ``lax.scan``): ``ddpm``,
+Samplers (``SAMPLERS``, each one compiled loop for every step count): ``ddpm``,
 ``ddim``, ``dpm++2m``, ``unipc`` / ``unipc3`` (UniPC-bh2 of order 2 / 3,
 ``unipc``) and ``euler_a`` (Euler-ancestral, ``euler_ancestral``). Timestep
 spacings (``make_schedule(respacing=...)``): ``"N"``, ``"trailingN"``,
@@ -57,6 +57,7 @@ from glide_jax.diffusion.schedule import (
     Schedule,
     beta_schedule,
     make_schedule,
+    pad_schedule,
     respace_betas,
     schedule_from_betas,
     space_timesteps,

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from glide_jax.diffusion.gaussian import q_sample
-from glide_jax.diffusion.schedule import Schedule
+from glide_jax.diffusion.schedule import Schedule, pad_schedule
 
 
 def _apply_cfg(model_fn, scale, x, t):
@@ -158,7 +158,8 @@ def sdedit_start(
             raise ValueError("give a key or the noise to add")
         noise = jax.random.normal(key, image.shape, jnp.float32)
     t = jnp.full((image.shape[0],), start, jnp.int32)
-    return start, q_sample(s, image, t, noise)
+    # The padded tables have one shape for every step count, so this noising compiles once.
+    return start, q_sample(pad_schedule(s), image, t, noise)
 
 
 def _scaled_grad(grad_fn, scale, x, t):

@@ -6,9 +6,12 @@ respacing is applied here, never by wrapping the model). ``denoised_fn(x0)``
 post-processes every x_0 prediction (before clamping) and
 ``cond_fn(x, t_model) -> grad log p(y | x)`` guides the sampler.
 
-Whole loops run under one ``jax.jit`` with a ``lax.scan`` over the steps, so a
-sampler compiles once per (callables, shapes, step count, kind of noise
-source). Callables are passed to the jitted core as pytrees: wrap per-call
+``sample_loop`` runs its steps in one ``jax.jit`` program whose step range
+and start index are traced values (a ``lax.fori_loop`` with traced bounds,
+which runs only the real steps) over the schedule's tables padded to a fixed
+length (``schedule.pad_schedule``). So a sampler compiles once per
+(callables, image shape, kind of noise source), whatever the step count,
+respacing or SDEdit start. Callables are passed to the jitted core as pytrees: wrap per-call
 data such as parameters or tokens with ``jax.tree_util.Partial(fn, params,
 tokens, ...)`` and new values of that data reuse the compiled loop; a plain
 function is keyed by its identity, so a freshly created closure compiles again.
@@ -20,7 +23,9 @@ also by DDIM with eta=0. The draws come from a ``NoiseSource``
 or e.g. ``RecordedNoise`` replaying the reference's draws.
 
 ``sample_loop`` returns the final sample; ``sample_trajectory`` runs the same
-compiled steps and returns the sample after every step.
+steps and returns the sample after every step, so its output (and its
+``lax.scan``) has the step count in its shape: a diagnostic compiled once per
+step count.
 
 Samplers (``SAMPLERS``), all on the eps channels of the learned-variance
 models and all inside the same compiled loop:
@@ -69,13 +74,14 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import Partial
 
 from glide_jax.diffusion.euler_ancestral import euler_ancestral_step
 from glide_jax.diffusion.gaussian import condition_mean, extract, predict_eps_from_xstart
 from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, ZeroNoise
 from glide_jax.diffusion.prediction import CondFn, DenoisedFn, ModelFn, guided_prediction, model_step
-from glide_jax.diffusion.schedule import Schedule
+from glide_jax.diffusion.schedule import Schedule, pad_schedule
 from glide_jax.diffusion.unipc import UniPCState, unipc_step
 
 ProgressFn = Callable[[int, int], None]
@@ -202,67 +208,69 @@ def _as_pytree_fn(fn):
     return Partial(fn)
 
 
-def _notify(progress, total, step):
-    progress(int(step), total)
-
-
-def _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num_steps, clip_denoised, progress):
-    """The traced loop shared by both compiled entry points: ``(final sample, [num_steps, *x.shape] samples)``.
-
-    A jitted caller that returns only the final sample lets JAX drop the
-    stacked per-step samples, so ``sample_loop`` never materialises them.
-    """
-    batch = x_T.shape[0]
-    indices = jnp.arange(num_steps - 1, -1, -1, dtype=jnp.int32)
-    counter = jnp.arange(num_steps, dtype=jnp.int32)
+def _one_step(s, model_fn, denoised_fn, cond_fn, noise, eta, sampler, clip_denoised, x, state, i, k):
+    """Loop step ``k`` (0 = the first step taken) at schedule index ``i``: ``(x, state)`` after it."""
+    t = jnp.full((x.shape[0],), i, jnp.int32)
     opts = dict(clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn)
+    if sampler == "dpm++2m":
+        x, _, state = dpm_solver_pp_2m_step(s, model_fn, x, t, state, **opts)
+    elif sampler in _UNIPC_ORDER:
+        x, _, state = unipc_step(s, model_fn, x, t, state, **opts)
+    elif sampler == "ddpm":
+        x, _ = p_sample(s, model_fn, x, t, noise.draw(k, x), **opts)
+    elif sampler == "euler_a":
+        x, _ = euler_ancestral_step(s, model_fn, x, t, noise.draw(k, x), **opts)
+    else:
+        x, _ = ddim_sample(s, model_fn, x, t, noise.draw(k, x), eta=eta, **opts)
+    return x, state
 
-    def body(carry, xs):
+
+def _initial_state(sampler, x_T):
+    """The multistep solvers' empty memory (None for the one-step samplers)."""
+    if sampler == "dpm++2m":
+        return DPMState.init(x_T)
+    if sampler in _UNIPC_ORDER:
+        return UniPCState.init(x_T, _UNIPC_ORDER[sampler])
+    return None
+
+
+_STATIC = ("sampler", "clip_denoised")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _run_loop(s, model_fn, denoised_fn, cond_fn, noise, eta, carry, start, first, stop, *, sampler, clip_denoised):
+    """Loop steps ``first .. stop-1`` from ``carry = (x, solver state)``, step k at index ``start - k``.
+
+    The step range and the start index are traced values and the schedule
+    arrives padded (``pad_schedule``), so one compiled program serves every
+    step count, start index and slice of a loop; only the real steps run.
+    """
+    def body(k, carry):
         x, state = carry
-        i, k = xs
-        t = jnp.full((batch,), i, jnp.int32)
-        if sampler == "dpm++2m":
-            x, _, state = dpm_solver_pp_2m_step(s, model_fn, x, t, state, **opts)
-        elif sampler in _UNIPC_ORDER:
-            x, _, state = unipc_step(s, model_fn, x, t, state, **opts)
-        elif sampler == "ddpm":
-            x, _ = p_sample(s, model_fn, x, t, noise.draw(k, x), **opts)
-        elif sampler == "euler_a":
-            x, _ = euler_ancestral_step(s, model_fn, x, t, noise.draw(k, x), **opts)
-        else:
-            x, _ = ddim_sample(s, model_fn, x, t, noise.draw(k, x), eta=eta, **opts)
-        if progress is not None:
-            jax.debug.callback(functools.partial(_notify, progress, num_steps), k)
+        return _one_step(s, model_fn, denoised_fn, cond_fn, noise, eta, sampler, clip_denoised, x, state, start - k,
+                         k)
+
+    return jax.lax.fori_loop(first, stop, body, carry)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("num_steps",))
+def _run_trajectory(s, model_fn, denoised_fn, cond_fn, noise, eta, x_T, *, sampler, clip_denoised, num_steps):
+    """``[num_steps, *x_T.shape]``: the sample after each step from index ``num_steps - 1`` down to 0.
+
+    The stacked output has one entry per step, so this program is compiled
+    per step count.
+    """
+    def body(carry, k):
+        x, state = _one_step(s, model_fn, denoised_fn, cond_fn, noise, eta, sampler, clip_denoised, *carry,
+                             num_steps - 1 - k, k)
         return (x, state), x
 
-    state0 = None
-    if sampler == "dpm++2m":
-        state0 = DPMState.init(x_T)
-    elif sampler in _UNIPC_ORDER:
-        state0 = UniPCState.init(x_T, _UNIPC_ORDER[sampler])
-    (x, _), steps = jax.lax.scan(body, (x_T, state0), (indices, counter))
-    return x, steps
+    counter = jnp.arange(num_steps, dtype=jnp.int32)
+    return jax.lax.scan(body, (x_T, _initial_state(sampler, x_T)), counter)[1]
 
 
-_STATIC = ("sampler", "num_steps", "clip_denoised", "progress")
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _run_loop(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, *, sampler, num_steps, clip_denoised, progress):
-    return _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num_steps, clip_denoised,
-                       progress)[0]
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _run_trajectory(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, *, sampler, num_steps, clip_denoised,
-                    progress):
-    return _scan_steps(s, model_fn, denoised_fn, cond_fn, x_T, noise, eta, sampler, num_steps, clip_denoised,
-                       progress)[1]
-
-
-def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn, cond_fn,
-                    progress):
-    """Check a loop's options and put them in the form the compiled loops take."""
+def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn, cond_fn):
+    """Check a loop's options and put them in the form the compiled loops take: ``(args, static, num_steps)``."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     n_total = s.num_timesteps
@@ -281,9 +289,9 @@ def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_den
         raise TypeError(f"noise must be a NoiseSource (PRNGNoise, RecordedNoise, ...), got {type(noise).__name__}")
     else:
         noise.validate(num_steps, x_T.shape)
-    args = (s, _as_pytree_fn(model_fn), _as_pytree_fn(denoised_fn), _as_pytree_fn(cond_fn), x_T, noise,
+    args = (pad_schedule(s), _as_pytree_fn(model_fn), _as_pytree_fn(denoised_fn), _as_pytree_fn(cond_fn), noise,
             jnp.asarray(eta, jnp.float32))
-    return args, dict(sampler=sampler, num_steps=num_steps, clip_denoised=clip_denoised, progress=progress)
+    return args, dict(sampler=sampler, clip_denoised=clip_denoised), x_T, num_steps
 
 
 def sample_loop(
@@ -310,9 +318,12 @@ def sample_loop(
     upsampler uses temperature 0.997; like the reference, the temperature
     scales only this initial noise), the second is the per-step
     ``PRNGNoise`` unless ``noise`` names another source. The result is a pure
-    function of the key. ``progress``, if set, is called on the host as
-    ``progress(step, num_steps)`` after each step; it is part of the
-    compilation key, so keep it the same object between calls.
+    function of the key. ``progress``, if set, is called as
+    ``progress(step, num_steps)`` after each step: the loop then runs one step
+    per call of the same compiled program (no host callback is compiled in,
+    so the program is the same with and without progress, and it can be
+    stored in JAX's persistent compilation cache, which skips programs with
+    host callbacks).
     """
     step_key = None
     if key is not None:
@@ -325,9 +336,17 @@ def sample_loop(
         raise ValueError(f"shape {tuple(shape)} does not match x_T {x_T.shape}")
     if noise is None and step_key is not None:
         noise = PRNGNoise(step_key)
-    args, static = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn,
-                                   cond_fn, progress)
-    return _run_loop(*args, **static)
+    args, static, x_T, num_steps = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised,
+                                                   denoised_fn, cond_fn)
+    carry = (x_T, _initial_state(sampler, x_T))
+    start = np.int32(num_steps - 1)
+    if progress is None:
+        return _run_loop(*args, carry, start, np.int32(0), np.int32(num_steps), **static)[0]
+    for k in range(num_steps):
+        carry = _run_loop(*args, carry, start, np.int32(k), np.int32(k + 1), **static)
+        jax.block_until_ready(carry[0])
+        progress(k, num_steps)
+    return carry[0]
 
 
 def sample_trajectory(
@@ -351,9 +370,9 @@ def sample_trajectory(
     comparison with the reference. ``noise`` may be None only for the
     deterministic samplers (DDIM with eta=0, DPM-Solver++, UniPC).
     """
-    args, static = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn,
-                                   cond_fn, None)
-    return _run_trajectory(*args, **static)
+    args, static, x_T, num_steps = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised,
+                                                   denoised_fn, cond_fn)
+    return _run_trajectory(*args, x_T, num_steps=num_steps, **static)
 
 
 def p_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):

@@ -7,6 +7,12 @@ pytree. Because the schedule is an ordinary pytree of arrays (no wrapped model,
 no Python object state), it can be passed straight into jitted samplers: two
 respacings with the same number of steps share one compiled program.
 
+The sampling loops go further: they read the tables through ``pad_schedule``,
+which extends every table to a whole number of ``TABLE_BLOCK`` entries, so
+all respacings of a diffusion of up to ``TABLE_BLOCK`` steps (every step
+count of GLIDE's 1000-step models) have tables of one shape and share one
+compiled loop; the loop only ever reads the entries below the real length.
+
 Respacing is represented explicitly by ``Schedule.timestep_map``: entry ``i``
 is the timestep of the original diffusion that respaced index ``i`` stands for,
 and it is what the network must be given.
@@ -26,6 +32,7 @@ import math
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -292,7 +299,9 @@ def schedule_from_betas(betas: np.ndarray, timestep_map: Optional[np.ndarray] = 
     post_var = b * (1.0 - ab_prev) / (1.0 - ab)
     # The posterior variance is 0 at t=0; its log borrows the t=1 value there.
     post_log_var = np.log(np.concatenate([post_var[1:2] if n > 1 else post_var[:1], post_var[1:]]))
-    f32 = lambda a: jnp.asarray(np.asarray(a, dtype=np.float64).astype(dtype))
+    # device_put, not jnp.asarray: in jax 0.10 the latter compiles a small copy program per array shape,
+    # i.e. once more for every new step count.
+    f32 = lambda a: jax.device_put(np.asarray(a, dtype=np.float64).astype(dtype))
     return Schedule(
         betas=f32(b),
         log_betas=f32(np.log(b)),
@@ -306,7 +315,7 @@ def schedule_from_betas(betas: np.ndarray, timestep_map: Optional[np.ndarray] = 
         posterior_log_variance_clipped=f32(post_log_var),
         posterior_mean_coef1=f32(b * np.sqrt(ab_prev) / (1.0 - ab)),
         posterior_mean_coef2=f32((1.0 - ab_prev) * np.sqrt(1.0 - b) / (1.0 - ab)),
-        timestep_map=jnp.asarray(tmap.astype(np.int32)),
+        timestep_map=jax.device_put(tmap.astype(np.int32)),
     )
 
 
@@ -333,3 +342,41 @@ def make_schedule(
         return schedule_from_betas(betas)
     new_betas, tmap = respace_betas(betas, space_timesteps(steps, respacing, betas))
     return schedule_from_betas(new_betas, tmap)
+
+
+# Loops read tables padded to a multiple of this many entries (see ``pad_schedule``).
+TABLE_BLOCK = 1024
+
+
+def padded_table_length(num_timesteps: int) -> int:
+    """The smallest multiple of ``TABLE_BLOCK`` that holds ``num_timesteps`` entries."""
+    if num_timesteps < 1:
+        raise ValueError(f"a schedule has at least 1 timestep, got {num_timesteps}")
+    return -(-num_timesteps // TABLE_BLOCK) * TABLE_BLOCK
+
+
+def _padded(table: jnp.ndarray, length: int) -> jnp.ndarray:
+    extra = length - table.shape[0]
+    if isinstance(table, jax.core.Tracer):
+        return jnp.concatenate([table, jnp.broadcast_to(table[-1:], (extra,))])
+    # Concrete tables are padded on the host: a device op would compile once per table length.
+    host = np.asarray(table)
+    return jax.device_put(np.concatenate([host, np.repeat(host[-1:], extra)]))
+
+
+def pad_schedule(s: Schedule, length: Optional[int] = None) -> Schedule:
+    """``s`` with every table extended to ``length`` entries (default ``padded_table_length``).
+
+    The entries past ``s.num_timesteps`` repeat the last one; they exist only
+    to give the tables a shape that does not depend on the step count, and a
+    sampler starting at an index below ``s.num_timesteps`` never reads them.
+    So the padded schedule's ``num_timesteps`` is the padded length: keep the
+    real one from ``s``.
+    """
+    n = s.num_timesteps
+    length = padded_table_length(n) if length is None else int(length)
+    if length < n:
+        raise ValueError(f"cannot pad a {n}-step schedule to {length} entries")
+    if length == n:
+        return s
+    return jax.tree_util.tree_map(lambda table: _padded(table, length), s)

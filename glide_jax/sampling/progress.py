@@ -1,9 +1,9 @@
-"""A progress bar that a compiled sampling loop can drive through a host callback.
+"""A progress bar that a sampling loop drives, one call per step.
 
-The samplers take the callback as a static argument, so it must be the same
-object on every call or the loop recompiles: ``ProgressBar.get()`` returns one
-process-wide instance whose ``start``/``close`` swap the visible tqdm bar.
-When no progress is asked for, no callback is compiled in at all.
+``sample_loop`` calls its ``progress(step, total)`` on the host between
+single-step runs of its compiled program, so the callback is not part of the
+program. ``ProgressBar.get()`` returns one process-wide instance whose
+``start``/``close`` swap the visible tqdm bar.
 """
 
 from __future__ import annotations
