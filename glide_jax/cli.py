@@ -21,12 +21,13 @@ import argparse
 import sys
 import warnings
 
+from glide_jax.diffusion.sampler_registry import sampler_names
 from glide_jax.hub.released import RELEASED
 
 
 def _stage_args(ap, prefix: str, fallback):
-    ap.add_argument(f"--{prefix}sampler", default=None,
-                    help="ddpm, ddim, dpm++2m, unipc, unipc3 or euler_a "
+    ap.add_argument(f"--{prefix}sampler", default=None, metavar="NAME",
+                    help=f"one of {', '.join(sampler_names())} "
                          f"(default: the model's recommendation, else {fallback.sampler})")
     ap.add_argument(f"--{prefix}steps", default=None,
                     help="steps or a respacing spec: N, trailingN, logsnrN, karrasN, ddimN, fast27 "

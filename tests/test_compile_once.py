@@ -19,7 +19,7 @@ from glide_jax.diffusion import guidance, samplers
 from glide_jax.diffusion.noise import PRNGNoise
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import TABLE_BLOCK, make_schedule, pad_schedule
-from glide_jax.sampling.networks import unet_model_fn
+from glide_jax.families.unet import unet_model_fn
 from glide_jax.sampling.options import StageOptions
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

@@ -8,12 +8,12 @@ from jax.tree_util import Partial
 from glide_jax.diffusion import (
     classifier_free_guidance,
     clip_guidance,
-    ddim_sample_loop,
     inpaint_denoised_fn,
     make_schedule,
     p_mean_variance,
     p_sample,
     q_sample,
+    sample_loop,
     sample_trajectory,
     sdedit_start,
     similarity_gradient,
@@ -55,7 +55,7 @@ def test_guidance_scale_and_data_do_not_recompile():
 
     for scale in (1.0, 3.0, 5.0):
         fn = classifier_free_guidance(Partial(model, jnp.array([1.0, 2.0, 0.0, 0.0]) * scale), scale)
-        ddim_sample_loop(s, fn, x_T=x_T)
+        sample_loop(s, fn, x_T=x_T, sampler="ddim")
     assert calls["n"] == 1
 
 
@@ -68,7 +68,8 @@ def test_inpaint_paste_fixes_known_region():
     np.testing.assert_allclose(np.asarray(x0[:, :, :3]), np.asarray(image[:, :, :3]))
     np.testing.assert_allclose(np.asarray(x0[:, :, 3:]), 0.5)
     # a model whose x0 prediction is always 0.5 everywhere: the sampler lands on the paste
-    out = ddim_sample_loop(s, Partial(constant_x0_model, jnp.float32(0.5)), x_T=jnp.ones(image.shape), denoised_fn=denoise)
+    out = sample_loop(s, Partial(constant_x0_model, jnp.float32(0.5)), x_T=jnp.ones(image.shape), denoised_fn=denoise,
+                      sampler="ddim")
     np.testing.assert_allclose(np.asarray(out[:, :, :3]), np.asarray(image[:, :, :3]), atol=1e-4)
     np.testing.assert_allclose(np.asarray(out[:, :, 3:]), 0.5, atol=1e-4)
 

@@ -11,16 +11,11 @@ from glide_jax.diffusion import (
     RecordedNoise,
     UniPCState,
     ddim_sample,
-    ddim_sample_loop,
-    dpm_solver_pp_sample_loop,
-    euler_ancestral_sample_loop,
     make_schedule,
     p_sample,
-    p_sample_loop,
     sample_loop,
     sample_trajectory,
     samplers,
-    unipc_sample_loop,
     unipc_step,
 )
 
@@ -85,9 +80,9 @@ def test_loops_compile_once():
 def test_deterministic_for_key():
     s = make_schedule("squaredcos_cap_v2", 1000, "6")
     model = Partial(counting_model, jnp.float32(0.5))
-    a = p_sample_loop(s, model, (2, 4, 4, 3), key=jax.random.PRNGKey(7))
-    b = p_sample_loop(s, model, (2, 4, 4, 3), key=jax.random.PRNGKey(7))
-    c = p_sample_loop(s, model, (2, 4, 4, 3), key=jax.random.PRNGKey(8))
+    a = sample_loop(s, model, (2, 4, 4, 3), key=jax.random.PRNGKey(7), sampler="ddpm")
+    b = sample_loop(s, model, (2, 4, 4, 3), key=jax.random.PRNGKey(7), sampler="ddpm")
+    c = sample_loop(s, model, (2, 4, 4, 3), key=jax.random.PRNGKey(8), sampler="ddpm")
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert float(jnp.abs(a - c).max()) > 1e-2
 
@@ -166,12 +161,12 @@ def test_all_samplers_end_at_point_mass():
     model = Partial(point_mass_model, x0)
     key = jax.random.PRNGKey(1)
     outs = {
-        "ddpm": p_sample_loop(s, model, x0.shape, key=key),
-        "ddim": ddim_sample_loop(s, model, x0.shape, key=key),
-        "ddim eta=1": ddim_sample_loop(s, model, x0.shape, key=key, eta=1.0),
-        "dpm++2m": dpm_solver_pp_sample_loop(s, model, x0.shape, key=key),
-        "unipc": unipc_sample_loop(s, model, x0.shape, key=key),
-        "euler_a": euler_ancestral_sample_loop(s, model, x0.shape, key=key),
+        "ddpm": sample_loop(s, model, x0.shape, key=key, sampler="ddpm"),
+        "ddim": sample_loop(s, model, x0.shape, key=key, sampler="ddim"),
+        "ddim eta=1": sample_loop(s, model, x0.shape, key=key, eta=1.0, sampler="ddim"),
+        "dpm++2m": sample_loop(s, model, x0.shape, key=key, sampler="dpm++2m"),
+        "unipc": sample_loop(s, model, x0.shape, key=key, sampler="unipc"),
+        "euler_a": sample_loop(s, model, x0.shape, key=key, sampler="euler_a"),
     }
     for name, out in outs.items():
         assert float(jnp.abs(out - x0).max()) < 1e-4, name
@@ -199,7 +194,7 @@ def test_ancestral_sampler_reproduces_gaussian_data():
     # With the exact reverse mean and variance, even 12 steps sample N(MU, SD^2) exactly.
     s = make_schedule("squaredcos_cap_v2", 1000, "12")
     model = Partial(gaussian_model, s.timestep_map, s.alphas_cumprod_prev)
-    x = p_sample_loop(s, model, (64, 8, 8, 1), key=jax.random.PRNGKey(3), clip_denoised=False)
+    x = sample_loop(s, model, (64, 8, 8, 1), key=jax.random.PRNGKey(3), clip_denoised=False, sampler="ddpm")
     assert abs(float(x.mean()) - MU) < 0.01
     assert abs(float(x.std()) - SD) < 0.01
 
@@ -212,14 +207,15 @@ def test_progress_callback_and_start_index():
         seen.append((step, total))
 
     model = Partial(counting_model, jnp.float32(0.5))
-    final = ddim_sample_loop(s, model, (1, 2, 2, 3), key=jax.random.PRNGKey(0), start_index=3, progress=progress)
+    final = sample_loop(s, model, (1, 2, 2, 3), key=jax.random.PRNGKey(0), start_index=3, progress=progress,
+                        sampler="ddim")
     jax.effects_barrier()
     assert final.shape == (1, 2, 2, 3)
     assert sorted(seen) == [(k, 4) for k in range(4)]
     steps = sample_trajectory(s, model, jnp.zeros((1, 2, 2, 3)), None, sampler="ddim", start_index=3)
     assert steps.shape == (4, 1, 2, 2, 3)
     with pytest.raises(ValueError):
-        p_sample_loop(s, model, (1, 2, 2, 3))  # no key, no noises
+        sample_loop(s, model, (1, 2, 2, 3), sampler="ddpm")  # no key, no noises
 
 
 def test_euler_ancestral_is_ddim_with_eta_one():
@@ -247,8 +243,6 @@ def test_unipc_draws_nothing_and_euler_ancestral_needs_noise():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="needs a key or a noise source"):
         sample_loop(s, model, x_T=x_T, sampler="euler_a")
-    with pytest.raises(ValueError, match="order 2 or 3"):
-        unipc_sample_loop(s, model, x_T=x_T, order=4)
     with pytest.raises(ValueError, match="unknown sampler"):
         sample_loop(s, model, x_T=x_T, sampler="unipc4")
 

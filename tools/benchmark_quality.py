@@ -228,10 +228,10 @@ def table(results: Dict[str, Dict], settings: Sequence[Setting], seeds: Sequence
 
 
 def add_arguments(parser) -> None:
-    from glide_jax.diffusion.samplers import SAMPLERS
+    from glide_jax.diffusion.samplers import sampler_names
 
     parser.add_argument("--samplers", nargs="+", default=["ddpm", "ddim", "dpm++2m", "unipc", "euler_a"],
-                        choices=SAMPLERS, help="samplers to measure")
+                        choices=sampler_names(), help="samplers to measure")
     parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20, 50], help="step counts to measure")
     parser.add_argument("--interval", nargs=2, type=float, default=[0.5, 1.0], metavar=("LOW", "HIGH"),
                         help="the guidance interval measured beside guidance everywhere (fractions, 1 = pure noise)")

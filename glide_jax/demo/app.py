@@ -83,7 +83,7 @@ def build_app(models: DemoModels, start_up: str = ""):
     """The ``gr.Blocks`` page over ``models``; ``start_up`` is a line on how long loading took."""
     import gradio as gr
 
-    from glide_jax.diffusion.samplers import SAMPLERS
+    from glide_jax.diffusion.samplers import sampler_names
     from glide_jax.errors import ANTICIPATED, describe
 
     forwarder: ForwardingProgress = install()
@@ -144,7 +144,7 @@ def build_app(models: DemoModels, start_up: str = ""):
             negative = gr.Textbox(label="negative prompt (steer away from)", elem_id="gen-negative")
             n, seed, scale, upsample = common_controls("gen")
             with gr.Row():
-                sampler_choice = gr.Dropdown(list(SAMPLERS), value=sampler, label="sampler")
+                sampler_choice = gr.Dropdown(list(sampler_names()), value=sampler, label="sampler")
                 step_count = gr.Slider(1, 200, value=steps, step=1, label="steps")
                 candidates = gr.Slider(1, 8, value=1, step=1, label="candidates (CLIP keeps the best)",
                                        visible=models.generate.clip is not None)

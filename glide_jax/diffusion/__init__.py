@@ -3,7 +3,7 @@
 Network-independent pure functions over a ``Schedule`` pytree; see the
 submodules for the details and the reasons behind each choice.
 
-Samplers (``SAMPLERS``, each one compiled loop for every step count): ``ddpm``,
+Samplers (registered in ``sampler_registry``, each one compiled loop for every step count): ``ddpm``,
 ``ddim``, ``dpm++2m``, ``unipc`` / ``unipc3`` (UniPC-bh2 of order 2 / 3,
 ``unipc``) and ``euler_a`` (Euler-ancestral, ``euler_ancestral``). Timestep
 spacings (``make_schedule(respacing=...)``): ``"N"``, ``"trailingN"``,
@@ -37,20 +37,14 @@ from glide_jax.diffusion.losses import (
     training_losses,
 )
 from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, RecordedNoise, ZeroNoise
+from glide_jax.diffusion.sampler_registry import Sampler, register_sampler, sampler_named, sampler_names
 from glide_jax.diffusion.samplers import (
-    DETERMINISTIC_SAMPLERS,
-    SAMPLERS,
     DPMState,
     ddim_sample,
-    ddim_sample_loop,
     dpm_solver_pp_2m_step,
-    dpm_solver_pp_sample_loop,
-    euler_ancestral_sample_loop,
     p_sample,
-    p_sample_loop,
     sample_loop,
     sample_trajectory,
-    unipc_sample_loop,
 )
 from glide_jax.diffusion.schedule import (
     RespacingError,

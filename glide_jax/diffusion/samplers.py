@@ -81,16 +81,12 @@ from glide_jax.diffusion.euler_ancestral import euler_ancestral_step
 from glide_jax.diffusion.gaussian import condition_mean, extract, predict_eps_from_xstart
 from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, ZeroNoise
 from glide_jax.diffusion.prediction import CondFn, DenoisedFn, ModelFn, guided_prediction, model_step
+from glide_jax.diffusion.sampler_registry import Sampler, register_sampler, sampler_named, sampler_names
 from glide_jax.diffusion.schedule import Schedule, pad_schedule
 from glide_jax.diffusion.unipc import UniPCState, unipc_step
 
 ProgressFn = Callable[[int, int], None]
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m", "unipc", "unipc3", "euler_a")
-# Samplers that add no noise after x_T: their loops draw nothing per step.
-DETERMINISTIC_SAMPLERS = ("dpm++2m", "unipc", "unipc3")
-# Solver order of each UniPC sampler name.
-_UNIPC_ORDER = {"unipc": 2, "unipc3": 3}
 
 
 def _not_last(t: jnp.ndarray, ndim: int) -> jnp.ndarray:
@@ -212,26 +208,14 @@ def _one_step(s, model_fn, denoised_fn, cond_fn, noise, eta, sampler, clip_denoi
     """Loop step ``k`` (0 = the first step taken) at schedule index ``i``: ``(x, state)`` after it."""
     t = jnp.full((x.shape[0],), i, jnp.int32)
     opts = dict(clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn)
-    if sampler == "dpm++2m":
-        x, _, state = dpm_solver_pp_2m_step(s, model_fn, x, t, state, **opts)
-    elif sampler in _UNIPC_ORDER:
-        x, _, state = unipc_step(s, model_fn, x, t, state, **opts)
-    elif sampler == "ddpm":
-        x, _ = p_sample(s, model_fn, x, t, noise.draw(k, x), **opts)
-    elif sampler == "euler_a":
-        x, _ = euler_ancestral_step(s, model_fn, x, t, noise.draw(k, x), **opts)
-    else:
-        x, _ = ddim_sample(s, model_fn, x, t, noise.draw(k, x), eta=eta, **opts)
-    return x, state
+    chosen = sampler_named(sampler)
+    drawn = None if chosen.deterministic else noise.draw(k, x)
+    return chosen.step(s, model_fn, x, t, state, drawn, eta, opts)
 
 
 def _initial_state(sampler, x_T):
     """The multistep solvers' empty memory (None for the one-step samplers)."""
-    if sampler == "dpm++2m":
-        return DPMState.init(x_T)
-    if sampler in _UNIPC_ORDER:
-        return UniPCState.init(x_T, _UNIPC_ORDER[sampler])
-    return None
+    return sampler_named(sampler).initial_state(x_T)
 
 
 _STATIC = ("sampler", "clip_denoised")
@@ -271,18 +255,17 @@ def _run_trajectory(s, model_fn, denoised_fn, cond_fn, noise, eta, x_T, *, sampl
 
 def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn, cond_fn):
     """Check a loop's options and put them in the form the compiled loops take: ``(args, static, num_steps)``."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    chosen = sampler_named(sampler)
     n_total = s.num_timesteps
     start = n_total - 1 if start_index is None else int(start_index)
     if not 0 <= start < n_total:
         raise ValueError(f"start_index {start} outside [0, {n_total})")
     num_steps = start + 1
     x_T = jnp.asarray(x_T, jnp.float32)
-    if sampler in DETERMINISTIC_SAMPLERS:
+    if chosen.deterministic:
         noise = None  # a deterministic solver: nothing is drawn
     elif noise is None:
-        if sampler in ("ddpm", "euler_a") or not (isinstance(eta, (int, float)) and eta == 0):
+        if chosen.noise == "always" or not (isinstance(eta, (int, float)) and eta == 0):
             raise ValueError(f"sampler {sampler!r} with eta={eta} needs a key or a noise source")
         noise = ZeroNoise()
     elif not isinstance(noise, NoiseSource):
@@ -375,29 +358,37 @@ def sample_trajectory(
     return _run_trajectory(*args, x_T, num_steps=num_steps, **static)
 
 
-def p_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
-    """Ancestral sampling; see ``sample_loop`` for the arguments."""
-    return sample_loop(s, model_fn, shape, sampler="ddpm", **kwargs)
+# ----------------------------------------------------------------------------- the built-in samplers
 
 
-def ddim_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
-    """DDIM sampling (``eta`` keyword, default 0); see ``sample_loop``."""
-    return sample_loop(s, model_fn, shape, sampler="ddim", **kwargs)
+def _ddpm(s, model_fn, x, t, state, noise, eta, options):
+    return p_sample(s, model_fn, x, t, noise, **options)[0], state
 
 
-def dpm_solver_pp_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
-    """DPM-Solver++(2M) sampling (deterministic; no per-step noise); see ``sample_loop``."""
-    return sample_loop(s, model_fn, shape, sampler="dpm++2m", **kwargs)
+def _ddim(s, model_fn, x, t, state, noise, eta, options):
+    return ddim_sample(s, model_fn, x, t, noise, eta=eta, **options)[0], state
 
 
-def unipc_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, *, order: int = 2, **kwargs):
-    """UniPC-bh2 sampling of ``order`` 2 or 3 (deterministic; no per-step noise); see ``sample_loop``."""
-    names = {v: k for k, v in _UNIPC_ORDER.items()}
-    if order not in names:
-        raise ValueError(f"UniPC sampling loops have order 2 or 3, got {order}")
-    return sample_loop(s, model_fn, shape, sampler=names[order], **kwargs)
+def _dpm_solver_pp_2m(s, model_fn, x, t, state, noise, eta, options):
+    x, _, state = dpm_solver_pp_2m_step(s, model_fn, x, t, state, **options)
+    return x, state
 
 
-def euler_ancestral_sample_loop(s: Schedule, model_fn: ModelFn, shape=None, **kwargs):
-    """Euler-ancestral sampling (one noise draw per step: needs a key or a noise source); see ``sample_loop``."""
-    return sample_loop(s, model_fn, shape, sampler="euler_a", **kwargs)
+def _unipc(s, model_fn, x, t, state, noise, eta, options):
+    x, _, state = unipc_step(s, model_fn, x, t, state, **options)
+    return x, state
+
+
+def _euler_ancestral(s, model_fn, x, t, state, noise, eta, options):
+    return euler_ancestral_step(s, model_fn, x, t, noise, **options)[0], state
+
+
+register_sampler(Sampler("ddpm", _ddpm, "always", description="ancestral sampling with the learned variance"))
+register_sampler(Sampler("ddim", _ddim, "eta", description="DDIM (eta=0 deterministic)"))
+register_sampler(Sampler("dpm++2m", _dpm_solver_pp_2m, "none", DPMState.init, order=2,
+                         description="DPM-Solver++(2M), deterministic multistep"))
+register_sampler(Sampler("unipc", _unipc, "none", lambda x: UniPCState.init(x, 2), order=2,
+                         description="UniPC-bh2 of order 2, deterministic"))
+register_sampler(Sampler("unipc3", _unipc, "none", lambda x: UniPCState.init(x, 3), order=3,
+                         description="UniPC-bh2 of order 3, deterministic"))
+register_sampler(Sampler("euler_a", _euler_ancestral, "always", description="Euler-ancestral"))

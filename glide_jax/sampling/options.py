@@ -11,7 +11,7 @@ import dataclasses
 import re
 from typing import Optional, Tuple, Union
 
-from glide_jax.diffusion.samplers import SAMPLERS
+from glide_jax.diffusion.sampler_registry import sampler_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +56,8 @@ class StageOptions:
             object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
 
     def validate(self, stage: str):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.sampler not in sampler_names():
+            raise ValueError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(sampler_names())}")
         if isinstance(self.steps, int) and self.steps < 1:
             raise ValueError(f"{stage}: steps must be >= 1, got {self.steps}")
         if not 0.0 < self.temperature <= 2.0:

@@ -121,7 +121,7 @@ class SampleConfig:
 
     num_images: int = 4  # images per preview grid
     steps: int = 25  # sampling steps (respaced)
-    sampler: str = "ddim"  # one of glide_jax.diffusion.samplers.SAMPLERS (ddpm, ddim, dpm++2m, unipc, unipc3, euler_a)
+    sampler: str = "ddim"  # a registered sampler (glide_jax.diffusion.sampler_registry), e.g. ddpm, ddim, dpm++2m
     guidance_scale: float = 3.0  # classifier-free guidance scale
     prompts: Tuple[str, ...] = ()  # default: the captions of the first training records
     temperature: float = 1.0  # initial-noise scale (GLIDE's upsampler used 0.997)
