@@ -33,6 +33,7 @@ from glide_jax.hub.checkpoint_zip import (DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT
                                           DEFAULT_MAX_PICKLE_BYTES, DEFAULT_MAX_TOTAL_BYTES, CheckpointFormatError,
                                           CheckpointZip, check_limits, clip, describe, format_bytes)
 from glide_jax.hub.pickle_check import check_pickle
+from glide_jax.regular_files import check_regular_file
 
 __all__ = ["CheckpointFormatError", "RefusedGlobalError", "load_state_dict", "load_state_dict_with_torch",
            "read_manifest"]
@@ -311,6 +312,7 @@ def _planned(path, limits: Dict[str, int]) -> Iterator[Tuple[CheckpointZip, Dict
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    check_regular_file(path, "checkpoint")  # before anything opens it: a FIFO would hang, /dev/zero never ends
     if not zipfile.is_zipfile(path):
         raise CheckpointFormatError(
             f"{path} is not a zip-format PyTorch checkpoint (a damaged or incomplete download, or a legacy "

@@ -20,6 +20,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError
+from glide_jax.regular_files import check_regular_file
 
 # Download name -> (tensor count, parameter count) of the released checkpoint, as OpenAI's code builds it.
 RELEASED_PARAMETERS: Dict[str, Tuple[int, int]] = {
@@ -63,7 +64,7 @@ def verify_checkpoint(path, name: str) -> None:
     """Raise :class:`CheckpointFormatError` unless ``path`` is a complete, intact copy of checkpoint ``name``."""
     from glide_jax.hub.torch_zip import read_manifest
 
-    path = Path(path)
+    path = check_regular_file(path, "checkpoint")
     if not zipfile.is_zipfile(path):
         raise CheckpointFormatError(f"{path} is not a zip archive, as every released checkpoint is")
     manifest = read_manifest(path)  # zip structure, safe pickle, every tensor within its storage

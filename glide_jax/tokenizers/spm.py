@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import sentencepiece
 
+from glide_jax.regular_files import is_present, read_regular_bytes
 from glide_jax.tokenizers.padding import MaskPaddingMixin
 
 PathLike = Union[str, os.PathLike]
@@ -36,10 +37,11 @@ class SentencePieceTokenizer(MaskPaddingMixin):
         """Load ``model_file``. The padding id is ``pad_token`` if given, else the model's
         pad id, else its end-of-sentence id; a model with neither needs ``pad_token``."""
         path = Path(model_file).expanduser()
-        if not path.is_file():
+        if not is_present(path, "sentencepiece model"):
             raise FileNotFoundError(f"sentencepiece model {path} does not exist")
         self.model_file = path
-        self._processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self._processor = sentencepiece.SentencePieceProcessor(
+            model_proto=read_regular_bytes(path, "sentencepiece model"))
         self._pad = self._choose_pad(pad_token)
 
     def _choose_pad(self, pad_token: Optional[int]) -> int:

@@ -38,6 +38,7 @@ import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.models.families import abstract_params, family_of, flat_shapes
+from glide_jax.regular_files import is_present
 
 Config = Union[ModelConfig, ClipConfig]
 Params = Dict[str, Any]
@@ -169,7 +170,7 @@ def load_source(init_from: str, target: Config) -> Tuple[Config, Params]:
     """``(config, params)`` of the model at ``init_from``: a ``.npz`` state dict, or any source of the
     model registry (``glide_jax.hub.registry``)."""
     path = Path(init_from).expanduser()
-    if path.is_file() and path.suffix == ".npz":
+    if path.suffix == ".npz" and is_present(path, "warm-start state dict"):
         return _npz_source(path, target)
     from glide_jax.hub.registry import load_model
 
