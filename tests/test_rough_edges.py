@@ -106,3 +106,44 @@ def test_a_regular_file_behind_a_symlink_is_read(tmp_path):
     assert check_regular_file(tmp_path / "link.txt") == tmp_path / "link.txt"
     with pytest.raises(FileNotFoundError):
         check_regular_file(tmp_path / "absent.txt")
+
+
+# ----------------------------------------------------------------------------- config values that cannot work
+
+BASE_CONFIG = str(REPO / "experiments" / "configs" / "base.py") + ":micro"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=-5", "train.steps must be an integer >= 1, got -5"),
+    ("train.batch_size=0", "train.batch_size must be an integer >= 1, got 0"),
+    ("train.microbatches=0", "train.microbatches must be an integer >= 1, got 0"),
+    ("train.log_every=0", "train.log_every must be an integer >= 1, got 0"),
+    ("model.unet.num_channels=0", "unet.num_channels must be an integer >= 1, got 0"),
+    ("model.unet.image_size=-32", "unet.image_size must be an integer >= 1, got -32"),
+    ("model.unet.num_head_channels=0", "unet.num_head_channels must be an integer >= 1 (or -1), got 0"),
+    ("model.unet.channel_mult=1,0,2", "unet.channel_mult[1] must be an integer >= 1, got 0"),
+    ("model.unet.text.heads=0", "text.heads must be an integer >= 1, got 0"),
+    ("model.unet.text.text_ctx=0", "text.text_ctx must be an integer >= 1, got 0"),
+    ("model.diffusion.steps=0", "diffusion.steps must be an integer >= 1, got 0"),
+    ("sample.num_images=0", "sample.num_images must be an integer >= 1, got 0"),
+    ("data.caption_dropout=1.5", "data.caption_dropout must be a number in [0, 1], got 1.5"),
+    ("mesh.data=0", "mesh.data must be an integer >= 1 (or -1), got 0"),
+])
+def test_a_count_that_cannot_work_is_one_error_naming_the_override(tmp_path, capsys, override, message):
+    from experiments import common
+
+    status = common.main("base", "test", ["--config", BASE_CONFIG, "--workdir", str(tmp_path / "run"),
+                                          "--set", override])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.strip().splitlines() == [f"error: --set {override}: {message}"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_clip_counts_are_checked_before_they_divide():
+    import dataclasses
+
+    from glide_jax.config import get_preset
+
+    with pytest.raises(ValueError, match=r"^clip.patch_size must be an integer >= 1, got 0$"):
+        dataclasses.replace(get_preset("tiny-clip"), patch_size=0)

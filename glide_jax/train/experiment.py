@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
 
-from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.config import ClipConfig, ModelConfig, check_counts, check_fraction
 from glide_jax.data.shapes import PAIR_LAYOUTS, RELATIONS, check_relations
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 from glide_jax.models.families import family_of
@@ -59,6 +59,9 @@ class DataConfig:
     worker_count: int = 0  # grain worker processes
 
     def __post_init__(self):
+        check_counts("data", num_examples=self.num_examples, tokenizer_captions=self.tokenizer_captions)
+        check_counts("data", 0, worker_count=self.worker_count)
+        check_fraction("data", two_object_fraction=self.two_object_fraction, caption_dropout=self.caption_dropout)
         if self.source not in ("shapes", "tfds"):
             raise ValueError(f"data.source must be 'shapes' or 'tfds', got {self.source!r}")
         if self.pair_layout not in PAIR_LAYOUTS:
@@ -99,6 +102,16 @@ class TrainConfig:
     sample_every: int = 0  # sample grids every N steps (0: only after the last step); -1 never
 
     def __post_init__(self):
+        check_counts("train", steps=self.steps, batch_size=self.batch_size, microbatches=self.microbatches,
+                     log_every=self.log_every, keep_last=self.keep_last)
+        check_counts("train", 0, warmup_steps=self.warmup_steps, checkpoint_every=self.checkpoint_every,
+                     keep_every=self.keep_every)
+        check_counts("train", -1, sample_every=self.sample_every)
+        check_fraction("train", ema_rate=self.ema_rate)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
         if self.batch_size % self.microbatches:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
         if self.mse_weighting not in MSE_WEIGHTINGS:
@@ -121,6 +134,9 @@ class MeshConfig:
     fsdp: int = 1  # parameters, optimiser state and batch split together
     tensor: int = 1  # model-parallel matmuls (heads and MLP channels split)
 
+    def __post_init__(self):
+        check_counts("mesh", unset=-1, data=self.data, fsdp=self.fsdp, tensor=self.tensor)
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -132,6 +148,12 @@ class SampleConfig:
     guidance_scale: float = 3.0  # classifier-free guidance scale
     prompts: Tuple[str, ...] = ()  # default: the captions of the first training records
     temperature: float = 1.0  # initial-noise scale (GLIDE's upsampler used 0.997)
+
+    def __post_init__(self):
+        check_counts("sample", num_images=self.num_images, steps=self.steps)
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not self.temperature > 0:
+            raise ValueError(f"sample.temperature must be a number > 0, got {self.temperature!r}")
 
 
 @dataclass(frozen=True)
@@ -231,7 +253,12 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, text = item.split("=", 1)
-        cfg = _replace_path(cfg, key.strip().split("."), text, key)
+        try:
+            cfg = _replace_path(cfg, key.strip().split("."), text, key)
+        except ValueError as e:  # a value the config refuses: say which override it came from
+            if str(e).startswith("--set"):
+                raise
+            raise ValueError(f"--set {key.strip()}={text}: {e}") from None
     return cfg
 
 
