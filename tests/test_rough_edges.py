@@ -147,3 +147,61 @@ def test_clip_counts_are_checked_before_they_divide():
 
     with pytest.raises(ValueError, match=r"^clip.patch_size must be an integer >= 1, got 0$"):
         dataclasses.replace(get_preset("tiny-clip"), patch_size=0)
+
+
+# ----------------------------------------------------------------------------- state dicts of another model
+
+
+def _renamed(shapes: dict, prefix: str) -> dict:
+    """Every tensor of a layout under a wrong name (zero-cost arrays: only their shapes are read)."""
+    import numpy as np
+
+    return {prefix + key: np.broadcast_to(np.float32(0), shape) for key, shape in shapes.items()}
+
+
+def test_a_state_dict_with_the_wrong_keys_is_summarised_not_listed():
+    from glide_jax.config import get_preset
+    from glide_jax.hub.convert_unet import torch_shapes, unet_from_torch
+    from glide_jax.hub.torch_layout import CheckpointMismatchError
+
+    config = get_preset("base").unet
+    shapes = torch_shapes(config)
+    state = _renamed(shapes, "module.")
+    state["out.2.bias"] = state.pop("module.out.2.bias")[:1]  # one key right, with the wrong shape
+    with pytest.raises(CheckpointMismatchError) as info:
+        unet_from_torch(state, config)
+    message = str(info.value)
+    assert len(shapes) == 783 and len(info.value.missing) == 782 and len(info.value.unexpected) == 782
+    lines = message.splitlines()
+    assert lines[0] == "GLIDE U-Net: state dict does not match the model"
+    assert lines[1].startswith("  missing keys (782): ") and lines[1].endswith(" and 777 more")
+    assert lines[2].startswith("  unexpected keys (782): module.") and lines[2].endswith(" and 777 more")
+    assert lines[3] == "  shape mismatches (1): out.2.bias: checkpoint (1,) vs model (6,)"
+    assert len(lines) == 4 and len(message) < 1000
+
+
+def test_clip_and_warm_start_mismatches_are_summarised_too():
+    import jax
+
+    from glide_jax.config import get_preset
+    from glide_jax.hub.convert_clip import convert_clip, torch_shapes
+    from glide_jax.models.families import abstract_params
+    from glide_jax.train.warm_start import check_fits
+
+    config = get_preset("tiny-clip")
+    image, text = (_renamed(torch_shapes(config, tower), "x.") for tower in ("image", "text"))
+    with pytest.raises(ValueError) as info:
+        convert_clip(config, image, text)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("CLIP checkpoint does not match the configuration (")
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        f"  missing keys ({len(image) + len(text)})", f"  unexpected keys ({len(image) + len(text)})"]
+    assert all(line.endswith(f" and {len(image) + len(text) - 5} more") for line in lines[1:])
+
+    small, large = get_preset("tiny-base"), get_preset("base")
+    params = jax.tree_util.tree_map(lambda leaf: leaf, abstract_params(small))
+    with pytest.raises(ValueError) as info:
+        check_fits(params, large, "the source")
+    lines = str(info.value).splitlines()
+    assert len(lines) <= 4 and all(len(line) < 1000 for line in lines)
+    assert lines[0] == "the source: state dict does not match the model"
