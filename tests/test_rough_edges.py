@@ -205,3 +205,43 @@ def test_clip_and_warm_start_mismatches_are_summarised_too():
     lines = str(info.value).splitlines()
     assert len(lines) <= 4 and all(len(line) < 1000 for line in lines)
     assert lines[0] == "the source: state dict does not match the model"
+
+
+# ----------------------------------------------------------------------------- a launcher worker that dies
+
+# Worker 1 dies at once (here: SIGKILL, as the kernel's OOM killer would); worker 0 stands for a survivor whose
+# collective then fails: on SIGTERM it prints a peer's traceback, then exits 1.
+_WORKERS = textwrap.dedent("""
+    import os, signal, sys, time
+    if os.environ["GLIDE_JAX_PROCESS_ID"] == "1":
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    def peer_gone(*_):
+        print("Traceback (most recent call last):", flush=True)
+        print("RuntimeError: Gloo connectFullMesh failed: Connection reset by peer", flush=True)
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, peer_gone)
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_the_launcher_names_the_worker_that_died_and_stops_the_others():
+    import io
+    import time
+
+    from experiments import launch
+
+    out = io.StringIO()
+    started = time.monotonic()
+    status = launch.launch([sys.executable, "-c", _WORKERS], 2, grace=30, out=out)
+    elapsed = time.monotonic() - started
+    lines = out.getvalue().splitlines()
+    pid = lines[0].split("pids ")[1].split()[1]
+    named = f"[launch] p1 (pid {pid}) failed first: killed by signal 9 (SIGKILL)"
+    assert status == 128 + 9
+    assert elapsed < 15  # the survivor was stopped at once, not after the 30 s grace
+    assert lines[-1] == f"{named} (then: p0 exit status 1)"
+    said = [i for i, line in enumerate(lines) if line.startswith(named)]
+    gloo = [i for i, line in enumerate(lines) if "Connection reset by peer" in line]
+    assert len(said) == 2 and gloo and said[0] < gloo[0]  # named before the survivor's noise, and last
