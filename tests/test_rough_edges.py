@@ -245,3 +245,117 @@ def test_the_launcher_names_the_worker_that_died_and_stops_the_others():
     said = [i for i, line in enumerate(lines) if line.startswith(named)]
     gloo = [i for i, line in enumerate(lines) if "Connection reset by peer" in line]
     assert len(said) == 2 and gloo and said[0] < gloo[0]  # named before the survivor's noise, and last
+
+
+# ----------------------------------------------------------------------------- a full disk during training
+
+_TENSORSTORE_WORDS = ('RESOURCE_EXHAUSTED: Error writing "params.unet.out_2.bias/0" in OCDBT database at local file '
+                      '"{run}/checkpoints/5.orbax-checkpoint-tmp/": Failed writing: "{run}/checkpoints/5.orbax-'
+                      'checkpoint-tmp/d/4800": Failed to write 4878336 bytes to file 8: No space left on device '
+                      "[os_error_code='28']")
+
+
+@pytest.fixture
+def restored_hooks(monkeypatch):
+    """The boundary stays quiet for the rest of the process after a full disk: undo that after the test."""
+    import logging
+    import threading
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.delenv("GLIDE_JAX_TRACEBACK", raising=False)
+    yield
+    for handler in [logging.lastResort, *logging.getLogger().handlers]:
+        for item in list(getattr(handler, "filters", [])):
+            if type(item).__name__ == "BackgroundErrors":
+                handler.removeFilter(item)
+
+
+def test_a_full_disk_ends_in_one_error_line_without_tracebacks(tmp_path, capsys, restored_hooks):
+    """The main thread's metrics write fails on a full disk while Orbax-like threads and loggers fail too, and
+    more background errors follow the failure (TensorBoard's exit hook, asyncio's unretrieved futures)."""
+    import errno
+    import io
+    import logging
+    import threading
+
+    from glide_jax.errors import run_command
+    from glide_jax.train.metrics import MetricsWriter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def failing_writer():
+        raise ValueError(_TENSORSTORE_WORDS.format(run=run))
+
+    def command() -> int:
+        for _ in range(3):  # TensorStore's callbacks into the event loop Orbax closed when its writer failed
+            try:
+                raise RuntimeError("Event loop is closed")
+            except RuntimeError as e:
+                sys.excepthook(type(e), e, e.__traceback__)
+        for _ in range(3):  # Orbax's save threads: each logs a traceback, then dies with one
+            try:
+                failing_writer()
+            except ValueError:
+                logging.getLogger("absl").exception("_SignalingThread.run() raised an exception")
+            thread = threading.Thread(target=failing_writer)
+            thread.start()
+            thread.join()
+        writer = MetricsWriter(run, enabled=True, total_steps=10)
+        full = OSError(errno.ENOSPC, "No space left on device")
+
+        def no_space(*_):
+            raise full
+
+        writer._jsonl.write = no_space
+        writer.write(1, {"loss": 1.0})
+        return 0
+
+    try:
+        status = run_command(command, stream)
+        # what follows the failure in the real run: a closed writer's thread, an exit hook, a collected future
+        late = threading.Thread(target=lambda: (_ for _ in ()).throw(OSError("handle is closed")))
+        late.start()
+        late.join()
+        logging.getLogger("asyncio").error("_GatheringFuture exception was never retrieved",
+                                           exc_info=ValueError(_TENSORSTORE_WORDS.format(run=run)))
+        sys.unraisablehook(type("Unraisable", (), dict(exc_type=OSError, exc_value=OSError(errno.ENOSPC, "x"),
+                                                       exc_traceback=None, err_msg="atexit", object=None))())
+    finally:
+        logging.getLogger().removeHandler(handler)
+    captured = capsys.readouterr()
+    text = stream.getvalue() + captured.err + captured.out
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert status == 2
+    assert "Traceback" not in text
+    assert [line for line in lines if line.startswith("error:")] == [
+        f"error: no space left on the device ({run / 'metrics.jsonl'})"]
+    assert lines == [f"warning: a background writer failed: no space left on the device "
+                     f"({run}/checkpoints/5.orbax-checkpoint-tmp/d/4800); the command stops when it next waits "
+                     "for it",
+                     f"error: no space left on the device ({run / 'metrics.jsonl'})"]
+
+
+def test_other_background_errors_are_still_shown(monkeypatch, restored_hooks):
+    import threading
+
+    from glide_jax.errors import run_command
+
+    shown = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: shown.append(args.exc_value))
+
+    def command() -> int:
+        thread = threading.Thread(target=lambda: (_ for _ in ()).throw(RuntimeError("a real bug")))
+        thread.start()
+        thread.join()
+        return 0
+
+    assert run_command(command) == 0
+    assert [str(e) for e in shown] == ["a real bug"]
+    assert threading.excepthook is not None and threading.excepthook.__name__ == "<lambda>"  # put back

@@ -85,8 +85,11 @@ class MetricsWriter:
         for k, v in values.items():
             if math.isfinite(v):
                 self._tb.add_scalar(k, v, step)
-        self._jsonl.write(json.dumps({"step": step, **{k: _finite_or_none(v) for k, v in values.items()}}) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps({"step": step, **{k: _finite_or_none(v) for k, v in values.items()}}) + "\n")
+            self._jsonl.flush()
+        except OSError as e:  # a full disk: name the file, which a bare write error does not
+            raise OSError(e.errno, e.strerror, self._jsonl.name) from e
 
     def console(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -114,3 +117,12 @@ class MetricsWriter:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+
+    def abandon(self) -> None:
+        """Close after the run failed: errors here (the same full disk, say) must not replace the first one."""
+        if self.enabled:
+            for closing in (self._tb.close, self._jsonl.close):
+                try:
+                    closing()
+                except Exception:  # noqa: BLE001 - the run's own failure is the one reported
+                    pass
