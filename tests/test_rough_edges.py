@@ -359,3 +359,70 @@ def test_other_background_errors_are_still_shown(monkeypatch, restored_hooks):
     assert run_command(command) == 0
     assert [str(e) for e in shown] == ["a real bug"]
     assert threading.excepthook is not None and threading.excepthook.__name__ == "<lambda>"  # put back
+
+
+# ----------------------------------------------------------------------------- prompts the model cannot read
+
+EMBEDDED_BASE = REPO / "glide_jax" / "assets" / "embedded" / "base"
+
+
+@pytest.fixture
+def embedded_base():
+    """The embedded base model's config and tokenizer, without its parameters (nothing is compiled)."""
+    from glide_jax.hub.model_dir import read_config
+    from glide_jax.sampling.loaded_model import LoadedModel
+    from glide_jax.tokenizers import SentencePieceTokenizer
+
+    return LoadedModel(read_config(EMBEDDED_BASE), None, SentencePieceTokenizer(EMBEDDED_BASE / "tokenizer.model"))
+
+
+def _warning_lines(callback) -> list:
+    """What the command line prints for the warnings ``callback`` raises (the error boundary's formatting)."""
+    import contextlib
+    import io
+
+    from glide_jax.errors import user_warnings
+
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream), user_warnings():
+        callback()
+    return stream.getvalue().splitlines()
+
+
+def test_words_the_embedded_model_does_not_know_are_one_warning_line(embedded_base):
+    from glide_jax.sampling.pipeline import warn_about_prompts
+
+    lines = _warning_lines(lambda: warn_about_prompts(["an oil painting of a corgi"], embedded_base))
+    assert lines == [
+        "warning: the model does not know the words 'oil', 'painting', 'corgi' of prompt 'an oil painting of a "
+        "corgi' (its vocabulary, learnt from its training captions, does not have them); it reads them as letter "
+        "fragments it was not trained on, so they are ignored at best and drawn as noise at worst; its 19 tokens "
+        "are cut to the first 16"]
+    # the encoding the sampler then does adds no second (raw Python) warning
+    assert _warning_lines(lambda: embedded_base.tokens(["an oil painting of a corgi"])) == []
+
+
+def test_prompts_in_the_shapes_grammar_get_no_warning_and_long_ones_one(embedded_base):
+    from glide_jax.sampling.pipeline import warn_about_prompts
+
+    ok = ["a red circle above a blue square", "a small red triangle to the left of a yellow square"]
+    assert _warning_lines(lambda: warn_about_prompts(ok, embedded_base)) == []
+    long = "a red circle above a blue square " * 3
+    assert _warning_lines(lambda: warn_about_prompts([long], embedded_base)) == [
+        f"warning: prompt {long[:77] + '...'!r} is too long for the model: its 21 tokens are cut to the first 16 "
+        "(the rest of the prompt is ignored)"]
+    zebra = _warning_lines(lambda: warn_about_prompts(["a large green circle zebra"], embedded_base))
+    assert len(zebra) == 1 and zebra[0].startswith("warning: the model does not know the word 'zebra' of prompt")
+    assert zebra[0].endswith("(1 piece the model's vocabulary does not know)")
+
+
+def test_a_tokenizer_used_directly_still_warns_in_python(embedded_base):
+    from glide_jax.errors import InputWarning
+    from glide_jax.tokenizers import TokenTruncationWarning
+
+    with pytest.warns(TokenTruncationWarning, match=r"has 19 tokens but only 16 fit in the text context"):
+        embedded_base.tokenizer.encode_batch(["an oil painting of a corgi"], 16)
+    assert issubclass(TokenTruncationWarning, InputWarning)  # the CLI prints it as a `warning:` line
+    lines = _warning_lines(lambda: embedded_base.tokenizer.encode_batch(["an oil painting of a corgi"], 16))
+    assert lines == ["warning: prompt 'an oil painting of a corgi' has 19 tokens but only 16 fit in the text "
+                     "context; keeping the first 16"]

@@ -16,6 +16,7 @@ with id 1 for unknown pieces.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -28,6 +29,7 @@ PathLike = Union[str, os.PathLike]
 
 PAD_ID = 0
 UNK_ID = 1
+_WORD = re.compile(r"[^\W_]+")
 
 
 class SentencePieceTokenizer(MaskPaddingMixin):
@@ -78,6 +80,22 @@ class SentencePieceTokenizer(MaskPaddingMixin):
             elif self._processor.id_to_piece(token).strip("\u2581 "):
                 known += 1
         return known, unknown
+
+
+    def unknown_words(self, text: str) -> List[str]:
+        """The words of ``text`` (letters and digits, case-folded) that the vocabulary does not hold whole.
+
+        A vocabulary learnt from a small caption language (the embedded models' shapes grammar) holds
+        every word of it as one piece; any other word is spelled from short fragments or letters, an
+        input the model never saw in training. Larger vocabularies split rare but known words too, so
+        for them this lists words the model saw rarely rather than never.
+        """
+        unknown = []
+        for word in dict.fromkeys(_WORD.findall(text.lower())):
+            pieces = [t for t in self.encode(word) if self._processor.id_to_piece(t).strip("\u2581 ")]
+            if len(pieces) != 1 or pieces[0] == self._processor.unk_id():
+                unknown.append(word)
+        return unknown
 
 
 def train_sentencepiece(
