@@ -361,6 +361,42 @@ def test_other_background_errors_are_still_shown(monkeypatch, restored_hooks):
     assert threading.excepthook is not None and threading.excepthook.__name__ == "<lambda>"  # put back
 
 
+def test_metrics_stop_with_an_error_when_tensorboards_writer_thread_died(tmp_path, monkeypatch):
+    """tensorboardX's writer thread dies on a write error (a full disk); queueing more events for it then
+    blocked training forever once its queue was full, and so did closing it."""
+    import errno
+    import threading
+
+    from glide_jax.train.metrics import MetricsWriter
+
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's death is what is simulated
+    writer = MetricsWriter(tmp_path, enabled=True, total_steps=100)
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer._tb.file_writer.event_writer._ev_writer.write_event = full
+    outcome = []
+
+    def log_steps():
+        try:
+            for step in range(1, 60):
+                writer.write(step, {"loss": 1.0, "mse": 1.0})
+                threading.Event().wait(0.01)
+            outcome.append("never stopped")
+        except OSError as e:
+            outcome.append(str(e))
+        writer.abandon()
+        outcome.append("closed")
+
+    worker = threading.Thread(target=log_steps, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "writing metrics blocked on the dead writer thread"
+    assert outcome == [f"[Errno {errno.EIO}] TensorBoard's event writer stopped (a write failed; is the disk full?): "
+                       f"'{tmp_path / 'tensorboard'}'", "closed"]
+
+
 # ----------------------------------------------------------------------------- prompts the model cannot read
 
 EMBEDDED_BASE = REPO / "glide_jax" / "assets" / "embedded" / "base"
