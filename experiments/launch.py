@@ -10,10 +10,13 @@ reads (``GLIDE_JAX_COORDINATOR=127.0.0.1:<port>``, ``GLIDE_JAX_NUM_PROCESSES``,
 unless already set. Their output is streamed line by line, prefixed with
 ``[p<i>]``. SIGTERM and SIGINT are passed on to every process (a training run
 then saves a checkpoint and exits 0). When a process fails, the others cannot
-go on (every step is collective): they get ``--grace`` seconds to end by
-themselves, then SIGKILL. The launcher exits with the worst status: 0 if all
-succeeded, else the first failing status in the order errors > signals
-(a process killed by signal ``N`` counts as ``128 + N``, as a shell reports it).
+go on (every step is collective), and what they print next (a peer's
+"Connection reset by peer") hides the cause; so the launcher says at once, and
+again as its last line, which process failed first (index, pid, exit status or
+signal), sends the others SIGTERM and, after ``--grace`` seconds, SIGKILL.
+The launcher exits with 0 if all succeeded, else
+with the status of the process that failed first (a process killed by signal
+``N`` counts as ``128 + N``, as a shell reports it).
 
 This is a local stand-in for what a scheduler does; on real hosts start one
 process per host yourself (docs/multihost.md).
@@ -56,6 +59,17 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def describe_exit(returncode: int) -> str:
+    """A ``Popen.returncode`` in words: ``exit status 3`` or ``killed by signal 9 (SIGKILL)``."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = f" ({signal.Signals(-returncode).name})"
+    except ValueError:
+        name = ""
+    return f"killed by signal {-returncode}{name}"
+
+
 def _stream(proc: subprocess.Popen, index: int, out, lock: threading.Lock) -> None:
     prefix = PREFIX.format(index=index)
     for line in iter(proc.stdout.readline, b""):
@@ -68,7 +82,7 @@ def _stream(proc: subprocess.Popen, index: int, out, lock: threading.Lock) -> No
 
 def launch(command: Sequence[str], processes: int, devices_per_process: int = 1, port: Optional[int] = None,
            grace: float = 10.0, out=None) -> int:
-    """Start ``processes`` copies of ``command``, stream their output, return the worst exit status."""
+    """Start ``processes`` copies of ``command``, stream their output; return 0, or the status of the first to fail."""
     out = sys.stdout if out is None else out
     port = port or free_port()
     lock = threading.Lock()
@@ -90,12 +104,24 @@ def launch(command: Sequence[str], processes: int, devices_per_process: int = 1,
             if proc.poll() is None:
                 proc.send_signal(signum)
 
+    def say(text: str) -> None:
+        with lock:
+            out.write(f"[launch] {text}\n")
+            out.flush()
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    first = None  # index of the process that failed first
     try:
         failed_at = None
         while [p.poll() for p in procs].count(None):  # poll every process: a status is only seen through poll
-            if failed_at is None and any(p.returncode not in (None, 0) for p in procs):
+            failed = [i for i, p in enumerate(procs) if p.returncode not in (None, 0)]
+            if failed_at is None and failed:
                 failed_at = time.monotonic()
+                first = failed[0]
+                say(f"{_failure(procs, first)}; stopping the others (SIGTERM, then SIGKILL after {grace:g}s)")
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.terminate()
             if failed_at is not None and time.monotonic() - failed_at > grace:
                 for proc in procs:
                     if proc.poll() is None:
@@ -106,10 +132,17 @@ def launch(command: Sequence[str], processes: int, devices_per_process: int = 1,
             signal.signal(sig, handler)
     for reader in readers:
         reader.join()
-    statuses = [exit_status(p.returncode) for p in procs]
-    errors = [s for s in statuses if 0 < s < 128]
-    signals = [s for s in statuses if s >= 128]
-    return (errors or signals or [0])[0]
+    if first is None:  # all ended within one poll: the first failure in index order
+        first = next((i for i, p in enumerate(procs) if p.returncode != 0), None)
+    if first is None:
+        return 0
+    others = ", ".join(f"p{i} {describe_exit(p.returncode)}" for i, p in enumerate(procs) if i != first)
+    say(_failure(procs, first) + (f" (then: {others})" if others else ""))
+    return exit_status(procs[first].returncode)
+
+
+def _failure(procs: Sequence[subprocess.Popen], index: int) -> str:
+    return f"p{index} (pid {procs[index].pid}) failed first: {describe_exit(procs[index].returncode)}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -21,6 +21,29 @@ GLIDE_VOCAB = 50257  # GPT-2 BPE vocabulary used by the GLIDE text transformer.
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 
 
+def check_counts(owner: str, minimum: int = 1, *, unset: Optional[int] = None, **fields: Any) -> None:
+    """Raise one ValueError naming ``owner.field`` and its value for the first field that is not an integer
+    of at least ``minimum`` (``unset``, e.g. -1, is also accepted when given: it means "derive it").
+
+    Why: a zero or negative size, count or step number is accepted by the arithmetic that uses it and fails
+    far away (a ZeroDivisionError in a layer, a training run that "finishes" at step 0), so configs check
+    their counts where they are built, and ``--set`` overrides are checked the same way.
+    """
+    for name, value in fields.items():
+        if value == unset and unset is not None and isinstance(value, int):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            also = f" (or {unset})" if unset is not None else ""
+            raise ValueError(f"{owner}.{name} must be an integer >= {minimum}{also}, got {value!r}")
+
+
+def check_fraction(owner: str, **fields: Any) -> None:
+    """Raise one ValueError naming ``owner.field`` for the first value outside [0, 1]."""
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
+
+
 def _as_int_tuple(value: Union[str, int, Tuple[int, ...], list], what: str) -> Tuple[int, ...]:
     if isinstance(value, str):
         value = value.strip()
@@ -48,6 +71,8 @@ class TextConfig:
     n_vocab: int = GLIDE_VOCAB  # token ids the embedding holds
 
     def __post_init__(self):
+        check_counts("text", text_ctx=self.text_ctx, n_vocab=self.n_vocab, heads=self.heads)
+        check_counts("text", 0, width=self.width, layers=self.layers)
         if self.width and self.width % max(self.heads, 1):
             raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
 
@@ -82,8 +107,16 @@ class UNetConfig:
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        check_counts("unet", image_size=self.image_size, num_channels=self.num_channels,
+                     num_res_blocks=self.num_res_blocks, num_heads=self.num_heads, in_channels=self.in_channels,
+                     out_channels=self.out_channels)
+        check_counts("unet", unset=-1, num_head_channels=self.num_head_channels,
+                     num_heads_upsample=self.num_heads_upsample)
         if not self.channel_mult:
             raise ValueError("channel_mult is empty")
+        check_counts("unet", **{f"channel_mult[{i}]": m for i, m in enumerate(self.channel_mult)})
+        if isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
         for r in self.attention_resolutions:
             if r <= 0 or self.image_size % r:
                 raise ValueError(f"attention resolution {r} does not divide image_size {self.image_size}")
@@ -167,6 +200,9 @@ class DiffusionConfig:
     steps: int = 1000  # diffusion timesteps T
     noise_schedule: str = "squaredcos_cap_v2"  # beta schedule: "squaredcos_cap_v2" (cosine) or "linear"
 
+    def __post_init__(self):
+        check_counts("diffusion", steps=self.steps)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -175,6 +211,10 @@ class ModelConfig:
     unet: UNetConfig  # the network
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # the noise process it was trained for
     low_res_size: Optional[int] = None  # super-res models: size of the conditioning image
+
+    def __post_init__(self):
+        if self.low_res_size is not None:
+            check_counts("model", low_res_size=self.low_res_size)
 
     @property
     def kind(self) -> str:
@@ -205,6 +245,8 @@ class ClipConfig:
     dtype: str = "float32"  # compute dtype; params always stay float32
 
     def __post_init__(self):
+        check_counts("clip", **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                if f.type in ("int", int)})
         if self.image_size % self.patch_size:
             raise ValueError(f"CLIP image_size {self.image_size} not divisible by patch_size {self.patch_size}")
 

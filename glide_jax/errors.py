@@ -33,6 +33,8 @@ import zipfile
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TextIO
 
+from glide_jax.background_errors import BackgroundErrors, disk_full
+
 
 class InputWarning(UserWarning):
     """Input that was accepted but is probably not what the user meant (said once per call)."""
@@ -59,6 +61,9 @@ _ERRNO_WORDS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk
 
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong and, when the exception knows it, with which file."""
+    full = disk_full(exc)  # also as TensorStore words it, inside a ValueError
+    if full is not None:
+        return full
     if isinstance(exc, OSError) and exc.errno is not None and getattr(exc, "strerror", None):
         what = _ERRNO_WORDS.get(exc.errno, exc.strerror)
         files = [f for f in (exc.filename, exc.filename2) if f]
@@ -91,7 +96,7 @@ def run_command(command: Callable[[], int], stream: Optional[TextIO] = None) -> 
     """Run ``command()`` inside the boundary; return its status, 2 for anticipated failures, 1 for bugs."""
     stream = sys.stderr if stream is None else stream
     try:
-        with user_warnings():
+        with user_warnings(), BackgroundErrors(stream):  # a full disk: one line, not every thread's traceback
             return command()
     except ANTICIPATED as exc:
         if os.environ.get("GLIDE_JAX_TRACEBACK"):

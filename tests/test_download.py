@@ -30,6 +30,7 @@ class _Files:
         self.hits = []
         self.headers = {}
         self.delay = 0.0
+        self.drip = None  # (bytes, seconds): send the body in pieces this big, this far apart
 
     def add(self, path: str, body: bytes, announced: int = None, headers=None):
         """Serve ``body``; ``announced=-1`` sends no Content-Length (the transfer ends when the server closes)."""
@@ -52,8 +53,18 @@ def _handler(files: _Files):
                 self.send_header(name, value)
             self.end_headers()
             time.sleep(files.delay)
-            self.wfile.write(body)
             self.close_connection = True  # a short body then ends the transfer early
+            if files.drip is None:
+                self.wfile.write(body)
+                return
+            piece, pause = files.drip
+            for start in range(0, len(body), piece):  # bounded by the body; ends early when the client leaves
+                try:
+                    self.wfile.write(body[start:start + piece])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(pause)
 
         def log_message(self, *args):
             pass
@@ -284,3 +295,84 @@ def test_the_pinned_parameter_counts_are_the_released_checkpoints_manifests():
         manifest = json.loads(require_fixture(f"manifests/{name.replace('/', '-')}.json").read_text())
         assert (manifest["num_tensors"], manifest["total_params"]) == (tensors, parameters)
         assert {t["key"]: tuple(t["shape"]) for t in manifest["tensors"]} == verify.expected_shapes(name)
+
+
+# ----------------------------------------------------------------------------- slow servers and interruptions
+
+
+def test_a_server_that_drips_bytes_fails_on_the_minimum_rate(server, tmp_path):
+    server.add("/base.pt", PAYLOAD[:4000])
+    server.drip = (1, 0.02)  # 50 B/s, never quiet long enough for the socket timeout
+    started = time.monotonic()
+    with pytest.raises(dl.DownloadError, match=r"is too slow: \d+ bytes in the last 0\.\d s \(\d+ B/s, below the "
+                                               r"minimum of 1000 B/s\); nothing was saved.*GLIDE_JAX_DOWNLOAD_MIN_RATE"):
+        dl.fetch(dl.RemoteFile(server.url + "/base.pt"), tmp_path, progress=False, min_rate=1000, rate_window=0.5)
+    assert time.monotonic() - started < 10
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "base.pt").exists()
+    # the same transfer passes without a minimum, and a fast one passes the default minimum
+    server.add("/small.pt", PAYLOAD[:20])
+    assert dl.fetch(dl.RemoteFile(server.url + "/small.pt"), tmp_path, progress=False, min_rate=0,
+                    rate_window=0.1).read_bytes() == PAYLOAD[:20]
+
+
+def test_the_minimum_rate_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(dl.MIN_RATE_ENV, raising=False)
+    assert dl.configured_min_rate() == dl.DEFAULT_MIN_RATE == 10_000
+    monkeypatch.setenv(dl.MIN_RATE_ENV, "0")
+    assert dl.configured_min_rate() == 0
+    monkeypatch.setenv(dl.MIN_RATE_ENV, "fast")
+    with pytest.raises(ValueError, match=r"GLIDE_JAX_DOWNLOAD_MIN_RATE must be a number of bytes per second >= 0"):
+        dl.configured_min_rate()
+
+
+_FETCH_IN_CHILD = """
+import sys
+from glide_jax.hub import download
+download.fetch(download.RemoteFile(sys.argv[1]), sys.argv[2], progress=False)
+"""
+
+
+def test_sigterm_during_a_download_removes_its_part_file(server, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    server.add("/upsample.pt", PAYLOAD[:2000])
+    server.drip = (10, 0.05)  # 10 s for the whole body: long enough to be interrupted
+    child = subprocess.Popen([sys.executable, "-c", _FETCH_IN_CHILD, server.url + "/upsample.pt", str(tmp_path)],
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while not _leftovers(tmp_path) and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert _leftovers(tmp_path), "the child never started writing"
+        time.sleep(0.2)  # some bytes in
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == -signal.SIGTERM  # it still ends by the signal
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "upsample.pt").exists()
+
+
+def test_part_files_of_dead_processes_are_removed_and_those_of_live_ones_kept(server, tmp_path):
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f"base.pt.{dead}.{'a' * 32}.part"
+        live = tmp_path / f"base.pt.{alive.pid}.{'b' * 32}.part"
+        other = tmp_path / f"upsample.pt.{dead}.{'c' * 32}.part"  # another file's: not this download's business
+        for part in (stale, live, other):
+            part.write_bytes(b"x" * 100)
+        server.add("/base.pt", PAYLOAD[:1000])
+        path = dl.fetch(dl.RemoteFile(server.url + "/base.pt"), tmp_path, progress=False)
+        assert path.read_bytes() == PAYLOAD[:1000]
+        assert _leftovers(tmp_path) == sorted([live.name, other.name])
+    finally:
+        alive.kill()
+        alive.wait()

@@ -13,9 +13,12 @@ the file and the member.
 from __future__ import annotations
 
 import collections
+import os
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import BinaryIO, Dict, Optional
+
+from glide_jax.regular_files import open_regular_file
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -80,11 +83,12 @@ class CheckpointZip:
     expand into gigabytes through many members either.
     """
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile, limits: Dict[str, int]):
+    def __init__(self, path: Path, archive: zipfile.ZipFile, limits: Dict[str, int], handle: BinaryIO):
         self.path = path
         self.zip = archive
         self.limits = limits
-        self.file_bytes = path.stat().st_size
+        self._handle = handle
+        self.file_bytes = os.fstat(handle.fileno()).st_size
         self.budget = byte_budget(limits, self.file_bytes)
         self.decompressed = 0
         infos = archive.infolist()
@@ -97,18 +101,25 @@ class CheckpointZip:
 
     @classmethod
     def open(cls, path: Path, limits: Dict[str, int]) -> "CheckpointZip":
+        """Open ``path`` (a regular file only: see :mod:`glide_jax.regular_files`) and read its directory."""
+        handle = open_regular_file(path, "checkpoint")
         try:
-            archive = zipfile.ZipFile(path)
-        except Exception as e:  # zipfile reports a damaged directory in many exception types
-            raise CheckpointFormatError(f"{path}: unreadable zip ({type(e).__name__}: {clip(str(e))})") from e
-        try:
-            return cls(path, archive, limits)
+            try:
+                archive = zipfile.ZipFile(handle)
+            except Exception as e:  # zipfile reports a damaged directory in many exception types
+                raise CheckpointFormatError(f"{path}: unreadable zip ({type(e).__name__}: {clip(str(e))})") from e
+            try:
+                return cls(path, archive, limits, handle)
+            except BaseException:
+                archive.close()
+                raise
         except BaseException:
-            archive.close()
+            handle.close()
             raise
 
     def close(self) -> None:
         self.zip.close()
+        self._handle.close()
 
     def __enter__(self) -> "CheckpointZip":
         return self

@@ -4,7 +4,8 @@ OpenAI ships the two CLIP towers as separate state dicts (``clip/image-enc``,
 ``clip/text-enc``); the logit scale is not in either, the reference rebuilds it
 as ``log(config.logit_scale)``. Conversion is strict: a checkpoint that does
 not fit the configuration exactly (a missing, unexpected or mis-shaped tensor)
-is rejected with a single error naming every problem, so a wrong config or a
+is rejected with a single error counting every problem and naming the first
+few of each kind (:mod:`glide_jax.hub.key_report`), so a wrong config or a
 truncated file is never half-loaded.
 
 The Flax-side tree is never materialised to find the expected shapes: it comes
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from glide_jax.hub.key_report import summarise
 from glide_jax.config import ClipConfig
 from glide_jax.families.registry import abstract_params
 
@@ -98,32 +100,44 @@ def torch_shapes(config: ClipConfig, tower: str) -> Dict[str, Tuple[int, ...]]:
     return {k: _transpose(shape, _BACKWARD[kind]) for k, (_, kind, shape) in _tower_table(config, tower).items()}
 
 
-def _convert_tower(config: ClipConfig, tower: str, state: Mapping[str, object], problems: List[str]) -> Dict:
+# The kinds of problem a conversion reports, in the order they are listed.
+_PROBLEM_KINDS = ("missing keys", "unexpected keys", "shape mismatches", "other")
+Problems = Dict[str, List[str]]
+
+
+def _problems() -> Problems:
+    return {kind: [] for kind in _PROBLEM_KINDS}
+
+
+def _convert_tower(config: ClipConfig, tower: str, state: Mapping[str, object], problems: Problems) -> Dict:
     table = _tower_table(config, tower)
     flat = {}
     for key, (path, kind, shape) in table.items():
         if key not in state:
-            problems.append(f"{tower}: missing key {key!r} (expected shape {_transpose(shape, _BACKWARD[kind])})")
+            problems["missing keys"].append(
+                f"{tower}: missing key {key!r} (expected shape {_transpose(shape, _BACKWARD[kind])})")
             continue
         array = np.asarray(state[key])
         want = _transpose(shape, _BACKWARD[kind])
         if tuple(array.shape) != want:
-            problems.append(f"{tower}: key {key!r} has shape {tuple(array.shape)}, expected {want}")
+            problems["shape mismatches"].append(f"{tower}: key {key!r} has shape {tuple(array.shape)}, "
+                                                f"expected {want}")
             continue
         flat[path] = jnp.asarray(_transpose(array, _FORWARD[kind]), dtype=jnp.float32)
     for key in sorted(set(state) - set(table)):
-        problems.append(f"{tower}: unexpected key {key!r} with shape {tuple(np.shape(state[key]))}")
+        problems["unexpected keys"].append(f"{tower}: unexpected key {key!r} with shape "
+                                           f"{tuple(np.shape(state[key]))}")
     return traverse_util.unflatten_dict(flat)
 
 
-def _raise(problems: List[str], config: ClipConfig) -> None:
-    if problems:
-        lines = "\n  ".join(problems)
-        raise ValueError(
-            f"CLIP checkpoint does not match the configuration ({len(problems)} problem(s); "
+def _raise(problems: Problems, config: ClipConfig) -> None:
+    count = sum(len(items) for items in problems.values())
+    if count:
+        raise ValueError(summarise(
+            f"CLIP checkpoint does not match the configuration ({count} problem(s); "
             f"image {config.image_size}px, width image {config.n_head_image * config.n_head_state_image}, "
-            f"text {config.n_head_text * config.n_head_state_text}, n_embd {config.n_embd}):\n  {lines}"
-        )
+            f"text {config.n_head_text * config.n_head_state_text}, n_embd {config.n_embd})",
+            [(kind, problems[kind]) for kind in _PROBLEM_KINDS]))
 
 
 def convert_clip(
@@ -138,7 +152,7 @@ def convert_clip(
     ``log(config.logit_scale)`` (what the reference does for the release).
     Problems in both towers are reported together in one ``ValueError``.
     """
-    problems: List[str] = []
+    problems = _problems()
     image = _convert_tower(config, "image", image_state, problems)
     text = _convert_tower(config, "text", text_state, problems)
     if logit_scale is None:
@@ -146,7 +160,7 @@ def convert_clip(
     else:
         log_scale = np.asarray(logit_scale, dtype=np.float32)
         if log_scale.size != 1:
-            problems.append(f"logit_scale must be a scalar, got shape {log_scale.shape}")
+            problems["other"].append(f"logit_scale must be a scalar, got shape {log_scale.shape}")
     _raise(problems, config)
     return {
         "image_encoder": image,

@@ -18,6 +18,16 @@ and downloaded again. A per-file lock (``<file>.lock``) makes concurrent
 processes wait for one another instead of downloading the same file twice; a file that
 is already cached is reused without any network access.
 
+An interrupted download leaves nothing behind: the temporary ``<file>.<pid>.<hex>.part``
+is removed on any exception, on Ctrl-C and, in the main thread of a process that has not
+set its own SIGTERM handler, on SIGTERM (the handler unwinds the download, then the
+process ends by the signal as it would have). What a SIGKILL or a power cut leaves is
+removed by the next download of the same file, under its lock, once the process named in
+the part file's name no longer exists. A transfer slower than :data:`DEFAULT_MIN_RATE`
+over a whole :data:`RATE_WINDOW_SECONDS` window (a server that drips bytes just often
+enough to beat the socket timeout) fails with a :class:`DownloadError`; set
+``$GLIDE_JAX_DOWNLOAD_MIN_RATE`` (bytes per second, 0 to wait forever) to change it.
+
 The cache directory is ``$GLIDE_JAX_CACHE`` if set, else ``~/.cache/glide_jax``; the
 tokenizer loaders in :mod:`glide_jax.tokenizers.files` look in the same place. Only the
 standard library (``urllib``) and ``tqdm`` are used.
@@ -27,10 +37,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import glob
 import hashlib
 import http.client
 import json
 import os
+import signal
+import threading
 import time
 import urllib.request
 import uuid
@@ -44,6 +57,10 @@ from tqdm.auto import tqdm
 from glide_jax.cache import CACHE_ENV, default_cache_dir
 
 TOKENIZERS = "tokenizers"  # name of the group holding the three vocabulary files
+MIN_RATE_ENV = "GLIDE_JAX_DOWNLOAD_MIN_RATE"
+DEFAULT_MIN_RATE = 10_000  # bytes per second: a modem-era floor, ~2 days for the largest checkpoint
+RATE_WINDOW_SECONDS = 60.0  # the rate is judged over windows this long
+PART_SUFFIX = ".part"
 
 
 @dataclass(frozen=True)
@@ -127,17 +144,120 @@ def fetch(
     progress: bool = True,
     timeout: float = 60.0,
     chunk_size: int = 1 << 20,
+    min_rate: Optional[float] = None,
+    rate_window: float = RATE_WINDOW_SECONDS,
 ) -> Path:
-    """Download ``remote`` into ``directory`` unless it is already there intact; return its path."""
+    """Download ``remote`` into ``directory`` unless it is already there intact; return its path.
+
+    ``timeout`` bounds each wait for the server; ``min_rate`` (bytes per second, default
+    ``$GLIDE_JAX_DOWNLOAD_MIN_RATE`` or :data:`DEFAULT_MIN_RATE`; 0 disables it) is the
+    slowest transfer accepted, judged over every ``rate_window`` seconds.
+    """
+    min_rate = configured_min_rate() if min_rate is None else float(min_rate)
+    if not min_rate >= 0 or not rate_window > 0:
+        raise ValueError(f"min_rate must be >= 0 and rate_window > 0, got {min_rate} and {rate_window}")
     dest = Path(directory) / remote.filename
     if dest.exists() and _still_intact(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(dest.with_name(dest.name + ".lock")):
+    limits = _Limits(timeout, chunk_size, min_rate, rate_window)
+    with _sigterm_unwinds(), _exclusive_lock(dest.with_name(dest.name + ".lock")):
         if not (dest.exists() and _still_intact(dest)):  # another process may have finished it while we waited
+            remove_stale_parts(dest)
             _set_aside_if_present(dest)
-            _download_atomically(remote, dest, progress=progress, timeout=timeout, chunk_size=chunk_size)
+            _download_atomically(remote, dest, progress=progress, limits=limits)
     return dest
+
+
+def configured_min_rate() -> float:
+    """``$GLIDE_JAX_DOWNLOAD_MIN_RATE`` (bytes per second) if set, else :data:`DEFAULT_MIN_RATE`."""
+    text = os.environ.get(MIN_RATE_ENV, "").strip()
+    if not text:
+        return float(DEFAULT_MIN_RATE)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"${MIN_RATE_ENV} must be a number of bytes per second >= 0 (0: no minimum), got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class _Limits:
+    timeout: float
+    chunk_size: int
+    min_rate: float
+    rate_window: float
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during a download; raised by the handler so that the partial file is removed."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM unwinds the download (removing its part file), then ends the process by
+    SIGTERM as before. Only in the main thread, and only where SIGTERM has its default action: a program
+    with its own handler (the training loop's preemption watch) keeps it."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action: the process ends with "killed by SIGTERM"
+        raise SystemExit(128 + signal.SIGTERM) from None  # only if the signal is blocked in this thread
+    finally:
+        if signal.getsignal(signal.SIGTERM) is unwind:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _part_owner(part: Path, dest: Path) -> Optional[int]:
+    """The pid in ``<dest>.<pid>.<hex>.part``, or None if ``part`` is not named so."""
+    middle = part.name[len(dest.name) + 1: -len(PART_SUFFIX)].split(".")
+    if not part.name.startswith(dest.name + ".") or len(middle) != 2 or not middle[0].isdigit():
+        return None
+    return int(middle[0])
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else (EPERM)
+        return True
+    return True
+
+
+def remove_stale_parts(dest: Path) -> List[Path]:
+    """Remove the part files of ``dest`` whose writing process no longer exists; return them.
+
+    Called under ``dest``'s lock, which every writer holds while its part file exists, so a part
+    file found here was left by a killed process; the pid check keeps the part file of any process
+    still alive regardless (one that shares the cache without the lock, or a pid reused since).
+    Does nothing where ``os.kill(pid, 0)`` cannot ask about a process (Windows).
+    """
+    if os.name != "posix":
+        return []
+    removed = []
+    for part in dest.parent.glob(glob.escape(dest.name) + ".*" + PART_SUFFIX):
+        pid = _part_owner(part, dest)
+        if pid is None or pid == os.getpid() or _process_exists(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+            removed.append(part)
+    return removed
 
 
 def _still_intact(dest: Path) -> bool:
@@ -178,14 +298,12 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _download_atomically(
-    remote: RemoteFile, dest: Path, *, progress: bool, timeout: float, chunk_size: int
-) -> None:
+def _download_atomically(remote: RemoteFile, dest: Path, *, progress: bool, limits: _Limits) -> None:
     # A name private to this writer; created with open() so the umask sets the permissions.
-    tmp_name = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
+    tmp_name = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex}{PART_SUFFIX}")
     try:
         with open(tmp_name, "xb") as out:
-            received = _stream(remote, out, progress, timeout, chunk_size)
+            received = _stream(remote, out, progress, limits)
             out.flush()
             os.fsync(out.fileno())
         _verify(remote, received, tmp_name)
@@ -212,12 +330,15 @@ class _Received:
     etag: Optional[str]
 
 
-def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, timeout: float, chunk_size: int) -> _Received:
+def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, limits: _Limits) -> _Received:
     """Copy the response body into ``out`` and say what arrived."""
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     written = 0
     try:
-        with urllib.request.urlopen(remote.url, timeout=timeout) as response:
+        with urllib.request.urlopen(remote.url, timeout=limits.timeout) as response:
+            # read1 returns whatever has arrived, so a slow transfer is judged while it drips
+            read = getattr(response, "read1", response.read)
+            pace = _Pace(remote, limits)
             headers = response.headers
             expected = _content_length(response)
             with tqdm(
@@ -228,17 +349,41 @@ def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, timeout: float, c
                 desc=remote.filename,
                 disable=not progress,
             ) as bar:
-                while chunk := response.read(chunk_size):
+                while chunk := read(limits.chunk_size):
                     out.write(chunk)
                     sha256.update(chunk)
                     md5.update(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
+                    pace.check(written)
+    except DownloadError:
+        raise
     except (OSError, http.client.HTTPException, ValueError) as err:  # URLError is an OSError
         raise DownloadError(f"downloading {remote.url} failed: {err}; nothing was saved, try again "
                             "(`glide-jax download` resumes from scratch)") from err
     return _Received(written, expected, sha256.hexdigest(), md5.hexdigest(), headers.get("Content-MD5"),
                      headers.get_content_type() if headers.get("Content-Type") else "", headers.get("ETag"))
+
+
+class _Pace:
+    """Fails a transfer that moves fewer than ``min_rate`` bytes per second over a whole window."""
+
+    def __init__(self, remote: RemoteFile, limits: _Limits):
+        self.remote, self.limits = remote, limits
+        self.window_start, self.window_bytes = time.monotonic(), 0
+
+    def check(self, written: int) -> None:
+        now = time.monotonic()
+        elapsed = now - self.window_start
+        if not self.limits.min_rate or elapsed < self.limits.rate_window:
+            return
+        rate = (written - self.window_bytes) / elapsed
+        if rate < self.limits.min_rate:
+            raise DownloadError(
+                f"downloading {self.remote.url} is too slow: {written - self.window_bytes} bytes in the last "
+                f"{elapsed:.1f} s ({rate:.0f} B/s, below the minimum of {self.limits.min_rate:.0f} B/s); nothing "
+                f"was saved. Try again later, or set ${MIN_RATE_ENV} to a lower rate (0: no minimum)")
+        self.window_start, self.window_bytes = now, written
 
 
 def _content_length(response) -> Optional[int]:

@@ -35,6 +35,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional
 import numpy as np
 
 from glide_jax.config import config_from_dict, config_to_dict
+from glide_jax.regular_files import is_present, open_regular_file, read_regular_bytes
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.zip"
@@ -158,7 +159,7 @@ def _write_json(path: Path, value) -> None:
 
 def _read_json(path: Path, what: str):
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_regular_bytes(path, what).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({what}): {e}") from None
 
@@ -166,9 +167,9 @@ def _read_json(path: Path, what: str):
 def check_model_dir(directory) -> Path:
     """``directory`` as a Path if it is a model directory in this format; a clear error otherwise."""
     directory = Path(directory)
-    if not (directory / CONFIG_FILE).is_file():
+    if not is_present(directory / CONFIG_FILE, "model config"):
         raise FileNotFoundError(f"{directory} is not a model directory (no {CONFIG_FILE})")
-    if not (directory / PARAMS_FILE).is_file():
+    if not is_present(directory / PARAMS_FILE, "parameter file"):
         if (directory / ORBAX_PARAMS_DIR).is_dir():
             raise OutdatedModelDirError(
                 f"{directory} is a model directory in the retired Orbax format ({ORBAX_PARAMS_DIR}/); "
@@ -196,14 +197,16 @@ def read_config(directory):
 def read_params(directory) -> Dict[str, Any]:
     """The Flax variables of a model directory, every array float32."""
     path = Path(directory) / PARAMS_FILE
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a zip archive of arrays; it is damaged: save or convert the model again")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            flat = {k: npz[k].astype(np.float32) for k in npz.files}
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # random bytes, truncation, bad CRC
-        raise ValueError(f"{path} is not a readable parameter file ({type(e).__name__}: {e}); "
-                         "it is damaged: save or convert the model again") from None
+    with open_regular_file(path, "parameter file") as handle:
+        if not zipfile.is_zipfile(handle):
+            raise ValueError(f"{path} is not a zip archive of arrays; it is damaged: save or convert the model again")
+        handle.seek(0)
+        try:
+            with np.load(handle, allow_pickle=False) as npz:
+                flat = {k: npz[k].astype(np.float32) for k in npz.files}
+        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # random bytes, truncation, bad CRC
+            raise ValueError(f"{path} is not a readable parameter file ({type(e).__name__}: {e}); "
+                             "it is damaged: save or convert the model again") from None
     if not flat:
         raise ValueError(f"{path} holds no parameters")
     return unflatten_tree(flat)
@@ -212,7 +215,7 @@ def read_params(directory) -> Dict[str, Any]:
 def read_sampling_file(directory) -> Optional[Dict[str, Any]]:
     """The raw contents of ``sampling.json``, or None when the folder has none."""
     path = Path(directory) / SAMPLING_FILE
-    if not path.exists():
+    if not is_present(path, "sampling settings file"):
         return None
     value = _read_json(path, "recommended sampling settings")
     if not isinstance(value, dict):
@@ -222,7 +225,7 @@ def read_sampling_file(directory) -> Optional[Dict[str, Any]]:
 
 def tokenizer_file(directory) -> Optional[Path]:
     path = Path(directory) / TOKENIZER_FILE
-    return path if path.is_file() else None
+    return path if is_present(path, "tokenizer vocabulary") else None
 
 
 def load_model_dir(directory):

@@ -3,8 +3,9 @@
 The Flax modules are named after the PyTorch module tree (``input_blocks_3_1``
 for ``input_blocks.3.1``), so a key maps to a path by a rename plus a layout
 change of the weight (PyTorch keeps ``[out, in, kh, kw]`` / ``[out, in]``, Flax
-``[kh, kw, in, out]`` / ``[in, out]``). Conversion is strict: every missing,
-unexpected or mis-shaped key is reported together in one error.
+``[kh, kw, in, out]`` / ``[in, out]``). Conversion is strict: the missing,
+unexpected and mis-shaped keys are reported together in one error (counted, the
+first few named: :mod:`glide_jax.hub.key_report`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from flax import traverse_util
 from flax.core import meta
 
+from glide_jax.hub.key_report import summarise
 from glide_jax.models.params import flat_shapes
 
 Path = Tuple[str, ...]
@@ -31,17 +33,14 @@ _TRANSPARENT = frozenset({"params", "unet", "text"})
 
 
 class CheckpointMismatchError(ValueError):
-    """A state dict does not match the model: lists every missing, unexpected and mis-shaped key."""
+    """A state dict does not match the model: counts and first few of the missing, unexpected and mis-shaped keys
+    (the full sorted lists are the attributes ``missing``, ``unexpected`` and ``misshaped``)."""
 
     def __init__(self, what: str, missing: Iterable[str], unexpected: Iterable[str], misshaped: Iterable[str]):
         self.missing, self.unexpected, self.misshaped = sorted(missing), sorted(unexpected), sorted(misshaped)
-        lines = [f"{what}: state dict does not match the model"]
-        for title, items in (("missing keys", self.missing), ("unexpected keys", self.unexpected),
-                             ("shape mismatches", self.misshaped)):
-            if items:
-                lines.append(f"  {title} ({len(items)}):")
-                lines.extend(f"    {k}" for k in items)
-        super().__init__("\n".join(lines))
+        super().__init__(summarise(f"{what}: state dict does not match the model",
+                                   (("missing keys", self.missing), ("unexpected keys", self.unexpected),
+                                    ("shape mismatches", self.misshaped))))
 
 
 def _component(name: str) -> str:

@@ -38,6 +38,7 @@ from glide_jax.hub.pickle_check import check_pickle
 from glide_jax.hub.torch_pickle import (MAX_STORAGE_KEY_CHARS, RefusedGlobalError, StateDictUnpickler, StorageRef,
                                         TensorPlan, TensorRecord, build_tensor, check_tensor_budget,
                                         is_storage_type, plan_tensor, select_state_dict, unpickle)
+from glide_jax.regular_files import check_regular_file
 
 __all__ = ["CheckpointFormatError", "RefusedGlobalError", "checkpoint_format", "load_state_dict",
            "load_state_dict_with_torch", "read_manifest"]
@@ -123,6 +124,7 @@ def checkpoint_format(path) -> str:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    check_regular_file(path, "checkpoint")  # before anything opens it: a FIFO would hang, /dev/zero never ends
     with open(path, "rb") as f:
         head = f.read(4)
     if head == ZIP_MAGIC:

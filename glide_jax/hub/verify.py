@@ -24,6 +24,8 @@ from glide_jax.hub.checkpoint_zip import CheckpointFormatError
 from glide_jax.hub.convert_clip import torch_shapes
 from glide_jax.hub.convert_unet import torch_shapes
 from glide_jax.hub.torch_zip import read_manifest
+from glide_jax.hub.key_report import first_few
+from glide_jax.regular_files import check_regular_file
 
 # Download name -> (tensor count, parameter count) of the released checkpoint, as OpenAI's code builds it.
 RELEASED_PARAMETERS: Dict[str, Tuple[int, int]] = {
@@ -38,7 +40,6 @@ RELEASED_PARAMETERS: Dict[str, Tuple[int, int]] = {
 _LAYOUTS = {"base": ("base", None), "upsample": ("upsample", None), "base-inpaint": ("base-inpaint", None),
             "upsample-inpaint": ("upsample-inpaint", None), "clip/image-enc": ("clip", "image"),
             "clip/text-enc": ("clip", "text")}
-_MAX_LISTED = 5  # keys named in a mismatch message, per kind of problem
 
 
 def expected_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
@@ -53,14 +54,11 @@ def expected_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     return torch_shapes(config, tower)
 
 
-def _listed(keys) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:_MAX_LISTED]) + (f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
 
 
 def verify_checkpoint(path, name: str) -> None:
     """Raise :class:`CheckpointFormatError` unless ``path`` is a complete, intact copy of checkpoint ``name``."""
-    path = Path(path)
+    path = check_regular_file(path, "checkpoint")
     if not zipfile.is_zipfile(path):
         raise CheckpointFormatError(f"{path} is not a zip archive, as every released checkpoint is")
     manifest = read_manifest(path)  # zip structure, safe pickle, every tensor within its storage
@@ -68,7 +66,7 @@ def verify_checkpoint(path, name: str) -> None:
     missing, unexpected = set(expected) - set(manifest), set(manifest) - set(expected)
     misshaped = [k for k in set(expected) & set(manifest) if tuple(manifest[k][0]) != tuple(expected[k])]
     not_float = [k for k, (_, dtype) in manifest.items() if not np.issubdtype(dtype, np.floating)]
-    problems = [f"{what}: {_listed(keys)}" for what, keys in
+    problems = [f"{what}: {first_few(keys)}" for what, keys in
                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped),
                  ("not floating point", not_float)) if keys]
     if problems:

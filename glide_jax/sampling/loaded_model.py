@@ -18,6 +18,7 @@ from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.families.registry import family_of
 from glide_jax.models.layers import COMPUTE_DTYPES
 from glide_jax.sampling.options import StageOptions
+from glide_jax.sampling.prompt_check import encoding_quietly, text_context
 from glide_jax.sampling.rewrites import PromptRewrites
 
 
@@ -69,5 +70,11 @@ class LoadedModel:
         return dataclasses.replace(self, config=self.family.with_compute_dtype(self.config, dtype))
 
     def tokens(self, prompts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-        """The model's text inputs for ``prompts`` (U-Net: tokens and mask; CLIP: tokens and lengths)."""
-        return self.family.encode_prompts(self.tokenizer, self.config, prompts)
+        """The model's text inputs for ``prompts`` (U-Net: tokens and mask; CLIP: tokens and lengths).
+
+        A U-Net's over-long prompts are cut without a warning here: ``Pipeline.generate`` says so once per
+        request (:mod:`glide_jax.sampling.prompt_check`), not once per batch and stage."""
+        if text_context(self.config) is None:
+            return self.family.encode_prompts(self.tokenizer, self.config, prompts)
+        with encoding_quietly():
+            return self.family.encode_prompts(self.tokenizer, self.config, prompts)

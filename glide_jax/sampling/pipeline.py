@@ -25,6 +25,7 @@ from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, StageOptions,
                                         guided_part, resolve_stage)
 from glide_jax.sampling.progress import ProgressBar
+from glide_jax.sampling.prompt_check import prompt_messages, text_context
 from glide_jax.sampling.ranking import rank_candidates
 from glide_jax.sampling.request import GenerateRequest
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
@@ -41,26 +42,9 @@ def make_key(seed: Union[int, jax.Array]) -> jax.Array:
 
 
 def warn_about_prompts(prompts: Sequence[str], model: LoadedModel) -> None:
-    """Say when a prompt is effectively no caption: empty, or made only of pieces the vocabulary lacks."""
-    count_unknown = getattr(model.tokenizer, "count_unknown", None)
-    for prompt in dict.fromkeys(prompts):
-        if not prompt.strip():
-            warnings.warn(f"prompt {prompt!r} is empty: the image is sampled without a caption",
-                          InputWarning, stacklevel=3)
-            continue
-        if count_unknown is None:
-            continue
-        known, unknown = count_unknown(prompt)
-        if unknown and not known:
-            warnings.warn(f"prompt {prompt!r} has no word the model's vocabulary knows ({_pieces(unknown)} "
-                          "unknown): the image is sampled as if the caption were empty", InputWarning, stacklevel=3)
-        elif unknown:
-            warnings.warn(f"prompt {prompt!r} has {_pieces(unknown)} the model's vocabulary does not know; "
-                          "the model reads each as one 'unknown' token", InputWarning, stacklevel=3)
-
-
-def _pieces(count: int) -> str:
-    return f"{count} piece" + ("" if count == 1 else "s")
+    """Say, in one line per prompt, when a prompt is probably not read as meant (see ``prompt_check``)."""
+    for message in prompt_messages(prompts, model.tokenizer, text_context(model.config)):
+        warnings.warn(message, InputWarning, stacklevel=3)
 
 
 def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from glide_jax.cache import CACHE_ENV, default_cache_dir
+from glide_jax.regular_files import is_present, read_regular_bytes
 
 PathLike = Union[str, os.PathLike]
 
@@ -42,7 +43,7 @@ def find_vocab_file(filename: str, directory: Optional[PathLike] = None) -> Path
     folder = Path(directory).expanduser() if directory is not None else default_cache_dir()
     candidates = [folder / name for name in _name_variants(filename)]
     for candidate in candidates:
-        if candidate.is_file():
+        if is_present(candidate, "tokenizer vocabulary"):  # a device or pipe under that name is refused
             return candidate
     tried = ", ".join(str(c) for c in candidates)
     where = (
@@ -60,7 +61,7 @@ def find_vocab_file(filename: str, directory: Optional[PathLike] = None) -> Path
 
 def read_vocab_text(path: PathLike) -> str:
     """UTF-8 text of a vocabulary file, decompressing it if it is gzip data."""
-    raw = Path(path).read_bytes()
+    raw = read_regular_bytes(path, "tokenizer vocabulary")
     if raw[:2] == _GZIP_MAGIC:
         raw = gzip.decompress(raw)
     return raw.decode("utf-8")

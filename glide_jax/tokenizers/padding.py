@@ -12,9 +12,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from glide_jax.errors import InputWarning
 
-class TokenTruncationWarning(UserWarning):
-    """A prompt had more tokens than the text context holds; the tail was dropped."""
+
+class TokenTruncationWarning(InputWarning):
+    """A prompt had more tokens than the text context holds; the tail was dropped.
+
+    An :class:`~glide_jax.errors.InputWarning`, so the command line prints it as one ``warning:`` line."""
 
 
 def warn_truncated(n_tokens: int, limit: int, prompt: Optional[str] = None) -> None:

@@ -16,17 +16,20 @@ with id 1 for unknown pieces.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import sentencepiece
 
+from glide_jax.regular_files import is_present, read_regular_bytes
 from glide_jax.tokenizers.padding import MaskPaddingMixin
 
 PathLike = Union[str, os.PathLike]
 
 PAD_ID = 0
 UNK_ID = 1
+_WORD = re.compile(r"[^\W_]+")
 
 
 class SentencePieceTokenizer(MaskPaddingMixin):
@@ -36,10 +39,11 @@ class SentencePieceTokenizer(MaskPaddingMixin):
         """Load ``model_file``. The padding id is ``pad_token`` if given, else the model's
         pad id, else its end-of-sentence id; a model with neither needs ``pad_token``."""
         path = Path(model_file).expanduser()
-        if not path.is_file():
+        if not is_present(path, "sentencepiece model"):
             raise FileNotFoundError(f"sentencepiece model {path} does not exist")
         self.model_file = path
-        self._processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self._processor = sentencepiece.SentencePieceProcessor(
+            model_proto=read_regular_bytes(path, "sentencepiece model"))
         self._pad = self._choose_pad(pad_token)
 
     def _choose_pad(self, pad_token: Optional[int]) -> int:
@@ -76,6 +80,22 @@ class SentencePieceTokenizer(MaskPaddingMixin):
             elif self._processor.id_to_piece(token).strip("\u2581 "):
                 known += 1
         return known, unknown
+
+
+    def unknown_words(self, text: str) -> List[str]:
+        """The words of ``text`` (letters and digits, case-folded) that the vocabulary does not hold whole.
+
+        A vocabulary learnt from a small caption language (the embedded models' shapes grammar) holds
+        every word of it as one piece; any other word is spelled from short fragments or letters, an
+        input the model never saw in training. Larger vocabularies split rare but known words too, so
+        for them this lists words the model saw rarely rather than never.
+        """
+        unknown = []
+        for word in dict.fromkeys(_WORD.findall(text.lower())):
+            pieces = [t for t in self.encode(word) if self._processor.id_to_piece(t).strip("\u2581 ")]
+            if len(pieces) != 1 or pieces[0] == self._processor.unk_id():
+                unknown.append(word)
+        return unknown
 
 
 def train_sentencepiece(

@@ -130,6 +130,15 @@ class Checkpointer:
         self.manager.wait_until_finished()
         self.manager.close()
 
+    def abandon(self) -> None:
+        """Close after the run failed: wait for a pending save, but let the run's own error be the one raised
+        (a save failing on the same full disk would otherwise replace it)."""
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001 - logged in one line, the caller re-raises its own failure
+            log.warning("closing the checkpoints after a failure: %s", str(e).splitlines()[0] if str(e) else
+                        type(e).__name__)
+
     def all_steps(self):
         return sorted(self.manager.all_steps())
 

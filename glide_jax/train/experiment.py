@@ -26,7 +26,7 @@ import sys
 import typing
 from typing import Any, Dict, Sequence, Tuple, Union
 
-from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig
+from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig, check_counts, check_fraction
 from glide_jax.data import sources
 from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
@@ -56,6 +56,9 @@ class DataConfig:
     shapes: ShapesDataConfig = field(default_factory=ShapesDataConfig)  # "shapes": the procedural scene mix
 
     def __post_init__(self):
+        check_counts("data", tokenizer_captions=self.tokenizer_captions)
+        check_counts("data", 0, worker_count=self.worker_count)
+        check_fraction("data", caption_dropout=self.caption_dropout)
         sources.check_sections(self)
 
 
@@ -92,6 +95,16 @@ class TrainConfig:
     sample_every: int = 0  # sample grids every N steps (0: only after the last step); -1 never
 
     def __post_init__(self):
+        check_counts("train", steps=self.steps, batch_size=self.batch_size, microbatches=self.microbatches,
+                     log_every=self.log_every, keep_last=self.keep_last)
+        check_counts("train", 0, warmup_steps=self.warmup_steps, checkpoint_every=self.checkpoint_every,
+                     keep_every=self.keep_every)
+        check_counts("train", -1, sample_every=self.sample_every)
+        check_fraction("train", ema_rate=self.ema_rate)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
         if self.batch_size % self.microbatches:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
         if self.mse_weighting not in MSE_WEIGHTINGS:
@@ -114,6 +127,9 @@ class MeshConfig:
     fsdp: int = 1  # parameters, optimiser state and batch split together
     tensor: int = 1  # model-parallel matmuls (heads and MLP channels split)
 
+    def __post_init__(self):
+        check_counts("mesh", unset=-1, data=self.data, fsdp=self.fsdp, tensor=self.tensor)
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -125,6 +141,12 @@ class SampleConfig:
     guidance_scale: float = 3.0  # classifier-free guidance scale
     prompts: Tuple[str, ...] = ()  # default: the captions of the first training records
     temperature: float = 1.0  # initial-noise scale (GLIDE's upsampler used 0.997)
+
+    def __post_init__(self):
+        check_counts("sample", num_images=self.num_images, steps=self.steps)
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not self.temperature > 0:
+            raise ValueError(f"sample.temperature must be a number > 0, got {self.temperature!r}")
 
 
 @dataclass(frozen=True)
@@ -215,7 +237,12 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, text = item.split("=", 1)
-        cfg = _replace_path(cfg, key.strip().split("."), text, key)
+        try:
+            cfg = _replace_path(cfg, key.strip().split("."), text, key)
+        except ValueError as e:  # a value the config refuses: say which override it came from
+            if str(e).startswith("--set"):
+                raise
+            raise ValueError(f"--set {key.strip()}={text}: {e}") from None
     return cfg
 
 

@@ -260,41 +260,45 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
     def save():
         run.checkpointer.save(state, iterator.get_state(), experiment)
 
-    preempted = False
-    for step in range(start, tc.steps):
-        local = next(iterator)
-        if example_log.isEnabledFor(logging.DEBUG):
-            example_log.debug("step %d process %d example_id %s", step, jax.process_index(),
-                              " ".join(map(str, np.asarray(local["example_id"]).tolist())))
-        batch = global_batch({k: v for k, v in local.items() if k in _BATCH_KEYS}, batch_sharding, tc.batch_size)
-        if step == start:  # compile on every process, then start the collectives together
-            step_fn = step_fn.lower(state, batch).compile()
-            sh.wait_for_all_processes(f"first_step_{start}")
-        state, metrics = step_fn(state, batch)
-        done = step + 1
-        if step == start:
-            jax.block_until_ready(metrics)
-            throughput.start(done)
-            say(f"first step (including compilation) took {time.perf_counter() - t_start:.1f}s")
-        if done % tc.log_every == 0 or done == tc.steps:
-            last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            last.update(throughput.report(done))
-            writer.write(done, last)
-            writer.console(done, last)
-        if tc.checkpoint_every and done % tc.checkpoint_every == 0:
-            save()
-        if done < tc.steps and preemption.reached(done):
-            preempted = True
-            break
-        if previewer is not None and tc.sample_every > 0 and done % tc.sample_every == 0:
-            _preview(previewer, writer, state, done)
+    try:
+        preempted = False
+        for step in range(start, tc.steps):
+            local = next(iterator)
+            if example_log.isEnabledFor(logging.DEBUG):
+                example_log.debug("step %d process %d example_id %s", step, jax.process_index(),
+                                  " ".join(map(str, np.asarray(local["example_id"]).tolist())))
+            batch = global_batch({k: v for k, v in local.items() if k in _BATCH_KEYS}, batch_sharding, tc.batch_size)
+            if step == start:  # compile on every process, then start the collectives together
+                step_fn = step_fn.lower(state, batch).compile()
+                sh.wait_for_all_processes(f"first_step_{start}")
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            if step == start:
+                jax.block_until_ready(metrics)
+                throughput.start(done)
+                say(f"first step (including compilation) took {time.perf_counter() - t_start:.1f}s")
+            if done % tc.log_every == 0 or done == tc.steps:
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                last.update(throughput.report(done))
+                writer.write(done, last)
+                writer.console(done, last)
+            if tc.checkpoint_every and done % tc.checkpoint_every == 0:
+                save()
+            if done < tc.steps and preemption.reached(done):
+                preempted = True
+                break
+            if previewer is not None and tc.sample_every > 0 and done % tc.sample_every == 0:
+                _preview(previewer, writer, state, done)
 
-    save()
-    if preempted:
-        say(f"preempted: saved step {done} in {run.checkpointer.directory}; rerun the same command to continue")
-    elif previewer is not None and (tc.sample_every == 0 or done % max(tc.sample_every, 1)) and done > start:
-        _preview(previewer, writer, state, done)
-    writer.close()
+        save()
+        if preempted:
+            say(f"preempted: saved step {done} in {run.checkpointer.directory}; rerun the same command to continue")
+        elif previewer is not None and (tc.sample_every == 0 or done % max(tc.sample_every, 1)) and done > start:
+            _preview(previewer, writer, state, done)
+        writer.close()
+    except BaseException:
+        writer.abandon()  # the run's failure is reported, not a second one from closing the logs
+        raise
     return {"step": done, "metrics": last, "skipped": int(jax.device_get(state.skipped)),
             "seconds": time.perf_counter() - t_start, "preempted": preempted}
 
@@ -312,6 +316,9 @@ def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
         (run.workdir / EXPERIMENT_FILE).write_text(json.dumps(experiment, indent=2))
     try:
         with PreemptionWatch() as preemption:
-            return run_steps(run, state, iterator, experiment, preemption)
-    finally:
-        run.checkpointer.close()  # waits for the last asynchronous save
+            summary = run_steps(run, state, iterator, experiment, preemption)
+    except BaseException:
+        run.checkpointer.abandon()  # the run's failure is the one reported, not the pending save's
+        raise
+    run.checkpointer.close()  # waits for the last asynchronous save
+    return summary

@@ -9,6 +9,7 @@ the step pipeline in between.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import time
@@ -82,11 +83,15 @@ class MetricsWriter:
         if not self.enabled:
             return
         values = {k: float(np.asarray(v)) for k, v in metrics.items()}
+        try:  # first: on a full disk this fails at once, naming the file
+            self._jsonl.write(json.dumps({"step": step, **{k: _finite_or_none(v) for k, v in values.items()}}) + "\n")
+            self._jsonl.flush()
+        except OSError as e:  # a full disk: name the file, which a bare write error does not
+            raise OSError(e.errno, e.strerror, self._jsonl.name) from e
+        self._check_tensorboard()
         for k, v in values.items():
             if math.isfinite(v):
                 self._tb.add_scalar(k, v, step)
-        self._jsonl.write(json.dumps({"step": step, **{k: _finite_or_none(v) for k, v in values.items()}}) + "\n")
-        self._jsonl.flush()
 
     def console(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -104,13 +109,39 @@ class MetricsWriter:
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.enabled:
+            self._check_tensorboard()
             self._tb.add_text(tag, text, step)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         if self.enabled:
+            self._check_tensorboard()
             self._tb.add_image(tag, image, step, dataformats="HWC")
+
+    def _tensorboard_alive(self) -> bool:
+        """False once tensorboardX's writer thread has died (it does on a write error, a full disk say)."""
+        event_writer = getattr(getattr(self._tb, "file_writer", None), "event_writer", None)
+        worker = getattr(event_writer, "_worker", None)
+        return worker is None or worker.is_alive()
+
+    def _check_tensorboard(self) -> None:
+        """Raise instead of queueing for a dead writer thread: once its queue is full, the next event (and
+        ``close``) would wait for it forever."""
+        if not self._tensorboard_alive():
+            raise OSError(errno.EIO, "TensorBoard's event writer stopped (a write failed; is the disk full?)",
+                          str(self._tb.logdir))
 
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+
+    def abandon(self) -> None:
+        """Close after the run failed: errors here (the same full disk, say) must not replace the first one."""
+        if self.enabled:
+            # a dead writer thread would never take close()'s stop signal: leave its file to the process exit
+            closers = (self._tb.close, self._jsonl.close) if self._tensorboard_alive() else (self._jsonl.close,)
+            for closing in closers:
+                try:
+                    closing()
+                except Exception:  # noqa: BLE001 - the run's own failure is the one reported
+                    pass

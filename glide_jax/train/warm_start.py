@@ -43,6 +43,7 @@ from glide_jax.hub.convert import convert_state
 from glide_jax.hub.registry import load_model
 from glide_jax.hub.torch_layout import CheckpointMismatchError
 from glide_jax.models.params import flat_shapes
+from glide_jax.regular_files import is_present
 
 Config = Union[ModelConfig, ClipConfig]
 Params = Dict[str, Any]
@@ -161,7 +162,7 @@ def load_source(init_from: str, target: Config) -> Tuple[Config, Params]:
     """``(config, params)`` of the model at ``init_from``: a ``.npz`` state dict, or any source of the
     model registry (``glide_jax.hub.registry``)."""
     path = Path(init_from).expanduser()
-    if path.is_file() and path.suffix == ".npz":
+    if path.suffix == ".npz" and is_present(path, "warm-start state dict"):
         return _npz_source(path, target)
 
     return load_model(init_from)
