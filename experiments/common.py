@@ -18,6 +18,7 @@ import argparse
 import logging
 from typing import List, Optional
 
+from glide_jax.errors import InputError
 from glide_jax.errors import run_command
 from glide_jax.train.experiment import apply_overrides, load_config_file
 from glide_jax.train.tasks import task_named
@@ -59,9 +60,9 @@ def _train(task: Optional[str], args) -> int:
     try:
         cfg = apply_overrides(load_config_file(args.config), [o for group in args.overrides for o in group])
     except TypeError as e:  # a value of the wrong type for its field
-        raise ValueError(f"{args.config}: {e}") from None
+        raise InputError(f"{args.config}: {e}") from None
     if task is not None and cfg.task != task:
-        raise ValueError(f"{args.config} configures task {cfg.task!r}; use experiments.train "
+        raise InputError(f"{args.config} configures task {cfg.task!r}; use experiments.train "
                          f"(or experiments.train_{cfg.task})")
     task_named(cfg.task).check_start(cfg)  # e.g. inpainting refuses to start without train.init_from
     from glide_jax.train.loop import train

@@ -22,6 +22,7 @@ import sys
 import warnings
 
 from glide_jax.diffusion.sampler_registry import sampler_names
+from glide_jax.errors import InputError
 from glide_jax.hub.released import RELEASED
 
 
@@ -132,15 +133,15 @@ def rewrite_notes(pipe, prompts) -> list:
 def _check_numbers(args) -> None:
     """Flags whose values argparse's types cannot judge; checked before any model is loaded."""
     if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+        raise InputError(f"--n must be >= 1, got {args.n}")
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size} (leave it out to sample all at once)")
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size} (leave it out to sample all at once)")
     from glide_jax.sampling.pipeline import make_key
 
     try:
         make_key(args.seed)
     except ValueError as e:
-        raise ValueError(str(e).replace("seed must", "--seed must", 1)) from None
+        raise InputError(str(e).replace("seed must", "--seed must", 1)) from None
 
 
 def split_prompt_note(prompts) -> str:
@@ -175,7 +176,7 @@ def _run_sampling(args) -> int:
         temperature=args.upsample_temperature, start=args.upsample_start)
     if args.command == "upsample":
         if pipe.upsampler is None:
-            raise ValueError("upsample needs an upsampler model (--upsampler)")
+            raise InputError("upsample needs an upsampler model (--upsampler)")
         images = pipe.upsample_images(prompts, read_image(args.image), seed=args.seed, options=up,
                                       progress=not args.no_progress)
     else:
@@ -210,7 +211,7 @@ def _download(args) -> int:
             ["clip/image-enc", "clip/text-enc"] if n == "clip" else [n])
     unknown = [n for n in names if n not in known_names()]
     if unknown:
-        raise ValueError(f"unknown download {unknown[0]!r}; known: {', '.join(known_names())}, clip, all")
+        raise InputError(f"unknown download {unknown[0]!r}; known: {', '.join(known_names())}, clip, all")
     for n in names:
         print(download(n, cache_dir=args.cache_dir))
     return 0

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import typing
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from glide_jax.errors import InputError
+
 GLIDE_VOCAB = 50257  # GPT-2 BPE vocabulary used by the GLIDE text transformer.
 
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -34,14 +36,14 @@ def check_counts(owner: str, minimum: int = 1, *, unset: Optional[int] = None, *
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             also = f" (or {unset})" if unset is not None else ""
-            raise ValueError(f"{owner}.{name} must be an integer >= {minimum}{also}, got {value!r}")
+            raise InputError(f"{owner}.{name} must be an integer >= {minimum}{also}, got {value!r}")
 
 
 def check_fraction(owner: str, **fields: Any) -> None:
     """Raise one ValueError naming ``owner.field`` for the first value outside [0, 1]."""
     for name, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
+            raise InputError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
 
 
 def _as_int_tuple(value: Union[str, int, Tuple[int, ...], list], what: str) -> Tuple[int, ...]:
@@ -52,7 +54,7 @@ def _as_int_tuple(value: Union[str, int, Tuple[int, ...], list], what: str) -> T
         try:
             return tuple(int(v) for v in value.split(","))
         except ValueError as e:
-            raise ValueError(f"{what}: cannot parse {value!r} as comma-separated integers") from e
+            raise InputError(f"{what}: cannot parse {value!r} as comma-separated integers") from e
     if isinstance(value, int):
         return (value,)
     return tuple(int(v) for v in value)
@@ -74,7 +76,7 @@ class TextConfig:
         check_counts("text", text_ctx=self.text_ctx, n_vocab=self.n_vocab, heads=self.heads)
         check_counts("text", 0, width=self.width, layers=self.layers)
         if self.width and self.width % max(self.heads, 1):
-            raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
+            raise InputError(f"text width {self.width} is not divisible by heads {self.heads}")
 
 
 @dataclass(frozen=True)
@@ -106,22 +108,22 @@ class UNetConfig:
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+            raise InputError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         check_counts("unet", image_size=self.image_size, num_channels=self.num_channels,
                      num_res_blocks=self.num_res_blocks, num_heads=self.num_heads, in_channels=self.in_channels,
                      out_channels=self.out_channels)
         check_counts("unet", unset=-1, num_head_channels=self.num_head_channels,
                      num_heads_upsample=self.num_heads_upsample)
         if not self.channel_mult:
-            raise ValueError("channel_mult is empty")
+            raise InputError("channel_mult is empty")
         check_counts("unet", **{f"channel_mult[{i}]": m for i, m in enumerate(self.channel_mult)})
         if isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
+            raise InputError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
         for r in self.attention_resolutions:
             if r <= 0 or self.image_size % r:
-                raise ValueError(f"attention resolution {r} does not divide image_size {self.image_size}")
+                raise InputError(f"attention resolution {r} does not divide image_size {self.image_size}")
         if self.num_res_blocks < 1:
-            raise ValueError("num_res_blocks must be >= 1")
+            raise InputError("num_res_blocks must be >= 1")
 
     @property
     def attention_ds(self) -> Tuple[int, ...]:
@@ -144,7 +146,7 @@ class UNetConfig:
     def heads_for(self, channels: int, upsample: bool) -> int:
         if self.num_head_channels != -1:
             if channels % self.num_head_channels:
-                raise ValueError(
+                raise InputError(
                     f"attention channels {channels} not divisible by num_head_channels {self.num_head_channels}"
                 )
             return channels // self.num_head_channels
@@ -160,12 +162,12 @@ class UNetConfig:
         mult = kw.get("channel_mult", "")
         if mult == "" or mult == () or mult is None:
             if image_size not in _DEFAULT_CHANNEL_MULT:
-                raise ValueError(f"unsupported image size without channel_mult: {image_size}")
+                raise InputError(f"unsupported image size without channel_mult: {image_size}")
             mult = _DEFAULT_CHANNEL_MULT[image_size]
         else:
             mult = _as_int_tuple(mult, "channel_mult")
             if 2 ** (len(mult) + 2) != image_size:
-                raise ValueError(f"channel_mult {mult} does not fit image_size {image_size} (2**(len+2) must equal it)")
+                raise InputError(f"channel_mult {mult} does not fit image_size {image_size} (2**(len+2) must equal it)")
         text = TextConfig(
             text_ctx=int(kw.get("text_ctx", 128)),
             width=int(kw.get("xf_width", 512)),
@@ -248,7 +250,7 @@ class ClipConfig:
         check_counts("clip", **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                                 if f.type in ("int", int)})
         if self.image_size % self.patch_size:
-            raise ValueError(f"CLIP image_size {self.image_size} not divisible by patch_size {self.patch_size}")
+            raise InputError(f"CLIP image_size {self.image_size} not divisible by patch_size {self.patch_size}")
 
     @classmethod
     def from_reference(cls, config: Mapping[str, Any], **overrides) -> "ClipConfig":
@@ -256,7 +258,7 @@ class ClipConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(config) - names
         if unknown:
-            raise ValueError(f"unknown CLIP config keys: {sorted(unknown)}")
+            raise InputError(f"unknown CLIP config keys: {sorted(unknown)}")
         cfg = cls(**{k: v for k, v in config.items()})
         return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
@@ -306,7 +308,7 @@ PRESETS = {
 }
 
 
-class UnknownPresetError(KeyError, ValueError):
+class UnknownPresetError(KeyError, InputError):
     """A preset name that is not in ``PRESETS`` (a ``ValueError`` too: it is bad input, not a missing key)."""
 
     def __str__(self) -> str:
@@ -338,7 +340,7 @@ def register_config_types(*types: type) -> None:
             raise TypeError(f"{cls!r} is not a config dataclass")
         known = _MODEL_TYPES.get(cls.__name__)
         if known is not None and known is not cls:
-            raise ValueError(f"another config class is already named {cls.__name__}")
+            raise InputError(f"another config class is already named {cls.__name__}")
         _MODEL_TYPES[cls.__name__] = _FAMILY_TYPES[cls.__name__] = cls
 # Keys that saved JSON (embedded models, model directories, training workdirs) may hold without a
 # field of that name here, each with the one value it may have: the value that means "off".
@@ -403,7 +405,7 @@ def _from_json(d: Dict[str, Any], candidates: Tuple[type, ...], where: str):
     elif tag in by_name:
         cls = by_name[tag]
     else:
-        raise ValueError(f"{where}: {TYPE_KEY} is {tag!r}, expected one of {sorted(by_name)}")
+        raise InputError(f"{where}: {TYPE_KEY} is {tag!r}, expected one of {sorted(by_name)}")
     _move_fields(d, cls.__name__)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -414,10 +416,10 @@ def _from_json(d: Dict[str, Any], candidates: Tuple[type, ...], where: str):
             kwargs[key] = _value_from_json(value, hints[key], f"{cls.__name__}.{key}")
         elif key in retired:
             if value != retired[key]:
-                raise ValueError(f"{cls.__name__}.{key}={value!r} is not supported; this version only reads "
+                raise InputError(f"{cls.__name__}.{key}={value!r} is not supported; this version only reads "
                                  f"{key}={retired[key]!r} (and then ignores it)")
         else:
-            raise ValueError(f"{cls.__name__}: unknown config fields {sorted(set(d) - names - set(retired))}")
+            raise InputError(f"{cls.__name__}: unknown config fields {sorted(set(d) - names - set(retired))}")
     return cls(**kwargs)
 
 
@@ -428,10 +430,10 @@ def _move_fields(d: Dict[str, Any], class_name: str) -> None:
             continue
         section, name = new.split(".")
         if section in d and not isinstance(d[section], Mapping):
-            raise ValueError(f"{class_name}.{section}: expected a JSON object, got {type(d[section]).__name__}")
+            raise InputError(f"{class_name}.{section}: expected a JSON object, got {type(d[section]).__name__}")
         d[section] = target = dict(d.get(section) or {})  # a copy: the caller's dict stays as it was
         if name in target:
-            raise ValueError(f"{class_name}: {old} (its old place) and {new} are both given")
+            raise InputError(f"{class_name}: {old} (its old place) and {new} are both given")
         target[name] = d.pop(old)
 
 
@@ -447,10 +449,10 @@ def _value_from_json(value, annotation, where: str):
         types = tuple(dict.fromkeys(types + (_FAMILY_TYPES[value[TYPE_KEY]],)))  # any registered family's config
     if isinstance(value, Mapping):
         if not types:
-            raise ValueError(f"{where}: a JSON object where the field holds {annotation}")
+            raise InputError(f"{where}: a JSON object where the field holds {annotation}")
         return _from_json(dict(value), types, where)
     if types and not (value is None and type(None) in typing.get_args(annotation)):
-        raise ValueError(f"{where}: expected a JSON object ({' or '.join(t.__name__ for t in types)}), "
+        raise InputError(f"{where}: expected a JSON object ({' or '.join(t.__name__ for t in types)}), "
                          f"got {type(value).__name__}")
     if isinstance(value, list):
         return tuple(value)

@@ -6,10 +6,12 @@ full disk) ends the command with ``error: <what> (<which file>)`` on stderr
 and exit status 2. Anything else is a bug: its traceback is printed and the
 status is 1, so it stays visible and reportable.
 
-The library raises ordinary exceptions; which ones count as "the user can fix
-it" is decided here once, by :data:`ANTICIPATED`. Code that raises a
-``ValueError`` is expected to name the file it read in the message; for
-``OSError`` the file comes from the exception itself.
+What counts as "the user can fix it" is decided here once, by :data:`ANTICIPATED`:
+the library's own :class:`InputError` (a ``ValueError`` subclass raised wherever it
+checks what it was given, expected to name the file it read), ``OSError`` (whose
+file comes from the exception itself), damaged archives and pickles, and a full
+disk however a library words it. A plain ``ValueError`` is not in the list: raised
+by a bug, it prints its traceback and exits 1.
 
 ``GLIDE_JAX_TRACEBACK=1`` prints the traceback of anticipated failures too, for
 the rare case where one of them hides a bug.
@@ -36,12 +38,22 @@ from typing import Callable, Iterator, Optional, TextIO
 from glide_jax.background_errors import BackgroundErrors, disk_full
 
 
+class InputError(ValueError):
+    """A failure the user can fix: bad input, a bad config, a refused, damaged or missing file's content.
+
+    The library raises it (or a subclass) wherever it checks what it was given; the
+    command-line boundary prints it as one ``error:`` line. A plain ``ValueError`` from
+    anywhere else is a bug and keeps its traceback. It is a ``ValueError`` so that
+    code catching bad values keeps working.
+    """
+
+
 class InputWarning(UserWarning):
     """Input that was accepted but is probably not what the user meant (said once per call)."""
 
 
 def _anticipated() -> tuple:
-    kinds = [ValueError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, OverflowError, json.JSONDecodeError]
+    kinds = [InputError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, json.JSONDecodeError]
     try:
         from PIL import Image
 
@@ -98,14 +110,19 @@ def run_command(command: Callable[[], int], stream: Optional[TextIO] = None) -> 
     try:
         with user_warnings(), BackgroundErrors(stream):  # a full disk: one line, not every thread's traceback
             return command()
-    except ANTICIPATED as exc:
+    except KeyboardInterrupt:
+        print("error: interrupted", file=stream, flush=True)
+        return 130
+    except Exception as exc:
+        if not is_anticipated(exc):  # a bug: keep the traceback
+            traceback.print_exc(file=stream)
+            return 1
         if os.environ.get("GLIDE_JAX_TRACEBACK"):
             traceback.print_exc(file=stream)
         print(f"error: {describe(exc)}", file=stream, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=stream, flush=True)
-        return 130
-    except Exception:  # a bug: keep the traceback
-        traceback.print_exc(file=stream)
-        return 1
+
+
+def is_anticipated(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure the user can fix (:data:`ANTICIPATED`, or a full disk however it is worded)."""
+    return isinstance(exc, ANTICIPATED) or disk_full(exc) is not None

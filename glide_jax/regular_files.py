@@ -17,13 +17,15 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Union
 
+from glide_jax.errors import InputError
+
 PathLike = Union[str, os.PathLike]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-class NotARegularFileError(ValueError):
+class NotARegularFileError(InputError):
     """A path given as an input file that is (or whose symlink leads to) a device, pipe, socket or folder."""
 
 

@@ -401,10 +401,10 @@ CASES = {
     "nan-init-image": Case("library", "`Pipeline.generate(init_image=...)` holding NaN",
                            library(lambda t: _pipeline().generate(
                                "a red circle", init_image=np.full((32, 32, 3), np.nan, np.float32), upsample=None)),
-                           "ValueError", "NaN or infinite values"),
+                           "InputError", "NaN or infinite values"),
     "seed-2-32": Case("library", "`Pipeline.generate(seed=2**32)`",
                       library(lambda t: _pipeline().generate("a red circle", seed=2 ** 32, upsample=None)),
-                      "ValueError", "would repeat a smaller one"),
+                      "InputError", "would repeat a smaller one"),
     "whitespace-prompt": Case("library", "`Pipeline.generate(\"   \")`",
                               library(lambda t: _pipeline().generate(
                                   "   ", upsample=None, base=_fast_options())),

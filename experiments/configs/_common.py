@@ -21,6 +21,7 @@ from typing import Callable, Dict, Tuple
 
 from glide_jax.config import GLIDE_VOCAB, DiffusionConfig, ModelConfig, TextConfig, UNetConfig, get_preset
 from glide_jax.data.shapes_source import ShapesDataConfig
+from glide_jax.errors import InputError
 from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
 COSINE = DiffusionConfig(steps=1000, noise_schedule="squaredcos_cap_v2")  # 1,000 steps of the cosine schedule
@@ -118,7 +119,7 @@ FINETUNE: Dict[str, Tuple[int, int]] = {
 def pick(builders: Dict[str, Callable[[], ExperimentConfig]], variant: str, family: str) -> ExperimentConfig:
     """``builders[variant]()``, or a ``ValueError`` naming the family's variants."""
     if variant not in builders:
-        raise ValueError(f"{family} config has no variant {variant!r}; its variants are {', '.join(builders)}")
+        raise InputError(f"{family} config has no variant {variant!r}; its variants are {', '.join(builders)}")
     return builders[variant]()
 
 

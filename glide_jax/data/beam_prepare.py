@@ -22,6 +22,7 @@ from typing import Dict, Iterator, Sequence, Tuple
 
 from glide_jax.data import caption_shards
 from glide_jax.data.image_examples import COUNT_NAMES, WRITTEN, Example, ImageFilter, empty_counts, to_example
+from glide_jax.errors import InputError
 
 NAMESPACE = "glide_jax.prepare_dataset"
 
@@ -57,7 +58,7 @@ def read_counts(pipeline_result) -> Dict[str, int]:
     for counter in pipeline_result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         name = counter.key.metric.name
         if name not in COUNT_NAMES:
-            raise ValueError(f"unexpected counter {name!r} in namespace {NAMESPACE}")
+            raise InputError(f"unexpected counter {name!r} in namespace {NAMESPACE}")
         # Runners that cannot commit metrics report attempted values only.
         value = counter.committed if counter.committed is not None else counter.attempted
         counts[name] += int(value)

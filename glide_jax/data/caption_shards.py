@@ -28,13 +28,15 @@ from typing import Iterator, List, Optional, Sequence
 
 from etils import epath
 
+from glide_jax.errors import InputError
+
 CAPTIONS_FILE = "captions.jsonl"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # tar members and folder files taken as images
 FOLDER = "folder"
 TAR = "tar"
 
 
-class ShardError(ValueError):
+class ShardError(InputError):
     """A ``--src`` entry that is no shard (nor a folder of tar shards)."""
 
 

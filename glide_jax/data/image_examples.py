@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from glide_jax.data.caption_shards import RawRecord
+from glide_jax.errors import InputError
 
 WRITTEN = "written"
 # Every count a build reports, in the order it prints them.
@@ -50,9 +51,9 @@ class ImageFilter:
 
     def __post_init__(self):
         if self.min_side < 1:
-            raise ValueError(f"min_side must be at least 1, got {self.min_side}")
+            raise InputError(f"min_side must be at least 1, got {self.min_side}")
         if not self.max_aspect >= 1.0:
-            raise ValueError(f"max_aspect must be at least 1, got {self.max_aspect}")
+            raise InputError(f"max_aspect must be at least 1, got {self.max_aspect}")
 
     def reject(self, width: int, height: int) -> Optional[str]:
         """The skip name for a ``width x height`` image, or None when it passes."""

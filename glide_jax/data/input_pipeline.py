@@ -57,6 +57,7 @@ import numpy as np
 from PIL import Image
 
 from glide_jax.data.masks import MAX_ERASE, MIN_ERASE, random_inpaint_mask
+from glide_jax.errors import InputError
 
 Tokenizer = Callable[[List[str]], Dict[str, np.ndarray]]
 _OWN_KEYS = ("image", "low_res", "inpaint_mask", "caption", "example_id")
@@ -80,11 +81,11 @@ class PipelineConfig:
 
     def __post_init__(self):
         if self.low_res_size is not None and self.image_size % self.low_res_size:
-            raise ValueError(f"low_res_size {self.low_res_size} must divide image_size {self.image_size}")
+            raise InputError(f"low_res_size {self.low_res_size} must divide image_size {self.image_size}")
         if not 0 <= self.caption_dropout <= 1:
-            raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+            raise InputError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
         if not 0 <= self.seed < 2**31:
-            raise ValueError("seed must be a non-negative 31-bit integer (grain's limit)")
+            raise InputError("seed must be a non-negative 31-bit integer (grain's limit)")
 
 
 # ----------------------------------------------------------------------------- sources and sharding
@@ -126,7 +127,7 @@ def shard_options(shard_index: Optional[int] = None, shard_count: Optional[int] 
     index = jax.process_index() if shard_index is None else shard_index
     count = jax.process_count() if shard_count is None else shard_count
     if not 0 <= index < count:
-        raise ValueError(f"shard_index {index} out of range for shard_count {count}")
+        raise InputError(f"shard_index {index} out of range for shard_count {count}")
     # drop_remainder: every host sees the same number of records, so no host runs out first.
     return grain.sharding.ShardOptions(shard_index=index, shard_count=count, drop_remainder=True)
 
@@ -164,7 +165,7 @@ class GlobalBatchRows:
         self.rows = [int(r) for r in rows]
         self.workers = max(int(worker_count), 1)
         if not self.rows or sorted(set(self.rows)) != self.rows or not 0 <= self.rows[0] <= self.rows[-1] < global_batch_size:
-            raise ValueError(f"host rows must be distinct, ascending and within the global batch of "
+            raise InputError(f"host rows must be distinct, ascending and within the global batch of "
                              f"{global_batch_size}, got {self.rows}")
         self._length = None
         if num_records is not None:  # finite stream: only whole global batches, whole rounds of the workers
@@ -212,7 +213,7 @@ def area_downsample(x: np.ndarray, size: int) -> np.ndarray:
     """Mean over ``k x k`` blocks of a [H, W, C] array whose side is ``k * size``."""
     h, w, c = x.shape
     if h != w or h % size:
-        raise ValueError(f"cannot area-downsample {x.shape} to {size}")
+        raise InputError(f"cannot area-downsample {x.shape} to {size}")
     k = h // size
     return x.reshape(size, k, size, k, c).mean(axis=(1, 3), dtype=np.float32)
 
@@ -271,10 +272,10 @@ class Collate:
             tokens = self.tokenize(captions)
             for k, v in tokens.items():
                 if k in _OWN_KEYS:
-                    raise ValueError(f"tokenizer output key {k!r} clashes with the pipeline's own keys")
+                    raise InputError(f"tokenizer output key {k!r} clashes with the pipeline's own keys")
                 v = np.asarray(v)
                 if v.shape[:1] != (len(captions),):
-                    raise ValueError(f"tokenizer output {k!r} has shape {v.shape}, expected leading {len(captions)}")
+                    raise InputError(f"tokenizer output {k!r} has shape {v.shape}, expected leading {len(captions)}")
                 batch[k] = v
         return batch
 
@@ -284,7 +285,7 @@ class Collate:
 
 def host_batch_size(global_batch_size: int, shard_count: int) -> int:
     if global_batch_size % shard_count:
-        raise ValueError(f"global batch {global_batch_size} is not divisible by {shard_count} hosts")
+        raise InputError(f"global batch {global_batch_size} is not divisible by {shard_count} hosts")
     return global_batch_size // shard_count
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from glide_jax.errors import InputError
+
 MIN_ERASE = 0.1
 MAX_ERASE = 0.6
 _MAX_PROPOSALS = 64
@@ -86,7 +88,7 @@ def random_inpaint_mask(
 ) -> np.ndarray:
     """float32 [size, size, 1] mask, 1 = keep, 0 = erase, erasing a fraction in [min_erase, max_erase]."""
     if not 0 <= min_erase <= max_erase <= 1:
-        raise ValueError(f"need 0 <= min_erase <= max_erase <= 1, got {min_erase}, {max_erase}")
+        raise InputError(f"need 0 <= min_erase <= max_erase <= 1, got {min_erase}, {max_erase}")
     total = size * size
     target = rng.uniform(min_erase, max_erase)
     erased = np.zeros((size, size), bool)

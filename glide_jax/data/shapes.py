@@ -35,6 +35,8 @@ from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from glide_jax.errors import InputError
+
 BACKGROUND: Tuple[int, int, int] = (200, 200, 200)
 COLORS: Dict[str, Tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -123,9 +125,9 @@ def format_caption(objects: List[ObjectSpec], relation: Optional[str] = None) ->
         return _noun_phrase(objects[0])
     if len(objects) == 2 and relation in RELATIONS:
         if any(o.size for o in objects):
-            raise ValueError("two-object captions carry no size words")
+            raise InputError("two-object captions carry no size words")
         return f"{_noun_phrase(objects[0])} {relation} {_noun_phrase(objects[1])}"
-    raise ValueError(f"need one object without relation or two with a relation, got {objects}, {relation!r}")
+    raise InputError(f"need one object without relation or two with a relation, got {objects}, {relation!r}")
 
 
 _C = "|".join(COLORS)
@@ -150,12 +152,12 @@ def parse_caption(text: str) -> ParsedCaption:
     else:
         m = TWO_OBJECT_RE.match(t)
         if not m:
-            raise ValueError(f"caption outside the shapes grammar: {text!r}")
+            raise InputError(f"caption outside the shapes grammar: {text!r}")
         objs = [ObjectSpec(m["color1"], m["shape1"]), ObjectSpec(m["color2"], m["shape2"])]
         arts, rel = [m["art1"], m["art2"]], m["rel"]
     for a, o in zip(arts, objs):
         if a != article(o.size or o.color):
-            raise ValueError(f"wrong article {a!r} in {text!r}")
+            raise InputError(f"wrong article {a!r} in {text!r}")
     return ParsedCaption(objs, rel)
 
 
@@ -198,7 +200,7 @@ _TRAIN_PAIR_OBJECTS = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in H
 def _fixed_order(combos: list, n: int, kind: str, seed_offset: int) -> list:
     """The first ``n`` of ``combos`` in one fixed shuffled order (the same for every call)."""
     if n > len(combos):
-        raise ValueError(f"only {len(combos)} {kind} prompts exist, asked for {n}")
+        raise InputError(f"only {len(combos)} {kind} prompts exist, asked for {n}")
     return [combos[i] for i in np.random.default_rng(_HELDOUT_SEED + seed_offset).permutation(len(combos))[:n]]
 
 
@@ -221,7 +223,7 @@ def heldout_prompts(n: int) -> List[str]:
              [HELDOUT_COMBOS[i] for i in rng.permutation(len(HELDOUT_COMBOS))]]
     merged = [c for pair in itertools.zip_longest(*lists) for c in pair if c is not None]
     if n > len(merged):
-        raise ValueError(f"only {len(merged)} held-out prompts exist, asked for {n}")
+        raise InputError(f"only {len(merged)} held-out prompts exist, asked for {n}")
     return [format_caption([ObjectSpec(c[0], c[1]), ObjectSpec(c[3], c[4])], c[2]) for c in merged[:n]]
 
 
@@ -239,7 +241,7 @@ def place_pair(rng: np.random.Generator, a: Tuple[str, str], b: Tuple[str, str],
     (the shapes project's base curriculum uses it; projects/shapes/README.md).
     """
     if layout not in PAIR_LAYOUTS:
-        raise ValueError(f"pair layout must be one of {PAIR_LAYOUTS}, got {layout!r}")
+        raise InputError(f"pair layout must be one of {PAIR_LAYOUTS}, got {layout!r}")
     d = rng.uniform(*PAIR_EXTENT, size=2)
     first_is_a = relation in ("to the left of", "above")  # which object comes first on the main axis
     d_lo, d_hi = (d[0], d[1]) if first_is_a else (d[1], d[0])
@@ -281,7 +283,7 @@ def check_relations(relations: Sequence[str], name: str = "relations") -> Tuple[
     relations = tuple(relations)
     unknown = [r for r in relations if r not in RELATIONS]
     if not relations or unknown or len(set(relations)) != len(relations):
-        raise ValueError(f"{name} must be distinct items of {RELATIONS}, got {relations!r}")
+        raise InputError(f"{name} must be distinct items of {RELATIONS}, got {relations!r}")
     return relations
 
 
@@ -305,7 +307,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", p_two: float = 
         c = pool[rng.integers(len(pool))]
         return place_pair(rng, (c[0], c[1]), (c[3], c[4]), c[2], pair_layout), c[2]
     if split != "train":
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        raise InputError(f"split must be 'train' or 'heldout', got {split!r}")
     if rng.random() >= p_two:
         color = list(COLORS)[rng.integers(len(COLORS))]
         shape = SHAPES[rng.integers(len(SHAPES))]
@@ -329,7 +331,7 @@ def shape_mask(obj: PlacedObject, size: int) -> np.ndarray:
         return (np.abs(dx) <= h) & (np.abs(dy) <= h)
     if obj.shape == "triangle":  # apex up, base at the bottom of the bounding square
         return (dy <= h) & (np.abs(dx) <= (dy + h) / 2)
-    raise ValueError(f"unknown shape {obj.shape!r}")
+    raise InputError(f"unknown shape {obj.shape!r}")
 
 
 def render_scene(objects: List[PlacedObject], size: int) -> np.ndarray:
@@ -349,7 +351,7 @@ def render_example(rng: np.random.Generator, size: int, split: str = "train", p_
     with centre, extent and bbox (x0, y0, x1, y1) as fractions of the image side.
     """
     if size < 16:
-        raise ValueError(f"image size {size} is too small for legible shapes (need >= 16)")
+        raise InputError(f"image size {size} is too small for legible shapes (need >= 16)")
     objects, relation = sample_scene(rng, split, p_two, pair_layout, relations)
     caption = format_caption([ObjectSpec(o.color, o.shape, o.size) for o in objects], relation)
     meta = {

@@ -14,6 +14,7 @@ from typing import Any, Dict, Sequence, Tuple
 import numpy as np
 
 from glide_jax.data import shapes
+from glide_jax.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,11 @@ class ShapesDataConfig:
 
     def __post_init__(self):
         if self.num_examples < 1:
-            raise ValueError(f"data.shapes.num_examples must be positive, got {self.num_examples}")
+            raise InputError(f"data.shapes.num_examples must be positive, got {self.num_examples}")
         if not 0.0 <= self.two_object_fraction <= 1.0:
-            raise ValueError(f"data.shapes.two_object_fraction must be in [0, 1], got {self.two_object_fraction}")
+            raise InputError(f"data.shapes.two_object_fraction must be in [0, 1], got {self.two_object_fraction}")
         if self.pair_layout not in shapes.PAIR_LAYOUTS:
-            raise ValueError(f"data.shapes.pair_layout must be one of {shapes.PAIR_LAYOUTS}, got {self.pair_layout!r}")
+            raise InputError(f"data.shapes.pair_layout must be one of {shapes.PAIR_LAYOUTS}, got {self.pair_layout!r}")
         shapes.check_relations(self.relations, "data.shapes.relations")
 
 
@@ -48,11 +49,11 @@ class ShapesSource:
                  relations: Sequence[str] = shapes.RELATIONS):
         self.num_examples, self.size, self.seed, self.split = int(num_examples), int(size), int(seed), split
         if not 0.0 <= p_two <= 1.0:
-            raise ValueError(f"the fraction of two-object scenes must be in [0, 1], got {p_two}")
+            raise InputError(f"the fraction of two-object scenes must be in [0, 1], got {p_two}")
         if pair_layout not in shapes.PAIR_LAYOUTS:
-            raise ValueError(f"pair layout must be one of {shapes.PAIR_LAYOUTS}, got {pair_layout!r}")
+            raise InputError(f"pair layout must be one of {shapes.PAIR_LAYOUTS}, got {pair_layout!r}")
         if split not in ("train", "heldout"):
-            raise ValueError(f"the shapes source has the splits 'train' and 'heldout', got {split!r}")
+            raise InputError(f"the shapes source has the splits 'train' and 'heldout', got {split!r}")
         self.p_two, self.pair_layout = float(p_two), pair_layout
         self.relations = shapes.check_relations(relations)
         self._split_id = {"train": 0, "heldout": 1}[split]

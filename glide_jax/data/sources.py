@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from glide_jax.data.shapes_source import ShapesDataConfig, open_shapes
+from glide_jax.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ SOURCES: Dict[str, SourceSpec] = {}
 def register_source(name: str, opener: Callable[[Any, int], Any], config_type: Optional[type] = None) -> SourceSpec:
     """Make ``data.source=name`` open its data with ``opener``; a name is registered once."""
     if name in SOURCES:
-        raise ValueError(f"data source {name!r} is already registered")
+        raise InputError(f"data source {name!r} is already registered")
     SOURCES[name] = spec = SourceSpec(name, opener, config_type)
     return spec
 
@@ -48,14 +49,14 @@ def get_source(name: str) -> SourceSpec:
     try:
         return SOURCES[name]
     except KeyError:
-        raise ValueError(f"data.source must be one of {', '.join(map(repr, SOURCES))}, got {name!r}") from None
+        raise InputError(f"data.source must be one of {', '.join(map(repr, SOURCES))}, got {name!r}") from None
 
 
 def check_sections(data) -> None:
     """Raise if the selected source's section is missing from ``data`` or of another type."""
     spec = get_source(data.source)
     if spec.config_type is not None and not isinstance(getattr(data, spec.name, None), spec.config_type):
-        raise ValueError(f"data source {spec.name!r} reads its settings from data.{spec.name}, a "
+        raise InputError(f"data source {spec.name!r} reads its settings from data.{spec.name}, a "
                          f"{spec.config_type.__name__}; {type(data).__name__} has no such field")
 
 
@@ -66,7 +67,7 @@ def open_source(data, image_size: int):
 
 def _open_tfds(data, image_size: int):
     if not data.path:
-        raise ValueError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
+        raise InputError("data.source='tfds' needs data.path, the folder of a prepared dataset version "
                          "(see tools/prepare_dataset.py), e.g. --set data.path=/data/tfds/my_set/default/1.0.0")
     from glide_jax.data import input_pipeline  # grain and tensorflow_datasets load only when a run reads data
 

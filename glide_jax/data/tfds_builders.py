@@ -35,6 +35,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from glide_jax.data import caption_shards, image_examples, shapes
+from glide_jax.errors import InputError
 
 _SPLIT_IDS = {"train": 0, "heldout": 1}
 
@@ -116,7 +117,7 @@ class CaptionedShapes(_LocalBuilder):
 # ----------------------------------------------------------------------------- image-caption shards
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(InputError):
     """No record of the sources made it into the dataset."""
 
 
@@ -137,9 +138,9 @@ def folder_config(sources: Sequence[str], size: int = 64, name: Optional[str] = 
     """
     srcs = tuple(s if "://" in s else os.path.abspath(s) for s in sources)
     if not srcs:
-        raise ValueError("need at least one source folder or tar shard")
+        raise InputError("need at least one source folder or tar shard")
     if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise InputError(f"size must be positive, got {size}")
     image_filter = image_examples.ImageFilter(size if min_side is None else min_side, max_aspect)  # checks them
     if name is None:
         identity = "\n".join(srcs + (f"min_side={image_filter.min_side}", f"max_aspect={image_filter.max_aspect}"))
@@ -219,7 +220,7 @@ def build_counts(builder: tfds.core.DatasetBuilder) -> Dict[str, int]:
     """The written / skipped counts recorded when ``builder``'s dataset was built."""
     counts = (builder.info.metadata or {}).get("counts")
     if counts is None:
-        raise ValueError(f"{builder.data_dir} records no build counts (not an image-caption dataset of version 2+)")
+        raise InputError(f"{builder.data_dir} records no build counts (not an image-caption dataset of version 2+)")
     return {name: int(counts.get(name, 0)) for name in image_examples.COUNT_NAMES}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from glide_jax.demo import handlers
 from glide_jax.demo.models import DemoModels
 from glide_jax.demo.progress import ForwardingProgress, install
+from glide_jax.errors import InputError
 
 # Prompts the embedded models draw well (they grade correct on the held-out evaluation).
 EMBEDDED_EXAMPLES = ["a red circle", "a large green circle", "a red circle above a blue square",
@@ -31,7 +32,7 @@ QUEUE_GROUP = "models"  # one concurrency group: the three tabs share the loaded
 def painted_mask(editor_value) -> tuple:
     """``(image, keep)`` of an ImageEditor value: its background and True where no brush layer painted."""
     if not editor_value or editor_value.get("background") is None:
-        raise ValueError("no image: upload the picture to inpaint first")
+        raise InputError("no image: upload the picture to inpaint first")
     background = np.asarray(editor_value["background"])
     painted = np.zeros(background.shape[:2], bool)
     for layer in editor_value.get("layers") or []:

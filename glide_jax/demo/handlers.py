@@ -23,6 +23,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from glide_jax.demo.models import DemoModels
+from glide_jax.errors import InputError
 from glide_jax.errors import InputWarning
 from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, stage_with
 from glide_jax.sampling.pipeline import Pipeline, make_key
@@ -87,16 +88,16 @@ class Outcome:
 def _prompt(text) -> str:
     text = "" if text is None else str(text)
     if not text.strip():
-        raise ValueError("the prompt is empty: type what to draw, e.g. 'a red circle'")
+        raise InputError("the prompt is empty: type what to draw, e.g. 'a red circle'")
     return text.strip()
 
 
 def _integer(value, name: str, low: int, high: int) -> int:
     if value is None or isinstance(value, bool) or float(value) != int(float(value)):
-        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+        raise InputError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
     value = int(float(value))
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        raise InputError(f"{name} must be in [{low}, {high}], got {value}")
     return value
 
 
@@ -109,19 +110,19 @@ def _seed(value) -> int:
 def square_rgb(image, what: str) -> Tuple[np.ndarray, List[str]]:
     """``image`` as uint8 RGB cropped to its centre square (with a warning saying so)."""
     if image is None:
-        raise ValueError(f"no {what}: upload or draw one first")
+        raise InputError(f"no {what}: upload or draw one first")
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or arr.dtype != np.uint8:
-        raise ValueError(f"the {what} must be an 8-bit RGB or RGBA picture, got an array of shape {arr.shape} "
+        raise InputError(f"the {what} must be an 8-bit RGB or RGBA picture, got an array of shape {arr.shape} "
                          f"and type {arr.dtype}")
     if arr.shape[-1] == 4:  # transparent pixels become white, as on the page
         alpha = arr[..., 3:].astype(np.float32) / 255.0
         arr = np.round(arr[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     height, width = arr.shape[:2]
     if min(height, width) < 8:
-        raise ValueError(f"the {what} is {width}x{height} pixels; give one at least 8 pixels on each side")
+        raise InputError(f"the {what} is {width}x{height} pixels; give one at least 8 pixels on each side")
     notes = []
     if height != width:
         side = min(height, width)
@@ -138,7 +139,7 @@ def _crop_like(mask: np.ndarray, shape) -> np.ndarray:
     top, left = (height - side) // 2, (width - side) // 2
     cropped = mask[top: top + side, left: left + side]
     if cropped.shape != tuple(shape[:2]):
-        raise ValueError(f"the mask is {width}x{height} but the image is {shape[1]}x{shape[0]}; paint on the image "
+        raise InputError(f"the mask is {width}x{height} but the image is {shape[1]}x{shape[0]}; paint on the image "
                          "itself")
     return cropped
 
@@ -201,14 +202,14 @@ def edit(models: DemoModels, request: EditForm) -> Outcome:
 def inpaint(models: DemoModels, request: InpaintForm) -> Outcome:
     """The unmasked region of an image painted anew from the prompt."""
     if models.inpaint is None:
-        raise ValueError("this server has no inpainting model: start it with --model embedded or --model openai")
+        raise InputError("this server has no inpainting model: start it with --model embedded or --model openai")
     prompt = _prompt(request.prompt)
     image, notes = square_rgb(request.image, "image")
     if request.mask is None:
-        raise ValueError("no mask: paint over the region to replace")
+        raise InputError("no mask: paint over the region to replace")
     keep = _crop_like(np.asarray(request.mask, bool), image.shape)
     if keep.all():
-        raise ValueError("the mask covers nothing: paint over the part of the image to replace with the brush")
+        raise InputError("the mask covers nothing: paint over the part of the image to replace with the brush")
     if not keep.any():
         notes.append("the mask covers the whole image, so nothing of it is kept: this is plain generation")
     pipe = models.inpaint

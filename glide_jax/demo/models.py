@@ -16,6 +16,7 @@ from typing import Dict, Optional
 
 
 from glide_jax.data.shapes import COLORS, RELATIONS, SHAPES
+from glide_jax.errors import InputError
 from glide_jax.sampling.pipeline import Pipeline
 
 # The one line the page says about the embedded models: they know the captioned-shapes grammar only.
@@ -50,7 +51,7 @@ def load_models(model: str = "embedded", upsampler: Optional[str] = None, clip: 
     options = dict(upsampler=upsampler, clip=clip, dtype=dtype, loaded=loaded)
     generate = pipeline_for(model, **options)
     if model not in MODEL_SETS and generate.base.is_inpaint:
-        raise ValueError(f"--model {model} is an inpainting model; serve it with a model set "
+        raise InputError(f"--model {model} is an inpainting model; serve it with a model set "
                          "(--model embedded or openai) so Generate and Edit have a text-to-image model")
     inpaint = pipeline_for(model, inpaint=True, **options) if model in MODEL_SETS else None
     return DemoModels(generate, inpaint, model, load_seconds=time.perf_counter() - started)

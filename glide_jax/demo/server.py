@@ -20,6 +20,7 @@ import time
 import warnings
 from typing import Optional
 
+from glide_jax.errors import InputError
 from glide_jax.errors import InputWarning
 
 DEMO_EXTRA = 'the demo needs the demo extra: pip install -e ".[demo]"'
@@ -30,7 +31,7 @@ def require_gradio() -> None:
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
-        raise ValueError(DEMO_EXTRA)
+        raise InputError(DEMO_EXTRA)
 
 
 def is_loopback(host: str) -> bool:
@@ -73,7 +74,7 @@ def serve(model: str = "embedded", upsampler: Optional[str] = None, clip: Option
           host: str = "127.0.0.1", port: int = 7860, share: bool = False, log=print) -> None:
     """Load and warm up the models, then serve the page until interrupted."""
     if not 0 < port < 65536:
-        raise ValueError(f"--port must be in [1, 65535], got {port}")
+        raise InputError(f"--port must be in [1, 65535], got {port}")
     require_gradio()
     for note in exposure_warnings(host, share):
         warnings.warn(note, InputWarning)

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import jax.numpy as jnp
 
 from glide_jax.diffusion.schedule import Schedule
+from glide_jax.errors import InputError
 
 DenoisedFn = Callable[[jnp.ndarray], jnp.ndarray]
 
@@ -60,7 +61,7 @@ def predict_eps_from_xstart(s: Schedule, x_t: jnp.ndarray, t: jnp.ndarray, x_sta
 def split_model_output(model_output: jnp.ndarray, channels: int) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """Split a ``[..., 2*C]`` output into (eps, variance values)."""
     if model_output.shape[-1] != 2 * channels:
-        raise ValueError(
+        raise InputError(
             f"model output has {model_output.shape[-1]} channels; a learned-variance model must give {2 * channels}"
         )
     return model_output[..., :channels], model_output[..., channels:]

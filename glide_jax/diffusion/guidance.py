@@ -19,6 +19,7 @@ from jax.tree_util import Partial
 
 from glide_jax.diffusion.gaussian import q_sample
 from glide_jax.diffusion.schedule import Schedule, pad_schedule
+from glide_jax.errors import InputError
 
 
 def _apply_cfg(model_fn, scale, x, t):
@@ -73,7 +74,7 @@ def interval_guidance(model_fn: Callable, cond_model_fn: Callable, scale: float,
     (Kynkäänniemi et al. 2024); an interval keeps its effect where it helps.
     """
     if not 0 <= low <= high:
-        raise ValueError(f"guidance interval must satisfy 0 <= low <= high, got [{low}, {high}]")
+        raise InputError(f"guidance interval must satisfy 0 <= low <= high, got [{low}, {high}]")
     return Partial(_apply_cfg_within, _partial(model_fn), _partial(cond_model_fn), jnp.asarray(scale, jnp.float32),
                    jnp.asarray(low, jnp.int32), jnp.asarray(high, jnp.int32))
 
@@ -97,7 +98,7 @@ def dynamic_threshold_fn(quantile: float) -> Partial:
     |x_0| (when above 1) keeps their relative values.
     """
     if not 0.0 < quantile <= 1.0:
-        raise ValueError(f"dynamic threshold quantile must be in (0, 1], got {quantile}")
+        raise InputError(f"dynamic threshold quantile must be in (0, 1], got {quantile}")
     return Partial(_dynamic_threshold, jnp.asarray(quantile, jnp.float32))
 
 
@@ -150,12 +151,12 @@ def sdedit_start(
     and colours. Pass ``start_index`` and ``x_T=x_t`` to a sampling loop.
     """
     if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
+        raise InputError(f"strength must be in (0, 1], got {strength}")
     start = sdedit_start_index(s.num_timesteps, strength)
     image = jnp.asarray(image, jnp.float32)
     if noise is None:
         if key is None:
-            raise ValueError("give a key or the noise to add")
+            raise InputError("give a key or the noise to add")
         noise = jax.random.normal(key, image.shape, jnp.float32)
     t = jnp.full((image.shape[0],), start, jnp.int32)
     # The padded tables have one shape for every step count, so this noising compiles once.

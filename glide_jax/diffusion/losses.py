@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from glide_jax.diffusion.gaussian import p_mean_variance, q_posterior, q_sample, split_model_output
 from glide_jax.diffusion.schedule import Schedule
+from glide_jax.errors import InputError
 
 LOSS_TYPES = ("mse", "rescaled_mse")
 MSE_WEIGHTINGS = ("eps", "truncated_snr", "min_snr")
@@ -88,7 +89,7 @@ def losses_from_output(
 ) -> Dict[str, jnp.ndarray]:
     """Hybrid loss terms ``{"mse", "vb", "loss"}`` (each ``[B]``) for a given model output."""
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        raise InputError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     eps, var_values = split_model_output(model_output, x_start.shape[-1])
     # The bound trains only the variance: the eps half is frozen for it.
     frozen = jnp.concatenate([jax.lax.stop_gradient(eps), var_values], axis=-1)
@@ -109,9 +110,9 @@ def mse_weights(s: Schedule, t: jnp.ndarray, weighting: str = "eps", clip: float
     takes weight off the low-noise steps.
     """
     if weighting not in MSE_WEIGHTINGS:
-        raise ValueError(f"mse weighting must be one of {MSE_WEIGHTINGS}, got {weighting!r}")
+        raise InputError(f"mse weighting must be one of {MSE_WEIGHTINGS}, got {weighting!r}")
     if weighting != "eps" and not clip > 0:
-        raise ValueError(f"the {weighting} weighting needs a positive clip, got {clip}")
+        raise InputError(f"the {weighting} weighting needs a positive clip, got {clip}")
     ab = jnp.take(s.alphas_cumprod, t)
     snr = ab / (1.0 - ab)
     if weighting == "eps":
@@ -156,9 +157,9 @@ def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, high_n
     projects/shapes/README.md).
     """
     if not 0.0 <= high_noise_fraction <= 1.0:
-        raise ValueError(f"high_noise_fraction must be in [0, 1], got {high_noise_fraction}")
+        raise InputError(f"high_noise_fraction must be in [0, 1], got {high_noise_fraction}")
     if not 0 <= high_noise_start < num_timesteps:
-        raise ValueError(f"high_noise_start must be in [0, {num_timesteps}), got {high_noise_start}")
+        raise InputError(f"high_noise_start must be in [0, {num_timesteps}), got {high_noise_start}")
     n_high = int(round(batch_size * high_noise_fraction))
     low = 0 if n_high == 0 else jnp.concatenate([jnp.full((n_high,), high_noise_start, jnp.int32),
                                                  jnp.zeros((batch_size - n_high,), jnp.int32)])

@@ -31,6 +31,8 @@ from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 import jax
 import jax.numpy as jnp
 
+from glide_jax.errors import InputError
+
 
 @runtime_checkable
 class NoiseSource(Protocol):
@@ -71,7 +73,7 @@ class RowNoise(NamedTuple):
     def validate(self, num_steps, shape):
         del num_steps
         if self.keys.shape[:1] != tuple(shape)[:1]:
-            raise ValueError(f"RowNoise has {self.keys.shape[0]} keys for a batch of {shape[0]} rows")
+            raise InputError(f"RowNoise has {self.keys.shape[0]} keys for a batch of {shape[0]} rows")
 
 
 class RecordedNoise(NamedTuple):
@@ -85,7 +87,7 @@ class RecordedNoise(NamedTuple):
     def validate(self, num_steps, shape):
         want = (int(num_steps),) + tuple(shape)
         if tuple(self.noises.shape) != want:
-            raise ValueError(
+            raise InputError(
                 f"recorded noises must have shape {want} (one per step of the loop), got {tuple(self.noises.shape)}"
             )
 

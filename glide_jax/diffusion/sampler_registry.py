@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from glide_jax.errors import InputError
+
 NOISE_POLICIES = ("none", "always", "eta")
 
 
@@ -33,7 +35,7 @@ class Sampler:
 
     def __post_init__(self):
         if self.noise not in NOISE_POLICIES:
-            raise ValueError(f"sampler {self.name!r}: noise must be one of {NOISE_POLICIES}, got {self.noise!r}")
+            raise InputError(f"sampler {self.name!r}: noise must be one of {NOISE_POLICIES}, got {self.noise!r}")
 
     @property
     def deterministic(self) -> bool:
@@ -50,7 +52,7 @@ def register_sampler(sampler: Sampler) -> Sampler:
     if not isinstance(sampler, Sampler):
         raise TypeError(f"register_sampler takes a Sampler, got {type(sampler).__name__}")
     if sampler.name in _SAMPLERS:
-        raise ValueError(f"a sampler named {sampler.name!r} is registered already")
+        raise InputError(f"a sampler named {sampler.name!r} is registered already")
     _SAMPLERS[sampler.name] = sampler
     return sampler
 
@@ -61,7 +63,7 @@ def sampler_names() -> Tuple[str, ...]:
 
 def sampler_named(name: str) -> Sampler:
     if name not in _SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(_SAMPLERS)}")
+        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(_SAMPLERS)}")
     return _SAMPLERS[name]
 
 

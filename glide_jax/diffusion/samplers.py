@@ -84,6 +84,7 @@ from glide_jax.diffusion.prediction import CondFn, DenoisedFn, ModelFn, guided_p
 from glide_jax.diffusion.sampler_registry import Sampler, register_sampler, sampler_named, sampler_names
 from glide_jax.diffusion.schedule import Schedule, pad_schedule
 from glide_jax.diffusion.unipc import UniPCState, unipc_step
+from glide_jax.errors import InputError
 
 ProgressFn = Callable[[int, int], None]
 
@@ -259,14 +260,14 @@ def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_den
     n_total = s.num_timesteps
     start = n_total - 1 if start_index is None else int(start_index)
     if not 0 <= start < n_total:
-        raise ValueError(f"start_index {start} outside [0, {n_total})")
+        raise InputError(f"start_index {start} outside [0, {n_total})")
     num_steps = start + 1
     x_T = jnp.asarray(x_T, jnp.float32)
     if chosen.deterministic:
         noise = None  # a deterministic solver: nothing is drawn
     elif noise is None:
         if chosen.noise == "always" or not (isinstance(eta, (int, float)) and eta == 0):
-            raise ValueError(f"sampler {sampler!r} with eta={eta} needs a key or a noise source")
+            raise InputError(f"sampler {sampler!r} with eta={eta} needs a key or a noise source")
         noise = ZeroNoise()
     elif not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be a NoiseSource (PRNGNoise, RecordedNoise, ...), got {type(noise).__name__}")
@@ -313,10 +314,10 @@ def sample_loop(
         init_key, step_key = jax.random.split(key)
     if x_T is None:
         if shape is None or key is None:
-            raise ValueError("give x_T, or both shape and key to draw it")
+            raise InputError("give x_T, or both shape and key to draw it")
         x_T = temperature * jax.random.normal(init_key, tuple(shape), jnp.float32)
     elif shape is not None and tuple(shape) != tuple(x_T.shape):
-        raise ValueError(f"shape {tuple(shape)} does not match x_T {x_T.shape}")
+        raise InputError(f"shape {tuple(shape)} does not match x_T {x_T.shape}")
     if noise is None and step_key is not None:
         noise = PRNGNoise(step_key)
     args, static, x_T, num_steps = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised,

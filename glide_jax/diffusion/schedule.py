@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.config import DiffusionConfig
+from glide_jax.errors import InputError
 
 RespacingSpec = Union[None, str, int, Sequence[int]]
 
@@ -56,7 +57,7 @@ def beta_schedule(name: str, steps: int) -> np.ndarray:
     stretched so that its shape does not depend on ``steps``.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InputError(f"steps must be >= 1, got {steps}")
     if name == "linear":
         scale = 1000.0 / steps
         return np.linspace(scale * 0.0001, scale * 0.02, steps, dtype=np.float64)
@@ -66,14 +67,14 @@ def beta_schedule(name: str, steps: int) -> np.ndarray:
             ratio = _cosine_alpha_bar((i + 1) / steps) / _cosine_alpha_bar(i / steps)
             out[i] = min(1.0 - ratio, _MAX_BETA)
         return out
-    raise ValueError(f"unknown noise schedule {name!r}; expected 'squaredcos_cap_v2' or 'linear'")
+    raise InputError(f"unknown noise schedule {name!r}; expected 'squaredcos_cap_v2' or 'linear'")
 
 
 def _sections(num_steps: int, counts: Sequence[int]) -> Tuple[int, ...]:
     """Split ``num_steps`` into len(counts) near-equal parts and stride each evenly."""
     n_sec = len(counts)
     if n_sec == 0:
-        raise ValueError("empty respacing specification")
+        raise InputError("empty respacing specification")
     base, remainder = divmod(num_steps, n_sec)
     kept = []
     offset = 0
@@ -91,7 +92,7 @@ def _sections(num_steps: int, counts: Sequence[int]) -> Tuple[int, ...]:
     return tuple(sorted(set(kept)))
 
 
-class RespacingError(ValueError):
+class RespacingError(InputError):
     """A respacing specification that names no valid set of timesteps."""
 
 
@@ -241,7 +242,7 @@ def respace_betas(betas: np.ndarray, use_timesteps: Iterable[int]) -> Tuple[np.n
     betas = np.asarray(betas, dtype=np.float64)
     keep = sorted(set(int(i) for i in use_timesteps))
     if not keep or keep[0] < 0 or keep[-1] >= len(betas):
-        raise ValueError(f"kept timesteps must lie in [0, {len(betas)}), got {keep[:3]}...{keep[-3:]}")
+        raise InputError(f"kept timesteps must lie in [0, {len(betas)}), got {keep[:3]}...{keep[-3:]}")
     alpha_bar = np.cumprod(1.0 - betas)
     new_betas = []
     last = 1.0
@@ -289,11 +290,11 @@ def schedule_from_betas(betas: np.ndarray, timestep_map: Optional[np.ndarray] = 
     """
     b = np.asarray(betas, dtype=np.float64)
     if b.ndim != 1 or not ((b > 0).all() and (b <= 1).all()):
-        raise ValueError("betas must be a 1-D array with values in (0, 1]")
+        raise InputError("betas must be a 1-D array with values in (0, 1]")
     n = b.shape[0]
     tmap = np.arange(n) if timestep_map is None else np.asarray(timestep_map)
     if tmap.shape != (n,):
-        raise ValueError(f"timestep_map has shape {tmap.shape}, expected ({n},)")
+        raise InputError(f"timestep_map has shape {tmap.shape}, expected ({n},)")
     ab = np.cumprod(1.0 - b)
     ab_prev = np.concatenate([[1.0], ab[:-1]])
     post_var = b * (1.0 - ab_prev) / (1.0 - ab)
@@ -332,7 +333,7 @@ def make_schedule(
     if isinstance(config_or_name, DiffusionConfig):
         name = config_or_name.noise_schedule
         if steps is not None and steps != config_or_name.steps:
-            raise ValueError(f"steps={steps} contradicts the config's steps={config_or_name.steps}")
+            raise InputError(f"steps={steps} contradicts the config's steps={config_or_name.steps}")
         steps = config_or_name.steps
     else:
         name = config_or_name
@@ -351,7 +352,7 @@ TABLE_BLOCK = 1024
 def padded_table_length(num_timesteps: int) -> int:
     """The smallest multiple of ``TABLE_BLOCK`` that holds ``num_timesteps`` entries."""
     if num_timesteps < 1:
-        raise ValueError(f"a schedule has at least 1 timestep, got {num_timesteps}")
+        raise InputError(f"a schedule has at least 1 timestep, got {num_timesteps}")
     return -(-num_timesteps // TABLE_BLOCK) * TABLE_BLOCK
 
 
@@ -376,7 +377,7 @@ def pad_schedule(s: Schedule, length: Optional[int] = None) -> Schedule:
     n = s.num_timesteps
     length = padded_table_length(n) if length is None else int(length)
     if length < n:
-        raise ValueError(f"cannot pad a {n}-step schedule to {length} entries")
+        raise InputError(f"cannot pad a {n}-step schedule to {length} entries")
     if length == n:
         return s
     return jax.tree_util.tree_map(lambda table: _padded(table, length), s)

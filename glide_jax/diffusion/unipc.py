@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from glide_jax.diffusion.prediction import CondFn, DenoisedFn, ModelFn, guided_prediction
 from glide_jax.diffusion.schedule import Schedule
+from glide_jax.errors import InputError
 
 UNIPC_ORDERS = (1, 2, 3)
 
@@ -55,7 +56,7 @@ class UniPCState(NamedTuple):
     @classmethod
     def init(cls, x: jnp.ndarray, order: int) -> "UniPCState":
         if order not in UNIPC_ORDERS:
-            raise ValueError(f"UniPC order must be one of {UNIPC_ORDERS}, got {order}")
+            raise InputError(f"UniPC order must be one of {UNIPC_ORDERS}, got {order}")
         b = x.shape[0]
         zeros_b = jnp.zeros((b,), jnp.float32)
         ints_b = jnp.zeros((b,), jnp.int32)

@@ -26,6 +26,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from glide_jax.errors import InputError
+
 PREPROCESSOR_FILE = "preprocessor_config.json"
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,7 +68,7 @@ class ClipImageConfig:
                 value = config[name]
                 values = [value] * 3 if isinstance(value, (int, float)) else list(value)
                 if len(values) != 3:
-                    raise ValueError(f"{name} must have 3 values (RGB), got {value!r}")
+                    raise InputError(f"{name} must have 3 values (RGB), got {value!r}")
                 fields[name] = tuple(float(v) for v in values)
         if "size" in config:
             size = config["size"]
@@ -77,7 +79,7 @@ class ClipImageConfig:
             elif isinstance(size, Mapping) and set(size) == {"height", "width"}:
                 fields["shortest_edge"], fields["resize_to"] = None, (int(size["height"]), int(size["width"]))
             else:
-                raise ValueError(f"unsupported size {size!r}: expected an int, {{'shortest_edge'}} or "
+                raise InputError(f"unsupported size {size!r}: expected an int, {{'shortest_edge'}} or "
                                  "{'height', 'width'}")
         if "crop_size" in config:
             crop = config["crop_size"]
@@ -86,12 +88,12 @@ class ClipImageConfig:
             elif isinstance(crop, Mapping) and set(crop) == {"height", "width"}:
                 fields["crop_size"] = (int(crop["height"]), int(crop["width"]))
             else:
-                raise ValueError(f"unsupported crop_size {crop!r}: expected an int or {{'height', 'width'}}")
+                raise InputError(f"unsupported crop_size {crop!r}: expected an int or {{'height', 'width'}}")
         out = cls(**fields)
         if min(out.crop_size) <= 0 or (out.shortest_edge is not None and out.shortest_edge <= 0):
-            raise ValueError(f"sizes must be positive, got size {config.get('size')!r}, crop {out.crop_size}")
+            raise InputError(f"sizes must be positive, got size {config.get('size')!r}, crop {out.crop_size}")
         if min(abs(s) for s in out.image_std) == 0:
-            raise ValueError("image_std must not contain zeros")
+            raise InputError("image_std must not contain zeros")
         return out
 
     @classmethod
@@ -101,12 +103,12 @@ class ClipImageConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: a Hugging Face CLIP directory needs it")
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ValueError(f"{path}: too large for a preprocessor config")
+            raise InputError(f"{path}: too large for a preprocessor config")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls.from_dict(data)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise InputError(f"{path}: {e}") from None
 
     @property
     def output_size(self) -> Tuple[int, int]:
@@ -115,7 +117,7 @@ class ClipImageConfig:
             return self.crop_size
         if self.do_resize and self.resize_to is not None:
             return self.resize_to
-        raise ValueError("without a centre crop or an exact resize, images keep their own sizes")
+        raise InputError("without a centre crop or an exact resize, images keep their own sizes")
 
 
 def resize_target(height: int, width: int, config: ClipImageConfig) -> Tuple[int, int]:
@@ -150,7 +152,7 @@ def as_rgb_uint8(image, convert_rgb: bool = True) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         hint = " (it looks CHW; pass HWC)" if image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3 else ""
-        raise ValueError(f"CLIP preprocessing takes [H, W, 3] uint8 images or PIL images, got shape "
+        raise InputError(f"CLIP preprocessing takes [H, W, 3] uint8 images or PIL images, got shape "
                          f"{image.shape} dtype {image.dtype}{hint}")
     return image
 
@@ -175,6 +177,6 @@ def preprocess_image(image, config: ClipImageConfig = ClipImageConfig()) -> np.n
 def preprocess_images(images: Sequence, config: ClipImageConfig = ClipImageConfig()) -> np.ndarray:
     """A list of images of any sizes -> pixel values ``[N, h, w, 3]`` float32 (NHWC)."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
-        raise ValueError("preprocess_images takes a list (or [N, H, W, 3] array) of images, not a single image")
+        raise InputError("preprocess_images takes a list (or [N, H, W, 3] array) of images, not a single image")
     return np.stack([preprocess_image(image, config) for image in images]) if len(images) else np.zeros(
         (0,) + tuple(config.output_size) + (3,), np.float32)

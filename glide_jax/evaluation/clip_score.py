@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.evaluation.clip_inputs import ClipImageConfig, preprocess_images
 from glide_jax.hub.convert_hf_clip import load_hf_clip
 from glide_jax.models import clip_vit
@@ -47,7 +48,7 @@ def pair_scores(image_embeds, text_embeds) -> np.ndarray:
     """``100 * cos`` of each row of ``image_embeds`` with the same row of ``text_embeds``, float32 ``[N]``."""
     image_embeds, text_embeds = np.asarray(image_embeds), np.asarray(text_embeds)
     if image_embeds.shape != text_embeds.shape or image_embeds.ndim != 2:
-        raise ValueError(f"embeddings must be two [N, D] arrays of one shape, got {image_embeds.shape} and "
+        raise InputError(f"embeddings must be two [N, D] arrays of one shape, got {image_embeds.shape} and "
                          f"{text_embeds.shape}")
     return np.asarray(clip_vit.cosine_scores(image_embeds, text_embeds))
 
@@ -56,7 +57,7 @@ def aggregate_clip_score(scores) -> float:
     """torchmetrics' ``CLIPScore.compute()`` of per-pair scores: ``max(mean, 0)``."""
     scores = np.asarray(scores, np.float64).reshape(-1)
     if scores.size == 0:
-        raise ValueError("the CLIP score of no pairs is undefined")
+        raise InputError("the CLIP score of no pairs is undefined")
     return max(float(scores.mean()), 0.0)
 
 
@@ -74,7 +75,7 @@ class ClipScoreAccumulator:
     def update(self, scores) -> "ClipScoreAccumulator":
         scores = np.asarray(scores, np.float64).reshape(-1)
         if not np.all(np.isfinite(scores)):
-            raise ValueError("CLIP scores must be finite (a zero embedding gives NaN)")
+            raise InputError("CLIP scores must be finite (a zero embedding gives NaN)")
         self.total += float(scores.sum())
         self.count += int(scores.size)
         return self
@@ -91,12 +92,12 @@ class ClipScoreAccumulator:
     def from_array(cls, state) -> "ClipScoreAccumulator":
         total, count = np.asarray(state, np.float64).reshape(2)
         if count < 0 or count != round(count):
-            raise ValueError(f"an accumulator's count must be a non-negative integer, got {count}")
+            raise InputError(f"an accumulator's count must be a non-negative integer, got {count}")
         return cls(float(total), int(round(count)))
 
     def mean(self) -> float:
         if self.count == 0:
-            raise ValueError("the CLIP score of no pairs is undefined")
+            raise InputError("the CLIP score of no pairs is undefined")
         return self.total / self.count
 
     def result(self) -> float:
@@ -127,13 +128,13 @@ class ClipScorer:
     def __init__(self, config: clip_vit.ClipVitConfig, params, tokenizer: HFClipTokenizer,
                  image_config: ClipImageConfig, batch_size: int = DEFAULT_BATCH_SIZE):
         if type(batch_size) is not int or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         size = config.vision.image_size
         if image_config.output_size != (size, size):
-            raise ValueError(f"the preprocessor makes {image_config.output_size} images but the model takes "
+            raise InputError(f"the preprocessor makes {image_config.output_size} images but the model takes "
                              f"{size}x{size}")
         if tokenizer.context > config.text.max_position_embeddings:
-            raise ValueError(f"the tokenizer's context {tokenizer.context} is longer than the model's "
+            raise InputError(f"the tokenizer's context {tokenizer.context} is longer than the model's "
                              f"{config.text.max_position_embeddings} positions")
         self.config, self.tokenizer, self.image_config, self.batch_size = config, tokenizer, image_config, batch_size
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
@@ -175,7 +176,7 @@ class ClipScorer:
     def score_pairs(self, images: Sequence, captions: Sequence[str]) -> np.ndarray:
         """Per-pair ``100 * cos`` scores ``[N]`` (unclamped) of ``images[i]`` with ``captions[i]``."""
         if len(images) != len(captions):
-            raise ValueError(f"{len(images)} images but {len(captions)} captions: they are scored in pairs")
+            raise InputError(f"{len(images)} images but {len(captions)} captions: they are scored in pairs")
         return pair_scores(self.image_embeddings(images), self.text_embeddings(captions))
 
     def update(self, accumulator: ClipScoreAccumulator, images: Sequence, captions: Sequence[str]) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.evaluation.preprocess import DEFAULT_RESIZE, check_images, check_resize_mode, device_stage, host_stage
 from glide_jax.models.inception import FEATURES, FIDInceptionV3
 
@@ -46,7 +47,7 @@ def inception_features(variables, images, resize: str = DEFAULT_RESIZE,
     images = check_images(images)
     check_resize_mode(resize)
     if type(batch_size) is not int or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = np.empty((len(images), FEATURES), np.float32)
     variables = jax.device_put(variables)
     pending: Optional[tuple] = None

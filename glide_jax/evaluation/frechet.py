@@ -30,6 +30,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.errors import InputWarning
 
 # Fewer samples than feature dimensions leave the covariance rank-deficient: FID is then biased and unstable,
@@ -44,14 +45,14 @@ class SmallSampleWarning(InputWarning):
 def _as_features(features, dims: Optional[int]) -> np.ndarray:
     features = np.asarray(features)
     if features.ndim != 2:
-        raise ValueError(f"features must be a 2-D array [N, D], got shape {features.shape}")
+        raise InputError(f"features must be a 2-D array [N, D], got shape {features.shape}")
     if dims is not None and features.shape[1] != dims:
-        raise ValueError(f"features have {features.shape[1]} dimensions, these statistics {dims}")
+        raise InputError(f"features have {features.shape[1]} dimensions, these statistics {dims}")
     if not np.issubdtype(features.dtype, np.floating):
         raise TypeError(f"features must be floating point, got dtype {features.dtype}")
     features = features.astype(np.float64)
     if not np.isfinite(features).all():
-        raise ValueError("features hold NaN or infinite values")
+        raise InputError("features hold NaN or infinite values")
     return features
 
 
@@ -60,7 +61,7 @@ class FeatureStatistics:
 
     def __init__(self, dims: int = 2048):
         if type(dims) is not int or dims < 1:
-            raise ValueError(f"dims must be a positive integer, got {dims!r}")
+            raise InputError(f"dims must be a positive integer, got {dims!r}")
         self.dims = dims
         self.count = 0
         self.mean = np.zeros(dims, np.float64)
@@ -87,7 +88,7 @@ class FeatureStatistics:
         if not isinstance(other, FeatureStatistics):
             raise TypeError(f"can only merge FeatureStatistics, got {type(other).__name__}")
         if other.dims != self.dims:
-            raise ValueError(f"cannot merge statistics of {other.dims} dimensions into {self.dims}")
+            raise InputError(f"cannot merge statistics of {other.dims} dimensions into {self.dims}")
         if other.count:
             self._combine(other.count, other.mean, other.scatter)
         return self
@@ -98,7 +99,7 @@ class FeatureStatistics:
         Warns (:class:`SmallSampleWarning`) below ``MIN_SAMPLES`` samples.
         """
         if self.count < 2:
-            raise ValueError(f"a covariance needs at least 2 samples, these statistics have {self.count}")
+            raise InputError(f"a covariance needs at least 2 samples, these statistics have {self.count}")
         if self.count < MIN_SAMPLES:
             warnings.warn(f"FID statistics from {self.count} samples, fewer than {MIN_SAMPLES}: the covariance is "
                           "rank-deficient and the distance biased, not comparable with published FIDs",
@@ -110,11 +111,11 @@ def _check_gaussian(mu, sigma, name: str) -> Tuple[np.ndarray, np.ndarray]:
     mu = np.asarray(mu, dtype=np.float64)
     sigma = np.asarray(sigma, dtype=np.float64)
     if mu.ndim != 1:
-        raise ValueError(f"{name}: mu must be a vector [D], got shape {mu.shape}")
+        raise InputError(f"{name}: mu must be a vector [D], got shape {mu.shape}")
     if sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"{name}: sigma must be [{mu.shape[0]}, {mu.shape[0]}] to match mu, got {sigma.shape}")
+        raise InputError(f"{name}: sigma must be [{mu.shape[0]}, {mu.shape[0]}] to match mu, got {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise ValueError(f"{name}: mu or sigma holds NaN or infinite values")
+        raise InputError(f"{name}: mu or sigma holds NaN or infinite values")
     return mu, sigma
 
 
@@ -128,7 +129,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, sigma1 = _check_gaussian(mu1, sigma1, "first statistics")
     mu2, sigma2 = _check_gaussian(mu2, sigma2, "second statistics")
     if mu1.shape != mu2.shape:
-        raise ValueError(f"the statistics have {mu1.shape[0]} and {mu2.shape[0]} dimensions")
+        raise InputError(f"the statistics have {mu1.shape[0]} and {mu2.shape[0]} dimensions")
     sigma1 = (sigma1 + sigma1.T) / 2
     sigma2 = (sigma2 + sigma2.T) / 2
     root = _symmetric_sqrt(sigma1)
@@ -143,7 +144,7 @@ def save_statistics(path, mu, sigma) -> Path:
     mu, sigma = _check_gaussian(mu, sigma, str(path))
     path = Path(path)
     if path.suffix != ".npz":
-        raise ValueError(f"{path}: FID statistics are written as .npz files (numpy would add the suffix)")
+        raise InputError(f"{path}: FID statistics are written as .npz files (numpy would add the suffix)")
     np.savez_compressed(path, mu=mu, sigma=sigma)
     return path
 
@@ -156,19 +157,19 @@ def load_statistics(path) -> Tuple[np.ndarray, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:  # numpy's words for "not an .npy/.npz" and "holds pickles"
-        raise ValueError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from e
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds one array, not pytorch-fid's .npz of mu and sigma")
+        raise InputError(f"{path} holds one array, not pytorch-fid's .npz of mu and sigma")
     with loaded as archive:
         missing = [key for key in ("mu", "sigma") if key not in archive.files]
         if missing:
-            raise ValueError(f"{path} has no {' or '.join(missing)} array (it holds "
+            raise InputError(f"{path} has no {' or '.join(missing)} array (it holds "
                              f"{', '.join(archive.files[:5]) or 'nothing'}); pytorch-fid statistics hold mu and sigma")
         try:
             mu, sigma = archive["mu"], archive["sigma"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: mu or sigma is unreadable ({type(e).__name__}: {e})") from e
+            raise InputError(f"{path}: mu or sigma is unreadable ({type(e).__name__}: {e})") from e
     for name, array in (("mu", mu), ("sigma", sigma)):
         if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-            raise ValueError(f"{path}: {name} has dtype {array.dtype}, not real numbers")
+            raise InputError(f"{path}: {name} has dtype {array.dtype}, not real numbers")
     return _check_gaussian(mu, sigma, os.fspath(path))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from glide_jax.errors import InputError
 from glide_jax.models.inception import INPUT_SIZE
 
 RESIZE_MODES = ("pytorch-fid", "clean")
@@ -40,7 +41,7 @@ DEFAULT_RESIZE = "pytorch-fid"
 
 def check_resize_mode(name: str) -> str:
     if name not in RESIZE_MODES:
-        raise ValueError(f"unknown FID resize {name!r}; choose one of {', '.join(map(repr, RESIZE_MODES))}")
+        raise InputError(f"unknown FID resize {name!r}; choose one of {', '.join(map(repr, RESIZE_MODES))}")
     return name
 
 
@@ -50,9 +51,9 @@ def check_images(images) -> np.ndarray:
     if images.dtype != np.uint8:
         raise TypeError(f"FID features take uint8 images (0..255), got dtype {images.dtype}")
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"FID features take RGB images [N, H, W, 3], got shape {images.shape}")
+        raise InputError(f"FID features take RGB images [N, H, W, 3], got shape {images.shape}")
     if min(images.shape[1:3]) < 1:
-        raise ValueError(f"images of shape {images.shape} have no pixels")
+        raise InputError(f"images of shape {images.shape} have no pixels")
     return images
 
 
@@ -66,7 +67,7 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     of 37, 53, 64, 256, 480, 640 and 1000 pixels).
     """
     if in_size < 1 or out_size < 1:
-        raise ValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
+        raise InputError(f"resize sizes must be positive, got {in_size} -> {out_size}")
     weights = np.zeros((out_size, in_size), np.float32)
     rows = np.arange(out_size)
     if in_size == out_size:

@@ -17,6 +17,7 @@ from jax.tree_util import Partial
 import numpy as np
 
 from glide_jax.config import ClipConfig
+from glide_jax.errors import InputError
 from glide_jax.families.registry import Inputs, ModelFamily, register_family
 from glide_jax.hub.convert_clip import convert_clip
 from glide_jax.models.clip import ClipModel, clip_guidance_grad, text_embeddings
@@ -50,7 +51,7 @@ def clip_text_embedder(config: ClipConfig):
 def clip_grad_fn(config: ClipConfig, params: Any, tokens, lens, image_size: Optional[int] = None) -> Partial:
     """``clip_grad(x, t) -> d/dx exp(logit_scale) <z_text, z_image>`` for the given captions."""
     if image_size is not None and image_size != config.image_size:
-        raise ValueError(f"CLIP guidance needs {config.image_size}px samples; the model samples {image_size}px")
+        raise InputError(f"CLIP guidance needs {config.image_size}px samples; the model samples {image_size}px")
     text_emb = clip_text_embedder(config)(params, tokens, lens)
     return Partial(_clip_grad(config), params, text_emb)
 
@@ -90,9 +91,9 @@ class NoisyClipFamily(ModelFamily):
 
     def check_training(self, cfg) -> None:
         if cfg.train.microbatches != 1:
-            raise ValueError("the contrastive CLIP loss couples the whole batch: train.microbatches must be 1")
+            raise InputError("the contrastive CLIP loss couples the whole batch: train.microbatches must be 1")
         if cfg.train.high_noise_fraction or cfg.train.mse_weighting != "eps":
-            raise ValueError("train.high_noise_fraction and train.mse_weighting shape the diffusion loss; "
+            raise InputError("train.high_noise_fraction and train.mse_weighting shape the diffusion loss; "
                              "the CLIP step draws its timesteps uniformly and has no MSE")
 
     def pipeline_inputs(self, model_config: ClipConfig, data_config) -> Dict[str, Any]:

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from glide_jax.config import register_config_types
+from glide_jax.errors import InputError
 
 Inputs = Tuple[tuple, Dict[str, jax.Array]]
 
@@ -105,7 +106,7 @@ class ModelFamily:
     # -- checkpoints -------------------------------------------------------------------------------------------
     def convert_torch(self, config, states) -> Any:
         """``{"params": ...}`` from ``{role: state dict}`` (the roles of ``checkpoint_roles``)."""
-        raise ValueError(f"the {self.name} family has no PyTorch converter")
+        raise InputError(f"the {self.name} family has no PyTorch converter")
 
     # -- training ----------------------------------------------------------------------------------------------
     def check_training(self, cfg) -> None:
@@ -136,12 +137,12 @@ def register_family(family: ModelFamily) -> ModelFamily:
     if not isinstance(family, ModelFamily):
         raise TypeError(f"register_family takes a ModelFamily instance, got {type(family).__name__}")
     if not family.name or not isinstance(family.config_type, type):
-        raise ValueError("a model family needs a name and a config_type class")
+        raise InputError("a model family needs a name and a config_type class")
     if family.name in _FAMILIES:
-        raise ValueError(f"a model family named {family.name!r} is registered already")
+        raise InputError(f"a model family named {family.name!r} is registered already")
     clash = [f.name for f in _FAMILIES.values() if f.config_type is family.config_type]
     if clash:
-        raise ValueError(f"{family.config_type.__name__} configures the {clash[0]!r} family already")
+        raise InputError(f"{family.config_type.__name__} configures the {clash[0]!r} family already")
     _FAMILIES[family.name] = family
     register_config_types(family.config_type)
     return family
@@ -163,7 +164,7 @@ def registered_families() -> List[ModelFamily]:
 def family_named(name: str) -> ModelFamily:
     _load_builtin_families()
     if name not in _FAMILIES:
-        raise ValueError(f"no model family {name!r}; registered: {', '.join(_FAMILIES)}")
+        raise InputError(f"no model family {name!r}; registered: {', '.join(_FAMILIES)}")
     return _FAMILIES[name]
 
 

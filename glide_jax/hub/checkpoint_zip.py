@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Dict, Optional
 
+from glide_jax.errors import InputError
 from glide_jax.regular_files import open_regular_file
 
 MiB = 1 << 20
@@ -33,7 +34,7 @@ RATIO_EXEMPT_BYTES = 16 * MiB
 _CHUNK_BYTES = 16 * MiB
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(InputError):
     """A checkpoint file the reader refuses: malformed, truncated, hostile, or over a size limit."""
 
 
@@ -66,7 +67,7 @@ def format_bytes(count: int) -> str:
 def check_limits(limits: Dict[str, int]) -> None:
     for name, value in limits.items():
         if type(value) is not int or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def byte_budget(limits: Dict[str, int], file_bytes: int) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple, Union
 
 from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_of
 from glide_jax.hub.torch_zip import load_state_dict, load_state_dict_with_torch
 
@@ -29,9 +30,9 @@ def convert_state(config: Config, states: States) -> Any:
     """
     family = family_of(config)
     if not family.checkpoint_roles:
-        raise ValueError(f"the {family.name} family has no PyTorch checkpoint converter")
+        raise InputError(f"the {family.name} family has no PyTorch checkpoint converter")
     if set(states) != set(family.checkpoint_roles):
-        raise ValueError(f"a {family.name} conversion needs the state dicts {list(family.checkpoint_roles)}, "
+        raise InputError(f"a {family.name} conversion needs the state dicts {list(family.checkpoint_roles)}, "
                          f"got {sorted(states)}")
     return family.convert_torch(config, states)
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from glide_jax.errors import InputError
 from glide_jax.hub.key_report import summarise
 from glide_jax.config import ClipConfig
 from glide_jax.families.registry import abstract_params
@@ -86,7 +87,7 @@ def _transpose(shape_or_array, perm):
 def _tower_table(config: ClipConfig, tower: str) -> Dict[str, Tuple[Tuple[str, ...], str, Tuple[int, ...]]]:
     """torch key -> (flax path inside the tower, layout kind, flax shape)."""
     if tower not in TOWERS:
-        raise ValueError(f"unknown CLIP tower {tower!r}; expected one of {sorted(TOWERS)}")
+        raise InputError(f"unknown CLIP tower {tower!r}; expected one of {sorted(TOWERS)}")
     flat = traverse_util.flatten_dict(abstract_params(config)[TOWERS[tower]])
     table = {}
     for path, leaf in flat.items():
@@ -133,7 +134,7 @@ def _convert_tower(config: ClipConfig, tower: str, state: Mapping[str, object], 
 def _raise(problems: Problems, config: ClipConfig) -> None:
     count = sum(len(items) for items in problems.values())
     if count:
-        raise ValueError(summarise(
+        raise InputError(summarise(
             f"CLIP checkpoint does not match the configuration ({count} problem(s); "
             f"image {config.image_size}px, width image {config.n_head_image * config.n_head_state_image}, "
             f"text {config.n_head_text * config.n_head_state_text}, n_embd {config.n_embd})",

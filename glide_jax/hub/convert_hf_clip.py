@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError, MiB
 from glide_jax.hub.safetensors import load_safetensors
 from glide_jax.hub.torch_layout import CheckpointMismatchError
@@ -74,7 +75,7 @@ def hf_key(path: Path_) -> Tuple[str, str]:
         return f"{path[0]}.weight", "linear"
     tower, *rest = path
     if tower not in ("vision_model", "text_model") or not rest:
-        raise ValueError(f"no Hugging Face name for parameter {'/'.join(path)}")
+        raise InputError(f"no Hugging Face name for parameter {'/'.join(path)}")
     if len(rest) == 1 and rest[0] in _EMBEDDINGS:
         return f"{tower}.{_EMBEDDINGS[rest[0]]}", "copy"
     if rest == ["patch_embedding", "kernel"]:
@@ -162,15 +163,15 @@ def read_hf_config(directory, dtype: str = "float32") -> ClipVitConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: a Hugging Face CLIP directory needs its {CONFIG_FILE}")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a model config")
+        raise InputError(f"{path}: {path.stat().st_size} bytes is too large for a model config")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
     try:
         return ClipVitConfig.from_hf_dict(data, dtype=dtype)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise InputError(f"{path}: {e}") from None
 
 
 def read_hf_state(directory) -> Dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ from typing import Dict, List, Mapping, NamedTuple, Tuple
 import numpy as np
 from flax import traverse_util
 
+from glide_jax.errors import InputError
 from glide_jax.hub.torch_zip import load_state_dict
 from glide_jax.models.inception import abstract_variables
 
@@ -91,7 +92,7 @@ def inception_from_torch(state: Mapping[str, np.ndarray], source: str = "the sta
     problems = [_summary(kind, names) for kind, names in (("missing", missing), ("unexpected", unexpected),
                                                            ("mis-shaped", misshaped)) if names]
     if problems:
-        raise ValueError(f"{source} is not pytorch-fid's FID Inception state dict: " + "; ".join(problems))
+        raise InputError(f"{source} is not pytorch-fid's FID Inception state dict: " + "; ".join(problems))
     flat = {}
     for path, entry in table.items():
         array = np.asarray(state[entry.key], dtype=np.float32)

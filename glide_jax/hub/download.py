@@ -55,6 +55,7 @@ from typing import BinaryIO, Iterator, List, Optional, Union
 from tqdm.auto import tqdm
 
 from glide_jax.cache import CACHE_ENV, default_cache_dir
+from glide_jax.errors import InputError
 
 TOKENIZERS = "tokenizers"  # name of the group holding the three vocabulary files
 MIN_RATE_ENV = "GLIDE_JAX_DOWNLOAD_MIN_RATE"
@@ -134,7 +135,7 @@ def download(
         return directory
     if name in CHECKPOINTS:
         return fetch(CHECKPOINTS[name], directory, progress=progress)
-    raise ValueError(f"unknown download name {name!r}; known names are: {', '.join(known_names())}")
+    raise InputError(f"unknown download name {name!r}; known names are: {', '.join(known_names())}")
 
 
 def fetch(
@@ -155,7 +156,7 @@ def fetch(
     """
     min_rate = configured_min_rate() if min_rate is None else float(min_rate)
     if not min_rate >= 0 or not rate_window > 0:
-        raise ValueError(f"min_rate must be >= 0 and rate_window > 0, got {min_rate} and {rate_window}")
+        raise InputError(f"min_rate must be >= 0 and rate_window > 0, got {min_rate} and {rate_window}")
     dest = Path(directory) / remote.filename
     if dest.exists() and _still_intact(dest):
         return dest
@@ -179,7 +180,7 @@ def configured_min_rate() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise ValueError(f"${MIN_RATE_ENV} must be a number of bytes per second >= 0 (0: no minimum), got {text!r}")
+        raise InputError(f"${MIN_RATE_ENV} must be a number of bytes per second >= 0 (0: no minimum), got {text!r}")
     return value
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from glide_jax.errors import InputError
+
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "embedded"
 KINDS = ("base", "upsample", "inpaint", "clip")
 PREFIX = "embedded-"
@@ -32,5 +34,5 @@ def embedded_dir(name: str) -> Path:
     """Folder of an embedded model, by name (``embedded-base``) or kind (``base``)."""
     kind = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if kind not in KINDS:
-        raise ValueError(f"unknown embedded model {name!r}; known: {', '.join(NAMES)}")
+        raise InputError(f"unknown embedded model {name!r}; known: {', '.join(NAMES)}")
     return ASSET_DIR / kind

@@ -35,6 +35,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional
 import numpy as np
 
 from glide_jax.config import config_from_dict, config_to_dict
+from glide_jax.errors import InputError
 from glide_jax.regular_files import is_present, open_regular_file, read_regular_bytes
 
 CONFIG_FILE = "config.json"
@@ -48,7 +49,7 @@ DTYPES = ("float32", "float16")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-class OutdatedModelDirError(ValueError):
+class OutdatedModelDirError(InputError):
     """A folder in the retired Orbax model format (``config.json`` + ``params/``)."""
 
 
@@ -106,11 +107,11 @@ def _plain_variables(params) -> Dict[str, np.ndarray]:
 
     params = meta.unbox(params)
     if not isinstance(params, Mapping) or "params" not in params:
-        raise ValueError("params must be Flax variables: a mapping {'params': parameter tree}")
+        raise InputError("params must be Flax variables: a mapping {'params': parameter tree}")
     flat = flatten_tree(params)
     not_float = [k for k, v in flat.items() if not np.issubdtype(v.dtype, np.floating)]
     if not_float:
-        raise ValueError(f"parameters must be floating point; not so: {', '.join(not_float[:5])}")
+        raise InputError(f"parameters must be floating point; not so: {', '.join(not_float[:5])}")
     return flat
 
 
@@ -128,12 +129,12 @@ def save_model_dir(directory, config, params, *, dtype: str = "float32", tokeniz
     an existing folder unless ``overwrite``.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     flat = _plain_variables(params)
     if dtype == "float16":
         too_big = [k for k, v in flat.items() if np.abs(v).max(initial=0.0) > FLOAT16_MAX]
         if too_big:
-            raise ValueError(f"parameters out of float16 range: {', '.join(too_big[:5])}; save them as float32")
+            raise InputError(f"parameters out of float16 range: {', '.join(too_big[:5])}; save them as float32")
     stored = {k: v.astype(dtype) for k, v in flat.items()}
     rounding = max((float(np.abs(stored[k].astype(np.float64) - v.astype(np.float64)).max(initial=0.0))
                     for k, v in flat.items()), default=0.0)
@@ -161,7 +162,7 @@ def _read_json(path: Path, what: str):
     try:
         return json.loads(read_regular_bytes(path, what).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({what}): {e}") from None
+        raise InputError(f"{path} is not valid JSON ({what}): {e}") from None
 
 
 def check_model_dir(directory) -> Path:
@@ -191,7 +192,7 @@ def read_config(directory):
     except (KeyError, TypeError, ValueError) as e:
         if str(path) in str(e):
             raise
-        raise ValueError(f"{path} is not a model config this version reads ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path} is not a model config this version reads ({type(e).__name__}: {e})") from None
 
 
 def read_params(directory) -> Dict[str, Any]:
@@ -199,16 +200,16 @@ def read_params(directory) -> Dict[str, Any]:
     path = Path(directory) / PARAMS_FILE
     with open_regular_file(path, "parameter file") as handle:
         if not zipfile.is_zipfile(handle):
-            raise ValueError(f"{path} is not a zip archive of arrays; it is damaged: save or convert the model again")
+            raise InputError(f"{path} is not a zip archive of arrays; it is damaged: save or convert the model again")
         handle.seek(0)
         try:
             with np.load(handle, allow_pickle=False) as npz:
                 flat = {k: npz[k].astype(np.float32) for k in npz.files}
         except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # random bytes, truncation, bad CRC
-            raise ValueError(f"{path} is not a readable parameter file ({type(e).__name__}: {e}); "
+            raise InputError(f"{path} is not a readable parameter file ({type(e).__name__}: {e}); "
                              "it is damaged: save or convert the model again") from None
     if not flat:
-        raise ValueError(f"{path} holds no parameters")
+        raise InputError(f"{path} holds no parameters")
     return unflatten_tree(flat)
 
 
@@ -219,7 +220,7 @@ def read_sampling_file(directory) -> Optional[Dict[str, Any]]:
         return None
     value = _read_json(path, "recommended sampling settings")
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+        raise InputError(f"{path} must hold a JSON object, got {type(value).__name__}")
     return value
 
 

@@ -23,6 +23,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_of
 from glide_jax.hub import embedded, model_dir, released, workdir
 from glide_jax.hub.checkpoint_layout import CHECKPOINT_DIR, checkpoints_of
@@ -103,7 +104,7 @@ _LOADERS: Dict[str, Callable[..., FoundModel]] = {
 def source_kind(source) -> str:
     """Which kind of source ``source`` is (a key of the loaders); a clear error for anything else."""
     if not isinstance(source, (str, Path)):
-        raise ValueError(f"a model source is a name or a path, got {type(source).__name__}")
+        raise InputError(f"a model source is a name or a path, got {type(source).__name__}")
     text = str(source)
     if embedded.is_embedded(text):
         return "embedded"
@@ -142,7 +143,7 @@ def find_model(source, *, cache_dir=None, preset: Optional[str] = None) -> Found
     """
     kind = source_kind(source)
     if preset is not None and kind != "checkpoint file":
-        raise ValueError(f"preset= is for {CHECKPOINT_SUFFIX} files; {source!r} is a {kind}")
+        raise InputError(f"preset= is for {CHECKPOINT_SUFFIX} files; {source!r} is a {kind}")
     argument = str(source) if kind in ("embedded", "released") else str(Path(str(source)).expanduser())
     return _LOADERS[kind](argument, cache_dir, preset)
 

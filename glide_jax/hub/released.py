@@ -18,6 +18,7 @@ import numpy as np
 
 from glide_jax.cache import default_cache_dir
 from glide_jax.config import get_preset
+from glide_jax.errors import InputError
 from glide_jax.hub import model_dir
 from glide_jax.hub.download import CHECKPOINTS
 
@@ -40,7 +41,7 @@ def converted_dir(name: str, cache_dir=None) -> Path:
 def downloaded_files(name: str, cache_dir=None) -> Dict[str, Path]:
     """Where the ``.pt`` files of a released name are (or will be) in the cache, by role."""
     if name not in DOWNLOADS:
-        raise ValueError(f"unknown released model {name!r}; known: {', '.join(RELEASED)}")
+        raise InputError(f"unknown released model {name!r}; known: {', '.join(RELEASED)}")
     root = Path(cache_dir or default_cache_dir())
     return {role: root / CHECKPOINTS[download].filename for role, download in DOWNLOADS[name].items()}
 
@@ -59,7 +60,7 @@ def convert_released(name: str, cache_dir=None) -> Path:
         config, params = convert_pt(get_preset(RELEASED_PRESETS[name]), paths)
     except ValueError as e:  # a damaged download or a file put there by hand (CheckpointFormatError, mismatch)
         files = " ".join(str(p) for p in paths.values())
-        raise ValueError(f"cannot convert {name!r}: {e}. Delete the downloaded file (rm {files}) and run "
+        raise InputError(f"cannot convert {name!r}: {e}. Delete the downloaded file (rm {files}) and run "
                          f"`glide-jax download {' '.join(DOWNLOADS[name].values())}` again") from None
     card = {"source": f"OpenAI GLIDE (filtered) released checkpoint {name!r}",
             "converted_from": sorted(p.name for p in paths.values())}
@@ -84,14 +85,14 @@ def identify_preset(state_dict: Mapping[str, Any], candidates: Optional[Sequence
     """
     names = [n for n in RELEASED_PRESETS if DOWNLOADS[n].keys() == {"model"}] if candidates is None else candidates
     if FIRST_CONV not in state_dict:
-        raise ValueError(f"not a GLIDE U-Net checkpoint (no {FIRST_CONV!r}); a CLIP checkpoint comes as two files: "
+        raise InputError(f"not a GLIDE U-Net checkpoint (no {FIRST_CONV!r}); a CLIP checkpoint comes as two files: "
                          "load the released name 'clip', or convert with tools/convert_checkpoint.py --preset clip")
     shape = tuple(np.shape(state_dict[FIRST_CONV]))
     expected = {name: _first_conv_shape(name) for name in names}
     matches = [name for name, want in expected.items() if want == shape]
     if len(matches) != 1:
         known = "; ".join(f"{name}: {list(want)}" for name, want in expected.items())
-        raise ValueError(f"cannot tell which model this checkpoint is: {FIRST_CONV} has shape {list(shape)}, "
+        raise InputError(f"cannot tell which model this checkpoint is: {FIRST_CONV} has shape {list(shape)}, "
                          f"{'several' if matches else 'none'} of the released U-Nets fit ({known}); "
                          "convert it with tools/convert_checkpoint.py --preset NAME or --reference-kwargs")
     return matches[0]

@@ -18,6 +18,7 @@ import numpy as np
 from flax import traverse_util
 from flax.core import meta
 
+from glide_jax.errors import InputError
 from glide_jax.hub.key_report import summarise
 from glide_jax.models.params import flat_shapes
 
@@ -32,7 +33,7 @@ CONV1D_MODULES = frozenset({"qkv", "encoder_kv", "proj_out"})
 _TRANSPARENT = frozenset({"params", "unet", "text"})
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(InputError):
     """A state dict does not match the model: counts and first few of the missing, unexpected and mis-shaped keys
     (the full sorted lists are the attributes ``missing``, ``unexpected`` and ``misshaped``)."""
 
@@ -69,7 +70,7 @@ def weight_kind(path: Path, ndim: int) -> str:
         return "conv2d"
     if ndim == 2:
         return "conv1d" if path[-2] in CONV1D_MODULES else "linear"
-    raise ValueError(f"unsupported kernel rank {ndim} at {'/'.join(path)}")
+    raise InputError(f"unsupported kernel rank {ndim} at {'/'.join(path)}")
 
 
 def torch_shape(kind: str, shape: Tuple[int, ...]) -> Tuple[int, ...]:

@@ -25,6 +25,7 @@ from typing import Dict, NamedTuple, Tuple
 import ml_dtypes
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError, clip, describe, format_bytes
 
 MAX_NDIM = 32
@@ -85,7 +86,7 @@ class TensorRecord(NamedTuple):
 def _tensor_record(*args) -> TensorRecord:
     """``_rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])``, unchecked yet."""
     if not 4 <= len(args) <= 7:
-        raise ValueError(f"_rebuild_tensor_v2 takes 4 to 7 arguments, got {len(args)}")
+        raise InputError(f"_rebuild_tensor_v2 takes 4 to 7 arguments, got {len(args)}")
     return TensorRecord(*args[:4])
 
 

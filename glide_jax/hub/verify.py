@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 
 from glide_jax.config import get_preset
+from glide_jax.errors import InputError
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError
 from glide_jax.hub.convert_clip import torch_shapes
 from glide_jax.hub.convert_unet import torch_shapes
@@ -45,7 +46,7 @@ _LAYOUTS = {"base": ("base", None), "upsample": ("upsample", None), "base-inpain
 def expected_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     """PyTorch key -> shape of the released checkpoint called ``name`` (a download name)."""
     if name not in _LAYOUTS:
-        raise ValueError(f"no released checkpoint is called {name!r}; known: {', '.join(_LAYOUTS)}")
+        raise InputError(f"no released checkpoint is called {name!r}; known: {', '.join(_LAYOUTS)}")
     preset, tower = _LAYOUTS[name]
     config = get_preset(preset)
     if tower is None:

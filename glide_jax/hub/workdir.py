@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from glide_jax.config import config_from_dict
+from glide_jax.errors import InputError
 from glide_jax.families.registry import abstract_params
 from glide_jax.hub.checkpoint_layout import (CHECKPOINT_DIR, EMA_ITEM, EXPERIMENT_ITEM, checkpoints_of,
                                              first_readable)
@@ -52,7 +53,7 @@ def load_workdir(path, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any],
             experiment = manager.restore(s, args=ocp.args.Composite(**{EXPERIMENT_ITEM: ocp.args.JsonRestore()}))
             experiment = dict(experiment[EXPERIMENT_ITEM] or {})
             if "model" not in experiment:
-                raise ValueError(f"checkpoint {s} records no model config")
+                raise InputError(f"checkpoint {s} records no model config")
             config = config_from_dict(experiment["model"])
             restored = manager.restore(
                 s, args=ocp.args.Composite(**{EMA_ITEM: ocp.args.StandardRestore(_abstract_variables(config))}))

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.config import ClipConfig
+from glide_jax.errors import InputError
 from glide_jax.models.partitioning import CTX, EMBED, HEADS, KERNEL, MLP, NORM, PATCH, VOCAB, param_with_axes
 
 # OpenAI CLIP's per-channel statistics of RGB images on the 0..255 scale.
@@ -146,7 +147,7 @@ class ClipMlp(nn.Module):
     @nn.compact
     def __call__(self, x):
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+            raise InputError(f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}")
         hidden = self.hidden or 4 * self.width
         h = LayerNorm32(self.eps, name="ln")(x)
         h = _dense(hidden, (EMBED, MLP), math.sqrt(2.0 / hidden), self.dtype, name="fc1")(h)
@@ -179,7 +180,7 @@ class ClipBlock(nn.Module):
 
 def _check_int(name: str, a) -> None:
     if not jnp.issubdtype(jnp.asarray(a).dtype, jnp.integer):
-        raise ValueError(f"{name} must hold integers (it indexes an embedding table), got dtype {a.dtype}")
+        raise InputError(f"{name} must hold integers (it indexes an embedding table), got dtype {a.dtype}")
 
 
 class ClipImageEncoder(nn.Module):
@@ -198,9 +199,9 @@ class ClipImageEncoder(nn.Module):
         s = self.config.image_size
         if x.ndim != 4 or x.shape[1:] != (s, s, 3):
             hint = " (it looks NCHW; this library is NHWC)" if x.ndim == 4 and x.shape[1] == 3 else ""
-            raise ValueError(f"CLIP image encoder expects images of shape [B, {s}, {s}, 3], got {x.shape}{hint}")
+            raise InputError(f"CLIP image encoder expects images of shape [B, {s}, {s}, 3], got {x.shape}{hint}")
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
-            raise ValueError(f"timesteps must have shape [{x.shape[0]}] to match the images, got {t.shape}")
+            raise InputError(f"timesteps must have shape [{x.shape[0]}] to match the images, got {t.shape}")
         _check_int("timesteps", t)
 
     @nn.compact
@@ -268,9 +269,9 @@ class ClipTextEncoder(nn.Module):
     def _check_inputs(self, tokens, lens) -> None:
         n = self.config.max_text_len
         if tokens.ndim != 2 or tokens.shape[1] != n:
-            raise ValueError(f"CLIP text encoder expects tokens of shape [B, {n}] (padded), got {tokens.shape}")
+            raise InputError(f"CLIP text encoder expects tokens of shape [B, {n}] (padded), got {tokens.shape}")
         if lens.ndim != 1 or lens.shape[0] != tokens.shape[0]:
-            raise ValueError(f"lens must have shape [{tokens.shape[0]}] to match the tokens, got {lens.shape}")
+            raise InputError(f"lens must have shape [{tokens.shape[0]}] to match the tokens, got {lens.shape}")
         _check_int("tokens", tokens)
         _check_int("lens", lens)
 

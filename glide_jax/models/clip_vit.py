@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glide_jax.errors import InputError
 from glide_jax.models.clip import ACTIVATIONS, ClipBlock, LayerNorm32
 from glide_jax.models.partitioning import CTX, EMBED, KERNEL, MLP, PATCH, VOCAB, param_with_axes
 
@@ -66,16 +67,16 @@ class ClipTowerConfig:
                      "patch_size", "num_channels", "vocab_size", "max_position_embeddings"):
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
-                raise ValueError(f"CLIP config: {name} must be a positive integer, got {value!r}")
+                raise InputError(f"CLIP config: {name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"CLIP config: hidden_size {self.hidden_size} is not divisible by "
+            raise InputError(f"CLIP config: hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"CLIP config: hidden_act {self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
+            raise InputError(f"CLIP config: hidden_act {self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
         if self.patch_size > self.image_size:
-            raise ValueError(f"CLIP config: patch_size {self.patch_size} is larger than image_size {self.image_size}")
+            raise InputError(f"CLIP config: patch_size {self.patch_size} is larger than image_size {self.image_size}")
         if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
-            raise ValueError(f"CLIP config: layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+            raise InputError(f"CLIP config: layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
 
     @property
     def num_patches(self) -> int:
@@ -100,7 +101,7 @@ class ClipVitConfig:
 
     def __post_init__(self):
         if type(self.projection_dim) is not int or self.projection_dim <= 0:
-            raise ValueError(f"CLIP config: projection_dim must be a positive integer, got {self.projection_dim!r}")
+            raise InputError(f"CLIP config: projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
     def from_hf_dict(cls, config: Mapping[str, Any], dtype: str = "float32") -> "ClipVitConfig":
@@ -110,15 +111,15 @@ class ClipVitConfig:
         (dropout, initialisation, token ids other than the end token) are ignored.
         """
         if not isinstance(config, Mapping):
-            raise ValueError(f"a CLIP config must be a JSON object, got {type(config).__name__}")
+            raise InputError(f"a CLIP config must be a JSON object, got {type(config).__name__}")
         model_type = config.get("model_type", "clip")
         if model_type != "clip":
-            raise ValueError(f"config.json describes a {model_type!r} model, not a CLIP model (model_type 'clip')")
+            raise InputError(f"config.json describes a {model_type!r} model, not a CLIP model (model_type 'clip')")
 
         def tower(key: str, defaults: Mapping[str, Any]) -> ClipTowerConfig:
             values = config.get(key) or config.get(key + "_dict") or {}
             if not isinstance(values, Mapping):
-                raise ValueError(f"CLIP config: {key} must be a JSON object")
+                raise InputError(f"CLIP config: {key} must be a JSON object")
             picked = {k: v for k, v in values.items() if k in _TOWER_FIELDS}
             return ClipTowerConfig(**{**defaults, **picked})
 
@@ -151,7 +152,7 @@ class ClipVisionTower(nn.Module):
         want = (cfg.image_size, cfg.image_size, cfg.num_channels)
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != want:
             hint = " (it looks NCHW; this library is NHWC)" if pixels.ndim == 4 and pixels.shape[1] == want[2] else ""
-            raise ValueError(f"CLIP image tower expects pixel values of shape [B, {want[0]}, {want[1]}, {want[2]}], "
+            raise InputError(f"CLIP image tower expects pixel values of shape [B, {want[0]}, {want[1]}, {want[2]}], "
                              f"got {tuple(pixels.shape)}{hint}")
         patches = nn.Conv(width, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
                           param_dtype=jnp.float32, name="patch_embedding",
@@ -186,10 +187,10 @@ class ClipTextTower(nn.Module):
     def __call__(self, input_ids):
         cfg, width = self.config, self.config.hidden_size
         if input_ids.ndim != 2 or not 1 <= input_ids.shape[1] <= cfg.max_position_embeddings:
-            raise ValueError(f"CLIP text tower expects token ids of shape [B, L] with 1 <= L <= "
+            raise InputError(f"CLIP text tower expects token ids of shape [B, L] with 1 <= L <= "
                              f"{cfg.max_position_embeddings}, got {tuple(input_ids.shape)}")
         if not jnp.issubdtype(input_ids.dtype, jnp.integer):
-            raise ValueError(f"token ids must be integers, got dtype {input_ids.dtype}")
+            raise InputError(f"token ids must be integers, got dtype {input_ids.dtype}")
         tokens = self.param("token_embedding", param_with_axes(_normal(0.02), (VOCAB, EMBED)),
                             (cfg.vocab_size, width), jnp.float32)
         positions = self.param("position_embedding", param_with_axes(_normal(0.02), (CTX, EMBED)),

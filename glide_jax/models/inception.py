@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glide_jax.errors import InputError
+
 FEATURES = 2048  # pool3 width
 INPUT_SIZE = 299  # the resolution the network was trained and FID is defined at
 BATCH_NORM_EPSILON = 1e-3
@@ -178,7 +180,7 @@ class FIDInceptionV3(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"FIDInceptionV3 takes NHWC RGB images [B, H, W, 3], got shape {images.shape}")
+            raise InputError(f"FIDInceptionV3 takes NHWC RGB images [B, H, W, 3], got shape {images.shape}")
         p = self.precision
         x = images.astype(jnp.float32)
         x = BasicConv(32, (3, 3), stride=2, precision=p, name="Conv2d_1a_3x3")(x)

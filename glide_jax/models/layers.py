@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glide_jax.errors import InputError
 from glide_jax.models import partitioning as P
 
 Dtype = jnp.dtype
@@ -26,7 +27,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # names a config's compute 
 def compute_dtype(name: str):
     """The jnp dtype a config's ``dtype`` name stands for."""
     if name not in COMPUTE_DTYPES:
-        raise ValueError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+        raise InputError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
@@ -83,7 +84,7 @@ class GroupNorm32(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
         if c % self.groups:
-            raise ValueError(f"GroupNorm32 needs channels divisible by {self.groups}, got {c}")
+            raise InputError(f"GroupNorm32 needs channels divisible by {self.groups}, got {c}")
         scale = self.param("scale", P.param_with_axes(nn.initializers.ones, (P.NORM,)), (c,), jnp.float32)
         bias = self.param("bias", P.param_with_axes(nn.initializers.zeros, (P.NORM,)), (c,), jnp.float32)
         h = x.astype(jnp.float32)
@@ -142,7 +143,7 @@ def attention_implementation(requested: str, dtype) -> str:
     and :data:`AUTO_DEFAULT` (the fastest on CPU) elsewhere.
     """
     if requested not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f"attention implementation must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
+        raise InputError(f"attention implementation must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
                          f"got {requested!r}")
     if requested != "auto":
         return requested

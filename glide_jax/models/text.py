@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from glide_jax.config import TextConfig
+from glide_jax.errors import InputError
 from glide_jax.models import layers as L
 from glide_jax.models import partitioning as P
 
@@ -85,7 +86,7 @@ class TextEncoder(nn.Module):
     def __call__(self, tokens: jax.Array, mask: jax.Array | None) -> Tuple[jax.Array, jax.Array]:
         cfg = self.config
         if tokens.ndim != 2 or tokens.shape[1] != cfg.text_ctx:
-            raise ValueError(f"tokens must have shape [batch, {cfg.text_ctx}], got {tuple(tokens.shape)}")
+            raise InputError(f"tokens must have shape [batch, {cfg.text_ctx}], got {tuple(tokens.shape)}")
         emb_init = nn.initializers.normal(0.02)
         token_embedding = nn.Embed(
             cfg.n_vocab,
@@ -102,9 +103,9 @@ class TextEncoder(nn.Module):
         x = token_embedding(tokens).astype(jnp.float32) + positional[None]
         if cfg.padding:
             if mask is None:
-                raise ValueError("this text transformer uses padding embeddings: a token mask is required")
+                raise InputError("this text transformer uses padding embeddings: a token mask is required")
             if mask.shape != tokens.shape:
-                raise ValueError(f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}")
+                raise InputError(f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}")
             padding = self.param(
                 "padding_embedding", P.param_with_axes(nn.initializers.normal(0.01), (P.CTX, P.EMBED)),
                 (cfg.text_ctx, cfg.width), jnp.float32,

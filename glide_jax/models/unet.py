@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from glide_jax.config import UNetConfig
+from glide_jax.errors import InputError
 from glide_jax.models import layers as L
 from glide_jax.models import partitioning as P
 from glide_jax.models.text import TextEncoder
@@ -201,7 +202,7 @@ class GlideUNet(nn.Module):
     def encode_text(self, tokens: jax.Array, mask: Optional[jax.Array]) -> TextEmb:
         """Run the text transformer once; its result can be passed to ``__call__`` as ``text_emb``."""
         if not self.config.text.width:
-            raise ValueError("this model has no text transformer (text width 0)")
+            raise InputError("this model has no text transformer (text width 0)")
         return self.text(tokens, mask)
 
     def __call__(
@@ -220,10 +221,10 @@ class GlideUNet(nn.Module):
         cfg = self.config
         size, c = cfg.image_size, cfg.in_channels
         if x.ndim != 4 or x.shape[1:] != (size, size, c):
-            raise ValueError(f"x must have shape [batch, {size}, {size}, {c}] (NHWC), got {tuple(x.shape)}")
+            raise InputError(f"x must have shape [batch, {size}, {size}, {c}] (NHWC), got {tuple(x.shape)}")
         b = x.shape[0]
         if timesteps.shape != (b,):
-            raise ValueError(f"timesteps must have shape [{b}], got {tuple(timesteps.shape)}")
+            raise InputError(f"timesteps must have shape [{b}], got {tuple(timesteps.shape)}")
         parts = [x]
         if cfg.inpaint:
             if inpaint_image is None:
@@ -231,22 +232,22 @@ class GlideUNet(nn.Module):
             if inpaint_mask is None:
                 inpaint_mask = jnp.zeros(x.shape[:3] + (1,), x.dtype)
             if inpaint_image.shape != x.shape:
-                raise ValueError(f"inpaint_image must have shape {tuple(x.shape)}, got {tuple(inpaint_image.shape)}")
+                raise InputError(f"inpaint_image must have shape {tuple(x.shape)}, got {tuple(inpaint_image.shape)}")
             if inpaint_mask.shape != x.shape[:3] + (1,):
-                raise ValueError(f"inpaint_mask must have shape {tuple(x.shape[:3]) + (1,)}, got {tuple(inpaint_mask.shape)}")
+                raise InputError(f"inpaint_mask must have shape {tuple(x.shape[:3]) + (1,)}, got {tuple(inpaint_mask.shape)}")
             parts += [inpaint_image * inpaint_mask, inpaint_mask.astype(x.dtype)]
         if cfg.super_res:
             if low_res is None:
-                raise ValueError("this is a super-resolution model: low_res is required")
+                raise InputError("this is a super-resolution model: low_res is required")
             if low_res.ndim != 4 or low_res.shape[0] != b or low_res.shape[-1] != c:
-                raise ValueError(f"low_res must have shape [{b}, h, w, {c}] (NHWC), got {tuple(low_res.shape)}")
+                raise InputError(f"low_res must have shape [{b}, h, w, {c}] (NHWC), got {tuple(low_res.shape)}")
             parts.append(resize_bilinear(low_res, size).astype(x.dtype))
         h = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else x
         text = None
         if cfg.text.width:
             if text_emb is None:
                 if tokens is None:
-                    raise ValueError("this model is text-conditional: pass tokens (and mask) or text_emb")
+                    raise InputError("this model is text-conditional: pass tokens (and mask) or text_emb")
                 text_emb = self.encode_text(tokens, mask)
             text = text_emb
         return self.unet(h, timesteps, text, train)

@@ -19,6 +19,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.parity.clip_score import ATOL_FACTORS, check_clip_score, is_clip_score_fixture
 from glide_jax.parity.diffusion import check_diffusion_maths
 from glide_jax.parity.fid import check_fid, is_fid_fixture
@@ -43,7 +44,7 @@ def fixture_kind(meta: Mapping) -> str:
         return "clip_score"
     if "losses_reference" in meta or "respace" in json.dumps(meta.get("array_groups", {})):
         return "diffusion"
-    raise ValueError("unrecognised fixture: its json has neither create_model_kwargs nor config_yaml "
+    raise InputError("unrecognised fixture: its json has neither create_model_kwargs nor config_yaml "
                      "nor captions with a clip_score nor diffusion settings nor a pytorch_fid version")
 
 
@@ -72,7 +73,7 @@ def check_diffusion(meta: Mapping, arrays: Mapping[str, np.ndarray], path=None) 
     """
     has_loops = any(k.startswith(("loop/", "clipguide/")) for k in arrays)
     if has_loops and path is None:
-        raise ValueError("the loops of a diffusion fixture need its path (models/ and clip/ are read beside it)")
+        raise InputError("the loops of a diffusion fixture need its path (models/ and clip/ are read beside it)")
     root = Path(path).resolve().parent.parent if path is not None else None
     key = _content_key(meta, arrays, root)
     if key not in _DIFFUSION_RESULTS:

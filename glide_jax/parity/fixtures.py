@@ -14,6 +14,8 @@ from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
+from glide_jax.errors import InputError
+
 Errors = Dict[str, Tuple[float, float]]  # output name -> (max abs error, max relative error)
 
 
@@ -43,7 +45,7 @@ def nhwc(a) -> np.ndarray:
     """Reference images ``[..., C, H, W]`` (batches, or stacks of batches) in glide_jax's ``[..., H, W, C]``."""
     a = np.asarray(a)
     if a.ndim < 3:
-        raise ValueError(f"an image array needs at least 3 axes (C, H, W), got shape {a.shape}")
+        raise InputError(f"an image array needs at least 3 axes (C, H, W), got shape {a.shape}")
     return np.moveaxis(a, -3, -1)
 
 
@@ -51,7 +53,7 @@ def nchw(a) -> np.ndarray:
     """glide_jax images ``[..., H, W, C]`` in the reference's ``[..., C, H, W]``."""
     a = np.asarray(a)
     if a.ndim < 3:
-        raise ValueError(f"an image array needs at least 3 axes (H, W, C), got shape {a.shape}")
+        raise InputError(f"an image array needs at least 3 axes (H, W, C), got shape {a.shape}")
     return np.moveaxis(a, -1, -3)
 
 
@@ -60,7 +62,7 @@ def compare(got, want) -> Tuple[float, float]:
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
-        raise ValueError(f"shape mismatch: got {got.shape}, reference {want.shape}")
+        raise InputError(f"shape mismatch: got {got.shape}, reference {want.shape}")
     diff = np.abs(got - want)
     rel = diff / np.maximum(np.abs(want), 1e-6)
     return float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
@@ -85,7 +87,7 @@ def compare_scaled(got, want) -> Tuple[float, float]:
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     if got.shape != want.shape:
-        raise ValueError(f"shape mismatch: got {got.shape}, reference {want.shape}")
+        raise InputError(f"shape mismatch: got {got.shape}, reference {want.shape}")
     diff = np.abs(got - want)
     return float((diff / np.maximum(np.abs(want), 1.0)).max(initial=0.0)), compare(got, want)[1]
 
@@ -96,6 +98,6 @@ def compare_conditioned(got, want, sensitivity) -> Tuple[float, float]:
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     if got.shape != want.shape:
-        raise ValueError(f"shape mismatch: got {got.shape}, reference {want.shape}")
+        raise InputError(f"shape mismatch: got {got.shape}, reference {want.shape}")
     diff = np.abs(got - want)
     return float((diff / sensitivity).max(initial=0.0)), compare(got, want)[1]

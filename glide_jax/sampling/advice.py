@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
+from glide_jax.errors import InputError
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.rewrites import PromptRewrites
 
@@ -36,14 +37,14 @@ class SamplingAdvice:
         if value is None:
             return cls()
         if not isinstance(value, Mapping):
-            raise ValueError(f"{where} must hold a JSON object, got {type(value).__name__}")
+            raise InputError(f"{where} must hold a JSON object, got {type(value).__name__}")
         settings = dict(value)
         guidance = settings.pop(GUIDANCE_KEY, None)
         if guidance is not None and not isinstance(guidance, (int, float)):
-            raise ValueError(f"{where}: {GUIDANCE_KEY} must be a number, got {guidance!r}")
+            raise InputError(f"{where}: {GUIDANCE_KEY} must be a number, got {guidance!r}")
         rewrites = PromptRewrites.from_json(settings.pop(REWRITES_KEY, []), f"{where}: {REWRITES_KEY}")
         try:
             stage = StageOptions.from_dict(settings) if settings else None
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise InputError(f"{where}: {e}") from None
         return cls(stage, None if guidance is None else float(guidance), rewrites)

@@ -20,6 +20,7 @@ import warnings
 from PIL import Image
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.errors import InputWarning
 
 ImageLike = Union[str, Path, np.ndarray]
@@ -31,7 +32,7 @@ def _opened(path: Path, what: str) -> Iterator["object"]:
     if not path.exists():
         raise FileNotFoundError(f"{what} file {path} does not exist")
     if path.is_dir():
-        raise ValueError(f"{what} {path} is a directory, not an image file")
+        raise InputError(f"{what} {path} is a directory, not an image file")
     im = None
     try:
         im = Image.open(path)
@@ -48,10 +49,10 @@ def _opened(path: Path, what: str) -> Iterator["object"]:
 
 def _refuse_image(e: BaseException, path: Path, what: str) -> None:
     if isinstance(e, Image.DecompressionBombError):
-        raise ValueError(f"{what} {path} is too large to decode safely ({e})") from None
+        raise InputError(f"{what} {path} is too large to decode safely ({e})") from None
     if isinstance(e, OSError) and e.errno is not None:  # permission and I/O errors name their file already
         raise e
-    raise ValueError(f"{what} {path} is not a readable image ({e})") from None
+    raise InputError(f"{what} {path} is not a readable image ({e})") from None
 
 
 def read_image(image: ImageLike, what: str = "image") -> np.ndarray:
@@ -60,21 +61,21 @@ def read_image(image: ImageLike, what: str = "image") -> np.ndarray:
         path = Path(image)
         with _opened(path, what) as im:
             if im.mode not in ("RGB", "RGBA", "L", "P", "LA"):
-                raise ValueError(f"{what} {path} has unsupported mode {im.mode}; use an RGB image")
+                raise InputError(f"{what} {path} has unsupported mode {im.mode}; use an RGB image")
             return np.asarray(im.convert("RGB"))
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"{what} must be an RGB array of shape [H, W, 3], got shape {arr.shape}")
+        raise InputError(f"{what} must be an RGB array of shape [H, W, 3], got shape {arr.shape}")
     if arr.dtype == np.uint8:
         return arr
     if np.issubdtype(arr.dtype, np.floating):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         if bad:
-            raise ValueError(f"{what} has {bad} NaN or infinite values; give finite values in [-1, 1]")
+            raise InputError(f"{what} has {bad} NaN or infinite values; give finite values in [-1, 1]")
         if arr.min() < -1.0 - 1e-3 or arr.max() > 1.0 + 1e-3:
-            raise ValueError(f"float {what} values must lie in [-1, 1], got [{arr.min():.3f}, {arr.max():.3f}]")
+            raise InputError(f"float {what} values must lie in [-1, 1], got [{arr.min():.3f}, {arr.max():.3f}]")
         return to_uint8(arr)
-    raise ValueError(f"{what} must be uint8 or float in [-1, 1], got dtype {arr.dtype}")
+    raise InputError(f"{what} must be uint8 or float in [-1, 1], got dtype {arr.dtype}")
 
 
 def _mask_file(path: Path) -> np.ndarray:
@@ -83,7 +84,7 @@ def _mask_file(path: Path) -> np.ndarray:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
             arr, top = np.asarray(im).astype(np.float64), 65535.0
         elif im.mode == "F":
-            raise ValueError(f"mask {path} holds floating-point pixels; save it as an 8-bit black-and-white PNG")
+            raise InputError(f"mask {path} holds floating-point pixels; save it as an 8-bit black-and-white PNG")
         else:
             arr, top = np.asarray(im.convert("L")).astype(np.float64), 255.0
     grey = int(np.count_nonzero((arr > 0) & (arr < top)))
@@ -108,7 +109,7 @@ def read_mask(mask: ImageLike, size: Sequence[int]) -> np.ndarray:
         if arr.ndim == 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         if arr.ndim != 2:
-            raise ValueError(f"mask must have shape [H, W] or [H, W, 1], got {np.asarray(mask).shape}")
+            raise InputError(f"mask must have shape [H, W] or [H, W, 1], got {np.asarray(mask).shape}")
         if arr.dtype == np.bool_:
             arr = arr.astype(np.float32)
         else:
@@ -118,16 +119,16 @@ def read_mask(mask: ImageLike, size: Sequence[int]) -> np.ndarray:
             elif set(values.tolist()) <= {0, 255}:
                 arr = (arr == 255).astype(np.float32)
             else:
-                raise ValueError(f"mask values must be 0/1 (or 0/255, or bool); found {values[:8].tolist()}")
+                raise InputError(f"mask values must be 0/1 (or 0/255, or bool); found {values[:8].tolist()}")
     if tuple(arr.shape) != tuple(size):
-        raise ValueError(f"mask shape {tuple(arr.shape)} does not match the image size {tuple(size)}")
+        raise InputError(f"mask shape {tuple(arr.shape)} does not match the image size {tuple(size)}")
     return arr[..., None]
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a square ``[H, W, C]`` image to ``size``×``size`` (area when shrinking, bicubic when growing)."""
     if image.shape[0] != image.shape[1]:
-        raise ValueError(f"images must be square, got {image.shape[0]}x{image.shape[1]}; crop it first")
+        raise InputError(f"images must be square, got {image.shape[0]}x{image.shape[1]}; crop it first")
     if image.shape[0] == size:
         return image
 
@@ -154,7 +155,7 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
     """Tile ``[N, H, W, 3]`` uint8 images into one image with ``pad`` white pixels between them."""
     images = np.asarray(images)
     if images.ndim != 4:
-        raise ValueError(f"expected [N, H, W, C] images, got shape {images.shape}")
+        raise InputError(f"expected [N, H, W, C] images, got shape {images.shape}")
     n, h, w, c = images.shape
     ncols = ncols or int(np.ceil(np.sqrt(n)))
     nrows = int(np.ceil(n / ncols))
@@ -169,10 +170,10 @@ def prepare_output_dir(out_dir) -> Path:
     """Create ``out_dir`` and prove it takes a file, before any minutes are spent sampling into it."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output folder {out_dir} is a file; choose a folder with --out")
+        raise InputError(f"output folder {out_dir} is a file; choose a folder with --out")
     for parent in out_dir.parents:
         if parent.exists() and not parent.is_dir():
-            raise ValueError(f"output folder {out_dir} lies under a file ({parent})")
+            raise InputError(f"output folder {out_dir} lies under a file ({parent})")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
         pass  # an unwritable folder or a full disk fails here, as an OSError naming the file

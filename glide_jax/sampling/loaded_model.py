@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_of
 from glide_jax.models.layers import COMPUTE_DTYPES
 from glide_jax.sampling.options import StageOptions
@@ -66,7 +67,7 @@ class LoadedModel:
     def with_dtype(self, dtype: str) -> "LoadedModel":
         """This model computing in ``dtype`` (one of ``COMPUTE_DTYPES``); parameters are shared, not copied."""
         if dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
+            raise InputError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
         return dataclasses.replace(self, config=self.family.with_compute_dtype(self.config, dtype))
 
     def tokens(self, prompts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:

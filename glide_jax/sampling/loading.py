@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional
 
+from glide_jax.errors import InputError
 from glide_jax.hub.registry import find_model, tokenizer_for
 from glide_jax.sampling.advice import SamplingAdvice
 from glide_jax.sampling.loaded_model import LoadedModel
@@ -105,7 +106,7 @@ def pipeline_for(model: str, *, inpaint: bool = False, upsampler: Optional[str] 
     else:
         base = model
         if need_clip and not clip:
-            raise ValueError("CLIP guidance and re-ranking candidates with a custom --model need --clip-model")
+            raise InputError("CLIP guidance and re-ranking candidates with a custom --model need --clip-model")
 
     def load(source):
         if source in (None, "none"):

@@ -12,6 +12,7 @@ import re
 from typing import Optional, Tuple, Union
 
 from glide_jax.diffusion.sampler_registry import sampler_names
+from glide_jax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,22 +58,22 @@ class StageOptions:
 
     def validate(self, stage: str):
         if self.sampler not in sampler_names():
-            raise ValueError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(sampler_names())}")
+            raise InputError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(sampler_names())}")
         if isinstance(self.steps, int) and self.steps < 1:
-            raise ValueError(f"{stage}: steps must be >= 1, got {self.steps}")
+            raise InputError(f"{stage}: steps must be >= 1, got {self.steps}")
         if not 0.0 < self.temperature <= 2.0:
-            raise ValueError(f"{stage}: temperature must be in (0, 2], got {self.temperature}")
+            raise InputError(f"{stage}: temperature must be in (0, 2], got {self.temperature}")
         if not 0.0 < self.start <= 1.0:
-            raise ValueError(f"{stage}: start must be in (0, 1], got {self.start}")
+            raise InputError(f"{stage}: start must be in (0, 1], got {self.start}")
         if self.canvas is not None and (len(self.canvas) != 3 or not all(
                 isinstance(v, int) and 0 <= v <= 255 for v in self.canvas)):
-            raise ValueError(f"{stage}: canvas must be three integers in [0, 255] (RGB), got {self.canvas!r}")
+            raise InputError(f"{stage}: canvas must be three integers in [0, 255] (RGB), got {self.canvas!r}")
         if stage == "upsample" and self.canvas is not None:
-            raise ValueError("upsample: canvas is for the base stage; the upsampler starts from its low-res input")
+            raise InputError("upsample: canvas is for the base stage; the upsampler starts from its low-res input")
         if stage == "upsample" and self.guidance_interval is not None:
-            raise ValueError("upsample: guidance_interval is for the base stage; the upsampler is not guided")
+            raise InputError("upsample: guidance_interval is for the base stage; the upsampler is not guided")
         if stage != "upsample" and self.start < 1.0 and self.canvas is None:
-            raise ValueError(f"{stage}: start={self.start} needs a canvas colour to start from")
+            raise InputError(f"{stage}: start={self.start} needs a canvas colour to start from")
 
     @property
     def respacing(self) -> str:
@@ -82,7 +83,7 @@ class StageOptions:
     def from_dict(cls, d: dict) -> "StageOptions":
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown sampling settings {sorted(unknown)}")
+            raise InputError(f"unknown sampling settings {sorted(unknown)}")
         return cls(**d)
 
 
@@ -110,9 +111,9 @@ def check_interval(interval) -> Tuple[float, float]:
     try:
         low, high = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"guidance_interval must be two fractions (low, high), got {interval!r}") from None
+        raise InputError(f"guidance_interval must be two fractions (low, high), got {interval!r}") from None
     if not 0.0 <= low < high <= 1.0:
-        raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1 (fractions of the chain, "
+        raise InputError(f"guidance_interval must satisfy 0 <= low < high <= 1 (fractions of the chain, "
                          f"1 = pure noise), got ({low}, {high})")
     return low, high
 
@@ -137,5 +138,5 @@ def resolve_stage(opts, model, fallback: StageOptions) -> StageOptions:
     if isinstance(opts, str) and opts == DEFAULT:
         return model.sampling if model is not None and model.sampling is not None else fallback
     if not isinstance(opts, StageOptions):
-        raise ValueError(f"stage options must be StageOptions or {DEFAULT!r}, got {opts!r}")
+        raise InputError(f"stage options must be StageOptions or {DEFAULT!r}, got {opts!r}")
     return opts

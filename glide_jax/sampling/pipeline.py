@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.errors import InputWarning
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
@@ -57,7 +58,7 @@ def _check_family(model: Optional[LoadedModel], role: str, draws: bool) -> None:
     """A base or upsampler must be of a family that draws images; a CLIP one that does not."""
     if model is not None and model.family.samples_images != draws:
         what = "a model that draws images (a diffusion model)" if draws else "a CLIP model"
-        raise ValueError(f"the {role} must be {what}, got a {model.family.name} model"
+        raise InputError(f"the {role} must be {what}, got a {model.family.name} model"
                          + (f" ({model.source})" if model.source else ""))
 
 
@@ -94,11 +95,11 @@ class Pipeline:
         _check_family(upsampler, "upsampler", True)
         _check_family(clip, "CLIP model", False)
         if base.is_super_res:
-            raise ValueError("the base model must not be a super-resolution model")
+            raise InputError("the base model must not be a super-resolution model")
         if upsampler is not None and not upsampler.is_super_res:
-            raise ValueError("the upsampler must be a super-resolution model")
+            raise InputError("the upsampler must be a super-resolution model")
         if prompt_rewriter is not None and not callable(prompt_rewriter):
-            raise ValueError(f"prompt_rewriter must be a callable str -> str, got {type(prompt_rewriter).__name__}")
+            raise InputError(f"prompt_rewriter must be a callable str -> str, got {type(prompt_rewriter).__name__}")
         self.base, self.upsampler, self.clip = base, upsampler, clip
         self.prompt_rewriter: Optional[PromptRewriter] = (
             prompt_rewriter if prompt_rewriter is not None else (base.prompt_rewrites or None))
@@ -114,7 +115,7 @@ class Pipeline:
         negatives = list(request.negatives(prompts))
         guidance_scale, base, upsample = self._settings(request.guidance_scale, request.base, request.upsample)
         if any(negatives) and guidance_scale == 1.0:
-            raise ValueError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
+            raise InputError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
                              "a guidance_scale other than 1")
         guidance_interval = guided_part(request.guidance_interval, base)
         warn_about_prompts(prompts, self.base)
@@ -128,9 +129,9 @@ class Pipeline:
         inpaint_low, inpaint_high = self._inpaint_images(request.inpaint_image, request.inpaint_mask,
                                                          upsample is not None)
         if request.clip_guidance_scale is not None and self.clip is None:
-            raise ValueError("CLIP guidance needs a CLIP model: load the pipeline with clip=...")
+            raise InputError("CLIP guidance needs a CLIP model: load the pipeline with clip=...")
         if request.candidates > 1 and self.clip is None:
-            raise ValueError("re-ranking candidates needs a CLIP model: load the pipeline with clip=...")
+            raise InputError("re-ranking candidates needs a CLIP model: load the pipeline with clip=...")
         return SamplingPlan(
             prompts, negatives,
             BaseConditioning(base, guidance_scale, request.clip_guidance_scale, init, strength, inpaint_low,
@@ -151,23 +152,23 @@ class Pipeline:
                 upsample = resolve_stage(upsample, self.upsampler, UPSAMPLE_DEFAULT)
                 upsample.validate("upsample")
                 if self.upsampler is None:
-                    raise ValueError("no upsampler is loaded: pass upsample=None for base-size samples")
+                    raise InputError("no upsampler is loaded: pass upsample=None for base-size samples")
         return guidance_scale, base, upsample
 
     def _inpaint_images(self, inpaint_image, inpaint_mask, upsampling: bool):
         """The known image and mask at the base size and, when upsampling, at the upsampler's size."""
         if inpaint_image is None:
             if self.base.is_inpaint:
-                raise ValueError("this is an inpainting model: give inpaint_image and inpaint_mask")
+                raise InputError("this is an inpainting model: give inpaint_image and inpaint_mask")
             if upsampling and self.upsampler.is_inpaint:
-                raise ValueError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
+                raise InputError("the upsampler is an inpainting model: give inpaint_image and inpaint_mask")
             return None, None
         image = images.read_image(inpaint_image, "inpaint_image")
         mask = images.read_mask(inpaint_mask, image.shape[:2])
         if not self.base.is_inpaint:
-            raise ValueError("the base model is not an inpainting model; load base-inpaint for inpainting")
+            raise InputError("the base model is not an inpainting model; load base-inpaint for inpainting")
         if mask.min() > 0:
-            raise ValueError("the inpainting mask keeps every pixel (all white): there is nothing to fill in; "
+            raise InputError("the inpainting mask keeps every pixel (all white): there is nothing to fill in; "
                              "paint the region to replace black")
         size = self.base.image_size
         low = (_image_at(image, size), _mask_at(mask, size))
@@ -253,9 +254,9 @@ class Pipeline:
         request = GenerateRequest(prompts, seed=seed, upsample=options)
         prompts, key = list(request.prompts), request.key()
         if self.upsampler is None:
-            raise ValueError("no upsampler is loaded")
+            raise InputError("no upsampler is loaded")
         if self.upsampler.is_inpaint:
-            raise ValueError("the upsampler is an inpainting model: it needs an image and mask to inpaint; "
+            raise InputError("the upsampler is an inpainting model: it needs an image and mask to inpaint; "
                              "use generate(inpaint_image=..., inpaint_mask=...)")
         options = resolve_stage(options, self.upsampler, UPSAMPLE_DEFAULT)
         options.validate("upsample")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.config import ClipConfig
+from glide_jax.errors import InputError
 from glide_jax.models.clip import ClipModel, image_embeddings, text_embeddings
 from glide_jax.sampling.images import to_model, to_uint8
 from glide_jax.sampling.loaded_model import LoadedModel
@@ -41,9 +42,9 @@ def clip_scores(clip: LoadedModel, samples: np.ndarray, prompts: Sequence[str]) 
     """CLIP's score of each sample (``[B, S, S, 3]`` in [-1, 1]) against its own prompt, at t = 0."""
     samples = np.asarray(samples, np.float32)
     if samples.ndim != 4 or samples.shape[1:] != (clip.config.image_size, clip.config.image_size, 3):
-        raise ValueError(f"CLIP scores {clip.config.image_size}px RGB images, got shape {samples.shape}")
+        raise InputError(f"CLIP scores {clip.config.image_size}px RGB images, got shape {samples.shape}")
     if len(prompts) != samples.shape[0]:
-        raise ValueError(f"{len(prompts)} prompts for {samples.shape[0]} samples")
+        raise InputError(f"{len(prompts)} prompts for {samples.shape[0]} samples")
     tokens, lens = clip.tokens(list(prompts))
     return np.asarray(_scorer(clip.config)(clip.params, samples, tokens, lens))
 

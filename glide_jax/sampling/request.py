@@ -17,6 +17,7 @@ from typing import Any, Optional, Tuple, Union
 import jax
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.sampling.options import DEFAULT, StageOptions, check_interval
 
 SEED_RANGE = 2 ** 32  # a JAX key holds 32 bits of an integer seed; larger ones would alias smaller ones
@@ -54,58 +55,58 @@ class GenerateRequest:
     def __post_init__(self):
         prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
         if not prompts:
-            raise ValueError("prompts is empty: give at least one caption")
+            raise InputError("prompts is empty: give at least one caption")
         bad = [p for p in prompts if not isinstance(p, str)]
         if bad:
-            raise ValueError(f"prompts must be strings, got {type(bad[0]).__name__}")
+            raise InputError(f"prompts must be strings, got {type(bad[0]).__name__}")
         object.__setattr__(self, "prompts", prompts)
         negative = self.negative_prompt
         if negative is not None and not isinstance(negative, str):
             negative = tuple(negative)
             if len(negative) != len(prompts) or not all(isinstance(p, str) for p in negative):
-                raise ValueError(f"negative_prompt must be a string or {len(prompts)} strings (one per prompt), "
+                raise InputError(f"negative_prompt must be a string or {len(prompts)} strings (one per prompt), "
                                  f"got {len(negative)} values")
             object.__setattr__(self, "negative_prompt", negative)
         self._check_seed()
         self._check_counts()
         self._check_guidance()
         if not 0.0 < self.strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+            raise InputError(f"strength must be in (0, 1], got {self.strength}")
         if (self.inpaint_image is None) != (self.inpaint_mask is None):
-            raise ValueError("inpainting needs both inpaint_image and inpaint_mask")
+            raise InputError("inpainting needs both inpaint_image and inpaint_mask")
         if self.init_image is not None and self.inpaint_image is not None:
-            raise ValueError("give either init_image (editing) or inpaint_image (inpainting), not both")
+            raise InputError("give either init_image (editing) or inpaint_image (inpainting), not both")
 
     def _check_seed(self) -> None:
         if isinstance(self.seed, (bool, np.bool_)) or not (_is_whole(self.seed) or isinstance(self.seed, jax.Array)):
-            raise ValueError(f"seed must be an integer or a JAX key, got {self.seed!r}")
+            raise InputError(f"seed must be an integer or a JAX key, got {self.seed!r}")
         if _is_whole(self.seed) and not 0 <= int(self.seed) < SEED_RANGE:
-            raise ValueError(f"seed must be an integer in [0, {SEED_RANGE - 1}], got {int(self.seed)} "
+            raise InputError(f"seed must be an integer in [0, {SEED_RANGE - 1}], got {int(self.seed)} "
                              "(a JAX key keeps 32 bits, so a larger seed would repeat a smaller one)")
 
     def _check_counts(self) -> None:
         if not _is_whole(self.first_index) or self.first_index < 0:
-            raise ValueError(f"first_index must be an integer >= 0, got {self.first_index!r}")
+            raise InputError(f"first_index must be an integer >= 0, got {self.first_index!r}")
         if self.batch_size is not None and (not _is_whole(self.batch_size) or self.batch_size < 1):
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         for name in ("candidates", "keep"):
             value = getattr(self, name)
             if not _is_whole(value) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         if self.keep > self.candidates:
-            raise ValueError(f"keep ({self.keep}) cannot exceed candidates ({self.candidates})")
+            raise InputError(f"keep ({self.keep}) cannot exceed candidates ({self.candidates})")
 
     def _check_guidance(self) -> None:
         if self.guidance_scale is not None and not 0.0 <= self.guidance_scale <= 100.0:
-            raise ValueError(f"guidance_scale must be in [0, 100], got {self.guidance_scale}")
+            raise InputError(f"guidance_scale must be in [0, 100], got {self.guidance_scale}")
         if self.clip_guidance_scale is not None and not 0.0 < self.clip_guidance_scale <= 1000.0:
-            raise ValueError(f"clip_guidance_scale must be in (0, 1000], got {self.clip_guidance_scale}")
+            raise InputError(f"clip_guidance_scale must be in (0, 1000], got {self.clip_guidance_scale}")
         if self.guidance_interval is not None:
             object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.dynamic_threshold is not None and not 0.0 < self.dynamic_threshold <= 1.0:
-            raise ValueError(f"dynamic_threshold is a quantile in (0, 1] (e.g. 0.995), got {self.dynamic_threshold}")
+            raise InputError(f"dynamic_threshold is a quantile in (0, 1] (e.g. 0.995), got {self.dynamic_threshold}")
         if self.negatives_given() and (self.clip_guidance_scale is not None or self.guidance_scale == 1.0):
-            raise ValueError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
+            raise InputError("a negative prompt replaces the empty caption of classifier-free guidance: it needs "
                              "a guidance_scale other than 1 and no CLIP guidance")
 
     def negatives_given(self) -> bool:

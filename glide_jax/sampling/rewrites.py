@@ -20,6 +20,8 @@ import dataclasses
 import re
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from glide_jax.errors import InputError
+
 PromptRewriter = Callable[[str], str]
 
 
@@ -35,12 +37,12 @@ class RewriteRule:
         try:
             compiled = re.compile(self.pattern)
         except re.error as e:
-            raise ValueError(f"prompt rewrite pattern {self.pattern!r} is not a valid regular expression: {e}") from None
+            raise InputError(f"prompt rewrite pattern {self.pattern!r} is not a valid regular expression: {e}") from None
         object.__setattr__(self, "_compiled", compiled)
         try:  # a template naming groups the pattern lacks fails here, not on the first matching prompt
             compiled.sub(self.replacement, "")
         except (re.error, IndexError) as e:
-            raise ValueError(f"prompt rewrite replacement {self.replacement!r} does not fit pattern "
+            raise InputError(f"prompt rewrite replacement {self.replacement!r} does not fit pattern "
                              f"{self.pattern!r}: {e}") from None
 
     def apply(self, prompt: str) -> Optional[str]:
@@ -76,19 +78,19 @@ class PromptRewrites:
     def from_json(cls, rules: Any, where: str = "prompt_rewrites") -> "PromptRewrites":
         """Rules from their JSON form: a list of ``{"pattern", "replacement", "note"?}`` objects."""
         if not isinstance(rules, list):
-            raise ValueError(f"{where} must be a list of rules, got {type(rules).__name__}")
+            raise InputError(f"{where} must be a list of rules, got {type(rules).__name__}")
         parsed = []
         for i, rule in enumerate(rules):
             if not isinstance(rule, Mapping):
-                raise ValueError(f"{where}[{i}] must be an object with pattern and replacement, got {rule!r}")
+                raise InputError(f"{where}[{i}] must be an object with pattern and replacement, got {rule!r}")
             unknown = set(rule) - {"pattern", "replacement", "note"}
             missing = {"pattern", "replacement"} - set(rule)
             if unknown or missing:
-                raise ValueError(f"{where}[{i}]: " + "; ".join(
+                raise InputError(f"{where}[{i}]: " + "; ".join(
                     ([f"unknown keys {sorted(unknown)}"] if unknown else [])
                     + ([f"missing {sorted(missing)}"] if missing else [])))
             if not all(isinstance(rule[k], str) for k in rule if rule[k] is not None):
-                raise ValueError(f"{where}[{i}]: pattern, replacement and note must be strings")
+                raise InputError(f"{where}[{i}]: pattern, replacement and note must be strings")
             parsed.append(RewriteRule(rule["pattern"], rule["replacement"], rule.get("note")))
         return cls(tuple(parsed))
 
@@ -100,7 +102,7 @@ def rewrite_all(rewriter: Optional[PromptRewriter], prompts: Sequence[str]) -> L
     out = [rewriter(p) for p in prompts]
     bad = [o for o in out if not isinstance(o, str)]
     if bad:
-        raise ValueError(f"the prompt rewriter must return strings, got {type(bad[0]).__name__}")
+        raise InputError(f"the prompt rewriter must return strings, got {type(bad[0]).__name__}")
     return out
 
 

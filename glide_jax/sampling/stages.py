@@ -30,6 +30,7 @@ from glide_jax.diffusion import guidance
 from glide_jax.diffusion.noise import RowNoise, row_normal
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
+from glide_jax.errors import InputError
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.families.noisy_clip import clip_grad_fn
@@ -123,7 +124,7 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
     cfg_guided = conditioning.classifier_free
     negatives = [""] * n if negatives is None else list(negatives)
     if len(negatives) != n:
-        raise ValueError(f"{len(negatives)} negative prompts for {n} prompts")
+        raise InputError(f"{len(negatives)} negative prompts for {n} prompts")
     rows = list(prompts) + negatives if cfg_guided else list(prompts)
     copies = 2 if cfg_guided else 1
     tokens, mask = model.tokens(rows)

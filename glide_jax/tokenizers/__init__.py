@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Union
 
+from glide_jax.errors import InputError
 from glide_jax.tokenizers.clip_bpe import ClipTokenizer
 from glide_jax.tokenizers.files import find_vocab_file
 from glide_jax.tokenizers.glide_bpe import GlideBPETokenizer
@@ -39,9 +40,9 @@ def get_tokenizer(kind: str, path: Optional[Union[str, os.PathLike]] = None):
     if kind == "sentencepiece" or kind.startswith("sentencepiece:"):
         model_file = kind.partition(":")[2] or path
         if not model_file:
-            raise ValueError("sentencepiece needs a model file: 'sentencepiece:<model file>'")
+            raise InputError("sentencepiece needs a model file: 'sentencepiece:<model file>'")
         return SentencePieceTokenizer(model_file)
-    raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+    raise InputError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
 
 
 __all__ = [

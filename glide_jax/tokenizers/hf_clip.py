@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from glide_jax.errors import InputError
 from glide_jax.tokenizers.byte_bpe import parse_merges
 from glide_jax.tokenizers.clip_bpe import (CLIP_CONTEXT, CLIP_MERGES, END_TEXT, START_TEXT, WORD_END, ClipTokenizer,
                                            byte_chars_in_table_order)
@@ -42,11 +43,11 @@ def _read_text(path: Path) -> str:
         raise FileNotFoundError(f"{path} does not exist: a Hugging Face CLIP tokenizer needs it")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise ValueError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit for a tokenizer file")
+        raise InputError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit for a tokenizer file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
 
 
 def read_vocab(path: PathLike) -> Dict[str, int]:
@@ -55,11 +56,11 @@ def read_vocab(path: PathLike) -> Dict[str, int]:
     try:
         vocab = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(vocab, dict) or not all(type(i) is int and i >= 0 for i in vocab.values()):
-        raise ValueError(f"{path}: must map every token to a non-negative integer id")
+        raise InputError(f"{path}: must map every token to a non-negative integer id")
     if len(set(vocab.values())) != len(vocab):
-        raise ValueError(f"{path}: two tokens share an id")
+        raise InputError(f"{path}: two tokens share an id")
     return vocab
 
 
@@ -71,7 +72,7 @@ def _pad_token(directory: Path) -> str:
             try:
                 pad = json.loads(_read_text(path)).get("pad_token")
             except (json.JSONDecodeError, AttributeError):
-                raise ValueError(f"{path}: not a JSON object") from None
+                raise InputError(f"{path}: not a JSON object") from None
             if isinstance(pad, dict):
                 pad = pad.get("content")
             if isinstance(pad, str):
@@ -88,12 +89,12 @@ class HFClipTokenizer:
         needed = symbols + [s + WORD_END for s in symbols] + ["".join(m) for m in merges] + [START_TEXT, END_TEXT]
         absent = [t for t in needed if t not in vocab]
         if absent:
-            raise ValueError(f"{source}: vocab.json lacks {len(absent)} token(s) the merges or CLIP need, "
+            raise InputError(f"{source}: vocab.json lacks {len(absent)} token(s) the merges or CLIP need, "
                              f"e.g. {', '.join(map(repr, absent[:5]))}")
         if pad_token not in vocab:
-            raise ValueError(f"{source}: the pad token {pad_token!r} is not in vocab.json")
+            raise InputError(f"{source}: the pad token {pad_token!r} is not in vocab.json")
         if type(context) is not int or context < 2:
-            raise ValueError(f"context must be an integer >= 2 (start and end tokens), got {context!r}")
+            raise InputError(f"context must be an integer >= 2 (start and end tokens), got {context!r}")
         self.bpe = ClipTokenizer(merges, encoder=vocab)
         self.pad_token = vocab[pad_token]
         self.context = context
@@ -106,7 +107,7 @@ class HFClipTokenizer:
         merges = parse_merges(_read_text(directory / MERGES_FILE), limit=CLIP_MERGES)
         bad = [m for m in merges if len(m) != 2]
         if bad:
-            raise ValueError(f"{directory / MERGES_FILE}: {len(bad)} line(s) are not 'left right' pairs, "
+            raise InputError(f"{directory / MERGES_FILE}: {len(bad)} line(s) are not 'left right' pairs, "
                              f"e.g. {' '.join(bad[0])!r}")
         return cls(vocab, merges, _pad_token(directory), context, source=str(directory))
 
@@ -132,7 +133,7 @@ class HFClipTokenizer:
         (one shape for every batch), the longest framed caption for ``"longest"`` (Hugging Face's ``padding=True``)."""
         check_prompt_list(captions)
         if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+            raise InputError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         rows = [self.frame(self.encode(c), prompt=c) for c in captions]
         width = self.context if padding == "max_length" else max((len(r) for r in rows), default=2)
         ids = np.full((len(rows), width), self.pad_token, np.int32)

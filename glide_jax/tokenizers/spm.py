@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import sentencepiece
 
+from glide_jax.errors import InputError
 from glide_jax.regular_files import is_present, read_regular_bytes
 from glide_jax.tokenizers.padding import MaskPaddingMixin
 
@@ -50,9 +51,9 @@ class SentencePieceTokenizer(MaskPaddingMixin):
         for candidate in (pad_token, self._processor.pad_id(), self._processor.eos_id()):
             if candidate is not None and candidate >= 0:
                 if candidate >= self.n_vocab:
-                    raise ValueError(f"pad id {candidate} is outside the vocabulary ({self.n_vocab})")
+                    raise InputError(f"pad id {candidate} is outside the vocabulary ({self.n_vocab})")
                 return int(candidate)
-        raise ValueError(f"{self.model_file} defines no pad or eos id; pass pad_token explicitly")
+        raise InputError(f"{self.model_file} defines no pad or eos id; pass pad_token explicitly")
 
     @property
     def n_vocab(self) -> int:

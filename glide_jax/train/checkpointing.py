@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 from grain.checkpoint import CheckpointRestore as GrainRestore
 from grain.checkpoint import CheckpointSave as GrainSave
 
+from glide_jax.errors import InputError
 from glide_jax.hub.checkpoint_layout import (CORRUPT_DIR, DATA_ITEM, EMA_ITEM, EXPERIMENT_ITEM, TRAIN_ITEM,
                                              checkpoint_dir, first_readable)
 from glide_jax.train.sharding import wait_for_all_processes
@@ -52,7 +53,7 @@ class CorruptCheckpointWarning(UserWarning):
     """The newest checkpoint could not be read; an older one is used."""
 
 
-class AllCheckpointsCorruptError(ValueError):
+class AllCheckpointsCorruptError(InputError):
     """A run has checkpoints but none of them reads: starting over would silently discard the run."""
 
 
@@ -82,7 +83,7 @@ def _train_item(state: TrainState) -> Dict[str, Any]:
             "skipped": state.skipped}
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(InputError):
     """A readable checkpoint that cannot continue this run (e.g. its data iterator is for another dataset)."""
 
 
@@ -221,7 +222,7 @@ class Checkpointer:
         state = TrainState(step=train["step"], params=train["params"], ema_params=out[EMA_ITEM],
                            opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"])
         if int(jax.device_get(state.step)) != step:
-            raise ValueError(f"checkpoint {step} holds step {int(state.step)}")
+            raise InputError(f"checkpoint {step} holds step {int(state.step)}")
         jax.block_until_ready(state)
         if box is not None:
             json.loads(box.state)  # a damaged iterator file is corruption, not another dataset

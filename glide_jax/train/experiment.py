@@ -30,6 +30,7 @@ from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig, check_counts
 from glide_jax.data import sources
 from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_of
 from glide_jax.train.tasks import task_named
 
@@ -104,19 +105,19 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
+                raise InputError(f"train.{name} must be a number >= 0, got {value!r}")
         if self.batch_size % self.microbatches:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
+            raise InputError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
         if self.mse_weighting not in MSE_WEIGHTINGS:
-            raise ValueError(f"train.mse_weighting must be one of {MSE_WEIGHTINGS}, got {self.mse_weighting!r}")
+            raise InputError(f"train.mse_weighting must be one of {MSE_WEIGHTINGS}, got {self.mse_weighting!r}")
         if self.mse_weighting != "eps" and not self.mse_weight_clip > 0:
-            raise ValueError(f"train.mse_weight_clip must be positive, got {self.mse_weight_clip}")
+            raise InputError(f"train.mse_weight_clip must be positive, got {self.mse_weight_clip}")
         if not 0.0 <= self.high_noise_fraction <= 1.0:
-            raise ValueError(f"train.high_noise_fraction must be in [0, 1], got {self.high_noise_fraction}")
+            raise InputError(f"train.high_noise_fraction must be in [0, 1], got {self.high_noise_fraction}")
         if not 0.0 <= self.high_noise_from < 1.0:
-            raise ValueError(f"train.high_noise_from must be in [0, 1), got {self.high_noise_from}")
+            raise InputError(f"train.high_noise_from must be in [0, 1), got {self.high_noise_from}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+            raise InputError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class SampleConfig:
         check_counts("sample", num_images=self.num_images, steps=self.steps)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not self.temperature > 0:
-            raise ValueError(f"sample.temperature must be a number > 0, got {self.temperature!r}")
+            raise InputError(f"sample.temperature must be a number > 0, got {self.temperature!r}")
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class ExperimentConfig:
         task_named(self.task).check(self)
         family_of(self.model)  # a model of a registered family
         if getattr(self.model, "unet", None) is not None and self.model.unet.super_res and not self.model.low_res_size:
-            raise ValueError("a super-resolution model needs model.low_res_size")
+            raise InputError("a super-resolution model needs model.low_res_size")
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -185,7 +186,7 @@ def _parse_like(current: Any, text: str, key: str, annotation: Any = None) -> An
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(text)
+            raise InputError(text)
         if isinstance(current, int):
             return int(text)
         if isinstance(current, float):
@@ -209,20 +210,20 @@ def _parse_like(current: Any, text: str, key: str, annotation: Any = None) -> An
             except (ValueError, SyntaxError):
                 return text
     except (ValueError, SyntaxError) as e:
-        raise ValueError(f"--set {key}: cannot parse {text!r} as {type(current).__name__}") from e
-    raise ValueError(f"--set {key}: the field holds a {type(current).__name__}; set its own fields instead")
+        raise InputError(f"--set {key}: cannot parse {text!r} as {type(current).__name__}") from e
+    raise InputError(f"--set {key}: the field holds a {type(current).__name__}; set its own fields instead")
 
 
 def _replace_path(obj: Any, path: Sequence[str], text: str, key: str) -> Any:
     if not dataclasses.is_dataclass(obj):
-        raise ValueError(f"--set {key}: {'.'.join(path)} is below a plain value")
+        raise InputError(f"--set {key}: {'.'.join(path)} is below a plain value")
     moved = MOVED_FIELDS.get(type(obj).__name__, {}).get(path[0])
     if moved:  # an old name of a field that now lives in a section
         path = [*moved.split("."), *path[1:]]
     name = path[0]
     if name not in {f.name for f in dataclasses.fields(obj)}:
         known = ", ".join(f.name for f in dataclasses.fields(obj))
-        raise ValueError(f"--set {key}: {type(obj).__name__} has no field {name!r} (fields: {known})")
+        raise InputError(f"--set {key}: {type(obj).__name__} has no field {name!r} (fields: {known})")
     current = getattr(obj, name)
     if len(path) > 1:
         value = _replace_path(current, path[1:], text, key)
@@ -235,14 +236,14 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
     """Apply ``key=value`` strings such as ``train.lr=1e-4`` or ``model.unet.channel_mult=1,2``."""
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise InputError(f"--set expects key=value, got {item!r}")
         key, text = item.split("=", 1)
         try:
             cfg = _replace_path(cfg, key.strip().split("."), text, key)
         except ValueError as e:  # a value the config refuses: say which override it came from
             if str(e).startswith("--set"):
                 raise
-            raise ValueError(f"--set {key.strip()}={text}: {e}") from None
+            raise InputError(f"--set {key.strip()}={text}: {e}") from None
     return cfg
 
 
@@ -260,7 +261,7 @@ def load_config_file(spec: Union[str, Path]) -> ExperimentConfig:
     head, colon, variant = text.rpartition(":")
     if colon and head.endswith(".py") and not any(c in variant for c in "/\\"):
         if not variant:
-            raise ValueError(f"config {text!r}: no variant after ':' (write path.py:<variant> or path.py)")
+            raise InputError(f"config {text!r}: no variant after ':' (write path.py:<variant> or path.py)")
         path = Path(head).resolve()
     else:
         path, variant = Path(text).resolve(), None
@@ -276,7 +277,7 @@ def load_config_file(spec: Union[str, Path]) -> ExperimentConfig:
     module_spec.loader.exec_module(module)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
-        raise ValueError(f"{path} defines no get_config()")
+        raise InputError(f"{path} defines no get_config()")
     variants = tuple(getattr(module, "VARIANTS", ()))
     listing = f": one of {', '.join(variants)} (write {path.name}:<variant>)" if variants else ""
     parameters = list(inspect.signature(get_config).parameters.values())
@@ -284,14 +285,14 @@ def load_config_file(spec: Union[str, Path]) -> ExperimentConfig:
                         for p in parameters)
     if variant is None:
         if needs_variant:
-            raise ValueError(f"{path} needs a variant{listing or ' (write path.py:<variant>)'}")
+            raise InputError(f"{path} needs a variant{listing or ' (write path.py:<variant>)'}")
         cfg = get_config()
     else:
         if not parameters:
-            raise ValueError(f"{path} has no variants (its get_config() takes no argument); "
+            raise InputError(f"{path} has no variants (its get_config() takes no argument); "
                              f"write {path.name} without ':{variant}'")
         if variants and variant not in variants:
-            raise ValueError(f"{path} has no variant {variant!r}; its variants are {', '.join(variants)}")
+            raise InputError(f"{path} has no variant {variant!r}; its variants are {', '.join(variants)}")
         cfg = get_config(variant)
     if not isinstance(cfg, ExperimentConfig):
         raise TypeError(f"{path}: get_config() returned {type(cfg).__name__}, expected ExperimentConfig")

@@ -24,6 +24,7 @@ import numpy as np
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data import input_pipeline, sources
 from glide_jax.data.masks import random_inpaint_mask
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_of
 from glide_jax.tokenizers import get_tokenizer
 from glide_jax.tokenizers.spm import train_sentencepiece
@@ -68,7 +69,7 @@ def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
                 elif kind.startswith("sentencepiece:"):
                     model = Path(kind.split(":", 1)[1]).expanduser()
                 else:
-                    raise ValueError(f"unknown data.tokenizer {kind!r}")
+                    raise InputError(f"unknown data.tokenizer {kind!r}")
                 shutil.copyfile(model, tmp / TOKENIZER_FILE)
                 os.replace(tmp / TOKENIZER_FILE, target)
             finally:
@@ -77,7 +78,7 @@ def prepare_tokenizer(cfg: ExperimentConfig, workdir: Path, source) -> str:
         spec = f"sentencepiece:{target}"
     tok = get_tokenizer(spec)
     if tok.n_vocab > vocab_size:
-        raise ValueError(f"tokenizer {spec} has {tok.n_vocab} ids but the model embeds only {vocab_size}")
+        raise InputError(f"tokenizer {spec} has {tok.n_vocab} ids but the model embeds only {vocab_size}")
     return spec
 
 

@@ -65,6 +65,7 @@ import numpy as np
 
 from glide_jax.config import config_from_dict, config_to_dict
 from glide_jax.data.input_pipeline import global_batch, host_rows
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_of, init_params
 from glide_jax.train import inputs as data_lib
 from glide_jax.train import sharding as sh
@@ -123,7 +124,7 @@ def check_workdir(workdir: Union[str, Path]) -> Path:
     for path in (workdir, *workdir.parents):
         if path.exists() and not path.is_dir():
             where = "is a file" if path == workdir else f"lies under a file ({path})"
-            raise ValueError(f"workdir {workdir} {where}; give a directory (new or a run's) as --workdir")
+            raise InputError(f"workdir {workdir} {where}; give a directory (new or a run's) as --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     return workdir
 
@@ -147,7 +148,7 @@ def check_resumable(workdir: Path, cfg: ExperimentConfig) -> None:
     problems += [f"train.{k} on/off" for k in ("weight_decay", "grad_clip")
                  if bool(saved.get("train", {}).get(k)) != bool(getattr(cfg.train, k))]
     if problems:
-        raise ValueError(f"{workdir} holds a run with a different {', '.join(problems)} than this config; "
+        raise InputError(f"{workdir} holds a run with a different {', '.join(problems)} than this config; "
                          "use a new workdir or the run's own config (see its experiment.json)")
 
 
@@ -175,7 +176,7 @@ def prepare(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Run:
     tc = cfg.train
     mesh = sh.make_mesh(cfg.mesh)
     if tc.batch_size % sh.data_parallel_size(mesh):
-        raise ValueError(f"batch_size {tc.batch_size} is not divisible by the "
+        raise InputError(f"batch_size {tc.batch_size} is not divisible by the "
                          f"{sh.data_parallel_size(mesh)} data shards")
     source = data_lib.open_source(cfg)
     inherited = warm_start.inherited_tokenizer(tc.init_from, cfg.data.tokenizer)

@@ -36,6 +36,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from glide_jax.errors import InputError
 from glide_jax.models.partitioning import LOGICAL_RULES, MESH_AXES
 from glide_jax.train.experiment import MeshConfig
 
@@ -90,16 +91,16 @@ def mesh_shape(cfg: MeshConfig, num_devices: int) -> Tuple[int, int, int]:
     """Resolve a ``-1`` entry to the remaining devices and check the product."""
     sizes = [cfg.data, cfg.fsdp, cfg.tensor]
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {sizes}")
+        raise InputError(f"at most one mesh axis may be -1, got {sizes}")
     if any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh sizes must be positive or -1, got {sizes}")
+        raise InputError(f"mesh sizes must be positive or -1, got {sizes}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if num_devices % known:
-            raise ValueError(f"{num_devices} devices do not split into a mesh with fixed axes {sizes}")
+            raise InputError(f"{num_devices} devices do not split into a mesh with fixed axes {sizes}")
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {num_devices}")
+        raise InputError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {num_devices}")
     return tuple(sizes)
 
 

@@ -39,6 +39,7 @@ from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.diffusion.gaussian import q_sample
 from glide_jax.diffusion.losses import mse_weights, quartile_means, sample_timesteps, training_losses
 from glide_jax.diffusion.schedule import make_schedule
+from glide_jax.errors import InputError
 from glide_jax.models.clip import ClipModel
 from glide_jax.models.unet import GlideUNet
 from glide_jax.train import state as state_lib
@@ -140,7 +141,7 @@ def make_diffusion_step(
         x = inputs["image"]
         b = x.shape[0]
         if b % m:
-            raise ValueError(f"batch of {b} does not split into {m} microbatches")
+            raise InputError(f"batch of {b} does not split into {m} microbatches")
         key = state_lib.step_key(state)
         k_t, k_noise, k_drop = jax.random.split(key, 3)
         t, _ = sample_timesteps(k_t, b, num_t, train_cfg.high_noise_fraction, int(train_cfg.high_noise_from * num_t))

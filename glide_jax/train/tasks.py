@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, List, Tuple
 
+from glide_jax.errors import InputError
 from glide_jax.families.registry import family_named, family_of
 from glide_jax.train import warm_start
 
@@ -35,17 +36,17 @@ class Task:
         """Refuse an ``ExperimentConfig`` this task cannot train (called when the config is built)."""
         family = family_of(cfg.model)
         if family is not family_named(self.family):
-            raise ValueError(f"task {self.name!r} does not match a {type(cfg.model).__name__} model (it trains "
+            raise InputError(f"task {self.name!r} does not match a {type(cfg.model).__name__} model (it trains "
                              f"{self.family} models)")
         if self.kinds and family.kind(cfg.model) not in self.kinds:
-            raise ValueError(f"task {self.name!r} cannot train a {family.kind(cfg.model)!r} model "
+            raise InputError(f"task {self.name!r} cannot train a {family.kind(cfg.model)!r} model "
                              f"(it trains {', '.join(self.kinds)})")
         family.check_training(cfg)
 
     def check_start(self, cfg) -> None:
         """Refuse to start a run that this task cannot start (called before training)."""
         if self.needs_init_from and not cfg.train.init_from:
-            raise ValueError(f"{self.description or 'task ' + repr(self.name)} fine-tunes a trained model: set "
+            raise InputError(f"{self.description or 'task ' + repr(self.name)} fine-tunes a trained model: set "
                              "train.init_from (a training workdir, a model directory, a released name such as 'base', "
                              "or a .pt/.npz file)")
 
@@ -57,14 +58,14 @@ def register_task(task: Task) -> Task:
     if not isinstance(task, Task):
         raise TypeError(f"register_task takes a Task, got {type(task).__name__}")
     if task.name in _TASKS:
-        raise ValueError(f"a training task named {task.name!r} is registered already")
+        raise InputError(f"a training task named {task.name!r} is registered already")
     _TASKS[task.name] = task
     return task
 
 
 def task_named(name: str) -> Task:
     if name not in _TASKS:
-        raise ValueError(f"task must be one of {tuple(_TASKS)}, got {name!r}")
+        raise InputError(f"task must be one of {tuple(_TASKS)}, got {name!r}")
     return _TASKS[name]
 
 

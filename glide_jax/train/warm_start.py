@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
+from glide_jax.errors import InputError
 from glide_jax.families.registry import abstract_params, family_of
 from glide_jax.hub import embedded
 from glide_jax.hub.convert import convert_state
@@ -95,7 +96,7 @@ def same_model_params(source_params: Params, source: Config, target: Config) -> 
     """The source's parameters, for a run of the same model (up to ``FREE_FIELDS``)."""
     diff = differences(source, target)
     if diff:
-        raise ValueError("the model to start from is not the model this run trains (only "
+        raise InputError("the model to start from is not the model this run trains (only "
                          f"{', '.join(FREE_FIELDS)} may differ): " + "; ".join(diff))
     tree = _host_tree(source_params)
     check_fits(tree, target, "warm start")
@@ -109,7 +110,7 @@ def widen_first_conv(kernel: np.ndarray, in_channels: int, super_res: bool) -> n
     c = in_channels
     expected = c * (2 if super_res else 1)
     if kernel.shape[2] != expected:
-        raise ValueError(f"first conv has {kernel.shape[2]} input channels, expected {expected}")
+        raise InputError(f"first conv has {kernel.shape[2]} input channels, expected {expected}")
     out = np.zeros(kernel.shape[:2] + (expected + c + 1,) + kernel.shape[3:], kernel.dtype)
     out[:, :, :c] = kernel[:, :, :c]
     out[:, :, 2 * c + 1:] = kernel[:, :, c:]
@@ -123,7 +124,7 @@ def inpaint_params(source_params: Params, source: Config, target: ModelConfig) -
         return same_model_params(source_params, source, target)
     diff = differences(source, target, FREE_FIELDS + ("inpaint",))
     if diff:
-        raise ValueError("the model to fine-tune and the inpainting model differ beyond the inpainting input "
+        raise InputError("the model to fine-tune and the inpainting model differ beyond the inpainting input "
                          "channels: " + "; ".join(diff))
     tree = _host_tree(source_params)
     unet = dict(tree["unet"])
@@ -149,7 +150,7 @@ def _npz_source(path: Path, target: Config) -> Tuple[Config, Params]:
     """A U-Net state dict saved as ``.npz``: its config is the target's, with or without the inpainting
     inputs, as the first convolution's input channels say."""
     if family_of(target).name != "unet":
-        raise ValueError(f"{path}: a .npz state dict can start a U-Net only, not a {type(target).__name__}")
+        raise InputError(f"{path}: a .npz state dict can start a U-Net only, not a {type(target).__name__}")
     state = _read_npz_state(path)
     first = state.get("input_blocks.0.0.weight")
     config = target

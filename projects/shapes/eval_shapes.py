@@ -24,6 +24,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from glide_jax.errors import InputError
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m projects.shapes.eval_shapes", description=__doc__.split("\n\n")[0])
@@ -80,14 +82,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               "model": args.model}, indent=2))
             return 0
         if not args.prompts:
-            raise ValueError("--prompts is required (a file with one caption a line, heldout:N or single:N)")
+            raise InputError("--prompts is required (a file with one caption a line, heldout:N or single:N)")
         prompts = prompts_from(args.prompts)
         if args.model == "embedded":
             args.model = "embedded-inpaint" if args.inpaint else "embedded-base"
             if args.clip_guidance is not None and not args.clip_model:
                 args.clip_model = "embedded-clip"
         if args.clip_guidance is not None and not args.clip_model:
-            raise ValueError("--clip-guidance needs --clip-model")
+            raise InputError("--clip-guidance needs --clip-model")
         upsampler = None if args.upsampler in (None, "none") else args.upsampler
         pipe = load_pipeline(args.model, upsampler, args.clip_model)
         up = stage_with(pipe.upsampler, UPSAMPLE_DEFAULT, steps=args.upsample_steps) if upsampler else None

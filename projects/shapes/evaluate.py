@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from glide_jax.data import shapes
+from glide_jax.errors import InputError
 from glide_jax.sampling.options import (BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, UPSAMPLE_DEFAULT, guided_part,
                                         resolve_stage)
 from glide_jax.sampling.request import GenerateRequest
@@ -40,10 +41,10 @@ def prompts_from(spec: str) -> List[str]:
         return shapes.single_prompts(int(spec.split(":", 1)[1]))
     path = Path(spec)
     if not path.exists():
-        raise ValueError(f"prompts file {spec} does not exist (or use heldout:N or single:N)")
+        raise InputError(f"prompts file {spec} does not exist (or use heldout:N or single:N)")
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise ValueError(f"prompts file {spec} has no captions")
+        raise InputError(f"prompts file {spec} has no captions")
     for p in prompts:
         shapes.parse_caption(p)  # fail early, naming the caption, instead of after sampling
     return prompts
@@ -99,9 +100,9 @@ def evaluate(pipe, prompts: Sequence[str], *, n_per_prompt: int = 1, seed: int =
     """
     prompts = list(prompts)
     if not prompts:
-        raise ValueError("no prompts to evaluate")
+        raise InputError("no prompts to evaluate")
     if n_per_prompt < 1:
-        raise ValueError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
+        raise InputError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
     for p in prompts:
         shapes.parse_caption(p)
     base = resolve_stage(DEFAULT if base is None else base, pipe.base, BASE_DEFAULT)

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from glide_jax.errors import InputError
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = Path("projects") / "shapes" / "configs"
 KINDS = ("base", "upsample", "inpaint", "clip")
@@ -104,7 +106,7 @@ def sampling_for(kind: str, sampling: Optional[dict], relations) -> Optional[dic
     if not out:
         return None
     if kind == "clip":
-        raise ValueError("clip: a CLIP model has no sampling settings")
+        raise InputError("clip: a CLIP model has no sampling settings")
     advice = SamplingAdvice.from_json(out, f"--sampling {kind}")
     if advice.stage is not None:
         advice.stage.validate(kind)
@@ -156,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sampling = {k: json.loads(v) for k, v in (_key_value(x, "--sampling") for x in args.sampling)}
         unknown = (set(notes) | set(sampling)) - set(chosen)
         if unknown:
-            raise ValueError(f"--note/--sampling for a kind that is not exported: {', '.join(sorted(unknown))}")
+            raise InputError(f"--note/--sampling for a kind that is not exported: {', '.join(sorted(unknown))}")
         for kind, workdir in chosen.items():
             out = export(kind, workdir, args.out, args.overwrite, notes.get(kind, ""), sampling.get(kind))
             print(json.dumps({kind: out}))
@@ -168,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _key_value(text: str, flag: str):
     if "=" not in text:
-        raise ValueError(f"{flag} expects KIND=VALUE, got {text!r}")
+        raise InputError(f"{flag} expects KIND=VALUE, got {text!r}")
     return tuple(text.split("=", 1))
 
 

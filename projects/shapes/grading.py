@@ -55,6 +55,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from glide_jax.data import shapes
+from glide_jax.errors import InputError
 
 BG_TOLERANCE = 40.0  # RGB distance within which the border median is accepted as the background
 MAX_RESIDUAL = 60.0  # RGB distance from the nearest colour/background mixing line for a foreground pixel
@@ -254,7 +255,7 @@ def size_word(extent: float) -> Optional[str]:
 def _as_image(image) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 32:
-        raise ValueError(f"need an RGB image [H, W, 3] with H, W >= 32, got shape {img.shape}")
+        raise InputError(f"need an RGB image [H, W, 3] with H, W >= 32, got shape {img.shape}")
     return img
 
 
@@ -349,7 +350,7 @@ def _keep_mask(mask: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     if m.ndim == 3 and m.shape[-1] == 1:
         m = m[..., 0]
     if m.shape != shape:
-        raise ValueError(f"mask shape {m.shape} does not match the image size {shape}")
+        raise InputError(f"mask shape {m.shape} does not match the image size {shape}")
     return m.astype(np.float32) >= 0.5
 
 
@@ -364,7 +365,7 @@ def score_inpaint(output: np.ndarray, source: np.ndarray, mask: np.ndarray, capt
     """
     out_img, src = _as_image(output), _as_image(source)
     if out_img.shape != src.shape:
-        raise ValueError(f"output {out_img.shape} and source {src.shape} differ in shape")
+        raise InputError(f"output {out_img.shape} and source {src.shape} differ in shape")
     keep = _keep_mask(mask, out_img.shape[:2])
     diff = np.abs(out_img.astype(np.float32) - src.astype(np.float32)).mean(-1)
     mad = float(diff[keep].mean()) if keep.any() else 0.0
@@ -382,7 +383,7 @@ def score_inpaint(output: np.ndarray, source: np.ndarray, mask: np.ndarray, capt
 def aggregate(scores: Sequence[dict]) -> dict:
     """``accuracy`` (fraction correct), ``per_attribute`` (fraction true among applicable), ``n``."""
     if not scores:
-        raise ValueError("aggregate needs at least one score")
+        raise InputError("aggregate needs at least one score")
     per = {}
     for attr in ATTRIBUTES + INPAINT_ATTRIBUTES:
         vals = [s[attr] for s in scores if s.get(attr) is not None]

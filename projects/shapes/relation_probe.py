@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.data import shapes
+from glide_jax.errors import InputError
 
 DEFAULT_CAPTIONS = (
     "a red circle above a blue square",
@@ -49,7 +50,7 @@ def mirrored(caption: str) -> str:
     """The caption with its relation replaced by the opposite one (raises for one-object captions)."""
     parsed = shapes.parse_caption(caption)
     if parsed.relation is None:
-        raise ValueError(f"the relation probe needs two-object captions, got {caption!r}")
+        raise InputError(f"the relation probe needs two-object captions, got {caption!r}")
     return shapes.format_caption(parsed.objects, shapes.MIRROR[parsed.relation])
 
 
@@ -57,7 +58,7 @@ def swapped(caption: str) -> str:
     """The caption with its two noun phrases exchanged: the same words, the opposite layout."""
     parsed = shapes.parse_caption(caption)
     if parsed.relation is None:
-        raise ValueError(f"the relation probe needs two-object captions, got {caption!r}")
+        raise InputError(f"the relation probe needs two-object captions, got {caption!r}")
     return shapes.format_caption(parsed.objects[::-1], parsed.relation)
 
 
@@ -74,7 +75,7 @@ def data_mean_image(caption: str, size: int, n: int = 1000, seed: int = 0) -> np
     """Mean over ``n`` training-geometry scenes of a two-object caption, float [size, size, 3] in [-1, 1]."""
     parsed = shapes.parse_caption(caption)
     if parsed.relation is None:
-        raise ValueError(f"the relation probe needs two-object captions, got {caption!r}")
+        raise InputError(f"the relation probe needs two-object captions, got {caption!r}")
     a, b = ((o.color, o.shape) for o in parsed.objects)
     rng = np.random.default_rng(seed)
     total = np.zeros((size, size, 3), np.float64)
@@ -96,10 +97,10 @@ def model_mean_x0(model, captions: Sequence[str], t: int, n: int = 16, seed: int
 
     cfg = model.config
     if cfg.unet.super_res or cfg.unet.inpaint:
-        raise ValueError("the relation probe is for text-to-image base models")
+        raise InputError("the relation probe is for text-to-image base models")
     s = make_schedule(cfg.diffusion)
     if not 0 <= t < s.num_timesteps:
-        raise ValueError(f"t must be in [0, {s.num_timesteps}), got {t}")
+        raise InputError(f"t must be in [0, {s.num_timesteps}), got {t}")
     size, k = cfg.unet.image_size, len(captions)
     tokens, mask = model.tokens([c for c in captions for _ in range(n)])
     fn = unet_model_fn(cfg.unet, model.params, jnp.asarray(tokens), jnp.asarray(mask))
@@ -125,7 +126,7 @@ def relation_sensitivity(model, captions: Sequence[str] = DEFAULT_CAPTIONS, ts: 
     of words, so only a model that binds each phrase to its place can tell the two apart (and it
     stays meaningful for a model trained on a single relation, where a mirrored word is unseen)."""
     if counterpart not in COUNTERPARTS:
-        raise ValueError(f"unknown counterpart {counterpart!r}; expected one of {sorted(COUNTERPARTS)}")
+        raise InputError(f"unknown counterpart {counterpart!r}; expected one of {sorted(COUNTERPARTS)}")
     size = model.config.unet.image_size
     others = [COUNTERPARTS[counterpart](c) for c in captions]
     recol = [recoloured(c) for c in captions]

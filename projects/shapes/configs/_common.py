@@ -15,6 +15,7 @@ from typing import Dict, Tuple
 from glide_jax.config import DiffusionConfig, ModelConfig, TextConfig, UNetConfig
 from glide_jax.data.shapes import RELATIONS
 from glide_jax.data.shapes_source import ShapesDataConfig
+from glide_jax.errors import InputError
 from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
 BASE_UNET = UNetConfig(
@@ -85,7 +86,7 @@ RELATION_STAGES: Dict[str, Tuple[Tuple[str, ...], str, Dict[str, Tuple[int, floa
 def phase(phases: Dict[str, tuple], variant: str, stem: str) -> tuple:
     """``phases[variant]``, or a ``ValueError`` naming the config file's variants."""
     if variant not in phases:
-        raise ValueError(f"{stem} has no variant {variant!r}; its variants are {', '.join(phases)}")
+        raise InputError(f"{stem} has no variant {variant!r}; its variants are {', '.join(phases)}")
     return phases[variant]
 
 
