@@ -42,7 +42,7 @@ def __getattr__(name):
 
 def sample(prompts, *, base: str = "embedded-base", upsampler: str | None = "embedded-upsample", **kwargs):
     """One-call sampling: load (and cache) a pipeline, then ``Pipeline.generate(prompts, **kwargs)``."""
-    from glide_jax.sampling.loading import load_pipeline
+    from glide_jax.sampling.loading import load_pipeline  # deferred: `import glide_jax` stays cheap
 
     key = (base, upsampler)
     cache = sample.__dict__.setdefault("_pipelines", {})

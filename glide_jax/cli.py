@@ -21,9 +21,17 @@ import argparse
 import sys
 import warnings
 
+from glide_jax.demo.server import serve
 from glide_jax.diffusion.sampler_registry import sampler_names
-from glide_jax.errors import InputError
-from glide_jax.hub.released import RELEASED
+from glide_jax.errors import InputError, InputWarning, run_command
+from glide_jax.hub.download import CHECKPOINTS, download, known_names
+from glide_jax.hub.released import RELEASED, convert_released
+from glide_jax.sampling.images import prepare_output_dir, read_image, save_images
+from glide_jax.sampling.loading import pipeline_for
+from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT, stage_with
+from glide_jax.sampling.pipeline import make_key
+from glide_jax.sampling.request import GenerateRequest
+from glide_jax.sampling.rewrites import explain_all
 
 
 def _stage_args(ap, prefix: str, fallback):
@@ -47,7 +55,6 @@ def _common(ap, base_stage: bool = True):
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                     help="compute dtype of the networks (parameters stay float32); bfloat16 is for accelerators "
                          "and slower on a CPU")
-    from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT
 
     if base_stage:
         ap.add_argument("--guidance", type=float, default=None,
@@ -115,8 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline(args, inpaint: bool):
-    from glide_jax.sampling.loading import pipeline_for
-
     need_clip = bool(getattr(args, "clip_guidance", None)) or getattr(args, "candidates", 1) > 1
     return pipeline_for(args.model, inpaint=inpaint, upsampler=args.upsampler, clip=getattr(args, "clip_model", None),
                         need_clip=need_clip, dtype=None if args.dtype == "float32" else args.dtype)
@@ -124,8 +129,6 @@ def _pipeline(args, inpaint: bool):
 
 def rewrite_notes(pipe, prompts) -> list:
     """A note for each prompt ``Pipeline.generate`` will sample in other words, with the rule's reason."""
-    from glide_jax.sampling.rewrites import explain_all
-
     return [f"note: drawing {prompt!r} as {said!r}" + "".join(f" ({note})" for note in notes)
             for prompt, said, notes in explain_all(pipe.prompt_rewriter, prompts)]
 
@@ -136,7 +139,6 @@ def _check_numbers(args) -> None:
         raise InputError(f"--n must be >= 1, got {args.n}")
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size} (leave it out to sample all at once)")
-    from glide_jax.sampling.pipeline import make_key
 
     try:
         make_key(args.seed)
@@ -155,11 +157,6 @@ def split_prompt_note(prompts) -> str:
 
 
 def _run_sampling(args) -> int:
-    from glide_jax.errors import InputWarning
-    from glide_jax.sampling.images import prepare_output_dir, read_image, save_images
-    from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT, stage_with
-    from glide_jax.sampling.request import GenerateRequest
-
     inpaint = args.command == "inpaint"
     prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
     _check_numbers(args)
@@ -203,8 +200,6 @@ def _run_sampling(args) -> int:
 
 
 def _download(args) -> int:
-    from glide_jax.hub.download import CHECKPOINTS, download, known_names
-
     names = []
     for n in args.names:
         names += list(CHECKPOINTS) + ["tokenizers"] if n == "all" else (
@@ -218,8 +213,6 @@ def _download(args) -> int:
 
 
 def _convert(args) -> int:
-    from glide_jax.hub.released import convert_released
-
     for n in args.names:
         print(convert_released(n))
     return 0
@@ -238,15 +231,11 @@ def _serve_parser(sub) -> None:
 
 
 def _serve(args) -> int:
-    from glide_jax.demo.server import serve
-
     serve(args.model, args.upsampler, args.clip_model, host=args.host, port=args.port, share=args.share)
     return 0
 
 
 def main(argv=None) -> int:
-    from glide_jax.errors import run_command
-
     args = build_parser().parse_args(argv)
     commands = {"download": _download, "convert": _convert, "serve": _serve}
     return run_command(lambda: commands.get(args.command, _run_sampling)(args))

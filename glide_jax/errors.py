@@ -35,6 +35,8 @@ import zipfile
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TextIO
 
+from PIL import Image
+
 from glide_jax.background_errors import BackgroundErrors, disk_full
 
 
@@ -52,19 +54,10 @@ class InputWarning(UserWarning):
     """Input that was accepted but is probably not what the user meant (said once per call)."""
 
 
-def _anticipated() -> tuple:
-    kinds = [InputError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, json.JSONDecodeError]
-    try:
-        from PIL import Image
-
-        kinds.append(Image.DecompressionBombError)  # not an OSError: PIL derives it from Exception
-    except ImportError:  # Pillow is a core dependency; guarded only so this module imports alone
-        pass
-    return tuple(kinds)
-
-
-# Exception types that mean "the input or the environment is wrong", not "the code is wrong".
-ANTICIPATED = _anticipated()
+# Exception types that mean "the input or the environment is wrong", not "the code is wrong". PIL's
+# DecompressionBombError is not an OSError: PIL derives it from Exception.
+ANTICIPATED = (InputError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, json.JSONDecodeError,
+               Image.DecompressionBombError)
 
 _ERRNO_WORDS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                 errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",

@@ -29,7 +29,7 @@ NAMESPACE = "glide_jax.prepare_dataset"
 
 def _examples_with_counters(record: caption_shards.RawRecord, size: int,
                             image_filter: ImageFilter) -> Iterator[Tuple[str, Example]]:
-    from apache_beam.metrics import Metrics
+    from apache_beam.metrics import Metrics  # deferred: apache-beam is the optional [beam] extra
 
     outcome, example = to_example(record, size, image_filter)
     Metrics.counter(NAMESPACE, outcome).inc()
@@ -39,7 +39,7 @@ def _examples_with_counters(record: caption_shards.RawRecord, size: int,
 
 def examples_transform(shards: Sequence[caption_shards.Shard], size: int, image_filter: ImageFilter):
     """A ``beam.PTransform`` from a pipeline to its ``(key, example)`` PCollection."""
-    import apache_beam as beam
+    import apache_beam as beam  # deferred: apache-beam is the optional [beam] extra
 
     return (
         "Shards" >> beam.Create(list(shards))
@@ -52,7 +52,7 @@ def examples_transform(shards: Sequence[caption_shards.Shard], size: int, image_
 
 def read_counts(pipeline_result) -> Dict[str, int]:
     """The counters of a finished pipeline as ``{name: count}`` (every name of ``COUNT_NAMES``)."""
-    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.metrics.metric import MetricsFilter  # deferred: apache-beam is the optional [beam] extra
 
     counts = empty_counts()
     for counter in pipeline_result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:

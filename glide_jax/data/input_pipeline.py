@@ -52,8 +52,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import grain
 import jax
-from absl import flags as absl_flags
 import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags as absl_flags
 from PIL import Image
 
 from glide_jax.data.masks import MAX_ERASE, MIN_ERASE, random_inpaint_mask
@@ -95,8 +96,6 @@ def open_source(dataset: Any, split: str = "train"):
     """Random-access source of a prepared split; ``dataset`` is a TFDS builder or the
     folder of a prepared dataset version (``.../name/config/1.0.0``)."""
     if isinstance(dataset, (str, bytes)) or hasattr(dataset, "__fspath__"):
-        import tensorflow_datasets as tfds
-
         dataset = tfds.builder_from_directory(str(dataset))
     return dataset.as_data_source(split)
 

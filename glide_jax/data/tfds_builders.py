@@ -187,7 +187,7 @@ class ImageCaptionFolder(_LocalBuilder):
         return split_infos
 
     def _process_pipeline_result(self, pipeline_result) -> None:
-        from glide_jax.data import beam_prepare
+        from glide_jax.data import beam_prepare  # deferred: it needs the optional [beam] extra
 
         self.info.metadata["counts"] = beam_prepare.read_counts(pipeline_result)
 
@@ -199,7 +199,7 @@ class ImageCaptionFolder(_LocalBuilder):
         shards = caption_shards.find_shards(cfg.sources)
         image_filter = image_examples.ImageFilter(cfg.min_side, cfg.max_aspect)
         if self._use_beam:
-            from glide_jax.data import beam_prepare
+            from glide_jax.data import beam_prepare  # deferred: it needs the optional [beam] extra
 
             return beam_prepare.examples_transform(shards, cfg.size, image_filter)
         self._plain_counts = image_examples.empty_counts()

@@ -14,11 +14,14 @@ from __future__ import annotations
 from typing import Callable, List, Optional
 
 import numpy as np
+from PIL import Image
 
 from glide_jax.demo import handlers
 from glide_jax.demo.models import DemoModels
 from glide_jax.demo.progress import ForwardingProgress, install
-from glide_jax.errors import InputError
+from glide_jax.diffusion.samplers import sampler_names
+from glide_jax.errors import ANTICIPATED, InputError, describe
+from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, resolve_stage
 
 # Prompts the embedded models draw well (they grade correct on the held-out evaluation).
 EMBEDDED_EXAMPLES = ["a red circle", "a large green circle", "a red circle above a blue square",
@@ -42,8 +45,6 @@ def painted_mask(editor_value) -> tuple:
         else:
             alpha = np.asarray(layer).reshape(layer.shape[:2] + (-1,)).max(-1) > 0
         if alpha.shape != painted.shape:
-            from PIL import Image
-
             alpha = np.asarray(Image.fromarray(alpha).resize(painted.shape[::-1], Image.NEAREST))
         painted |= alpha
     return background, ~painted
@@ -71,8 +72,6 @@ def _status(outcome: handlers.Outcome) -> str:
 
 
 def _recommended(models: DemoModels):
-    from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, resolve_stage
-
     base = models.generate.base
     options = resolve_stage(DEFAULT, base, BASE_DEFAULT)
     guidance = base.guidance_scale if base.guidance_scale is not None else GUIDANCE_DEFAULT
@@ -82,10 +81,8 @@ def _recommended(models: DemoModels):
 
 def build_app(models: DemoModels, start_up: str = ""):
     """The ``gr.Blocks`` page over ``models``; ``start_up`` is a line on how long loading took."""
-    import gradio as gr
+    import gradio as gr  # deferred: gradio is the optional [demo] extra
 
-    from glide_jax.diffusion.samplers import sampler_names
-    from glide_jax.errors import ANTICIPATED, describe
 
     forwarder: ForwardingProgress = install()
     guidance, sampler, steps = _recommended(models)

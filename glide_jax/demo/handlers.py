@@ -23,11 +23,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from glide_jax.demo.models import DemoModels
-from glide_jax.errors import InputError
-from glide_jax.errors import InputWarning
+from glide_jax.errors import InputError, InputWarning
 from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, stage_with
 from glide_jax.sampling.pipeline import Pipeline, make_key
 from glide_jax.sampling.request import GenerateRequest
+from glide_jax.sampling.rewrites import explain_all
 
 MAX_IMAGES = 8  # per request: the queue serves one request at a time, so one visitor cannot hold it for long
 MAX_STEPS = 1000  # the diffusion schedules have 1000 timesteps
@@ -156,8 +156,6 @@ def base_options(pipe: Pipeline, sampler: Optional[str], steps: Optional[int]):
 
 def _run(pipe: Pipeline, prompt: str, n, seed, extra_notes: List[str], original=None, **kwargs) -> Outcome:
     """``pipe.generate`` on ``n`` copies of the prompt, one per batch, its warnings and rewrites collected."""
-    from glide_jax.sampling.rewrites import explain_all
-
     started = time.perf_counter()
     n = _integer(n, "the number of images", 1, MAX_IMAGES)
     seed = _seed(seed)

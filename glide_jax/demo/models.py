@@ -14,9 +14,9 @@ import dataclasses
 import time
 from typing import Dict, Optional
 
-
 from glide_jax.data.shapes import COLORS, RELATIONS, SHAPES
 from glide_jax.errors import InputError
+from glide_jax.sampling.loading import MODEL_SETS, pipeline_for
 from glide_jax.sampling.pipeline import Pipeline
 
 # The one line the page says about the embedded models: they know the captioned-shapes grammar only.
@@ -44,8 +44,6 @@ class DemoModels:
 def load_models(model: str = "embedded", upsampler: Optional[str] = None, clip: Optional[str] = None,
                 dtype: Optional[str] = None) -> DemoModels:
     """Read the models named like the CLI's ``--model`` / ``--upsampler`` / ``--clip-model``."""
-    from glide_jax.sampling.loading import MODEL_SETS, pipeline_for
-
     started = time.perf_counter()
     loaded = {}  # the embedded set's two roles share one upsampler: it is read once
     options = dict(upsampler=upsampler, clip=clip, dtype=dtype, loaded=loaded)

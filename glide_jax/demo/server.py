@@ -9,6 +9,7 @@ SIGTERM), so nothing a visitor sends outlives the server or lands elsewhere.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import ipaddress
 import os
 import shutil
@@ -20,16 +21,17 @@ import time
 import warnings
 from typing import Optional
 
-from glide_jax.errors import InputError
-from glide_jax.errors import InputWarning
+from glide_jax.demo import progress
+from glide_jax.demo.app import build_app
+from glide_jax.demo.models import load_models
+from glide_jax.demo.warmup import warm_up
+from glide_jax.errors import InputError, InputWarning
 
 DEMO_EXTRA = 'the demo needs the demo extra: pip install -e ".[demo]"'
 
 
 def require_gradio() -> None:
     """Raise a ``ValueError`` saying how to install Gradio when it is missing."""
-    import importlib.util
-
     if importlib.util.find_spec("gradio") is None:
         raise InputError(DEMO_EXTRA)
 
@@ -80,10 +82,6 @@ def serve(model: str = "embedded", upsampler: Optional[str] = None, clip: Option
         warnings.warn(note, InputWarning)
     folder = private_temp_dir()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from glide_jax.demo import progress
-    from glide_jax.demo.app import build_app
-    from glide_jax.demo.models import load_models
-    from glide_jax.demo.warmup import warm_up
 
     progress.install()  # before anything compiles: the loops keep the callback they were compiled with
     models = load_models(model, upsampler, clip)

@@ -23,6 +23,7 @@ from glide_jax.config import DiffusionConfig, ModelConfig, UNetConfig
 from glide_jax.families.registry import Inputs, ModelFamily, register_family
 from glide_jax.hub.convert_unet import unet_from_torch
 from glide_jax.models.unet import GlideUNet
+from glide_jax.train.preview import Previewer
 from glide_jax.train.step import make_diffusion_step
 
 
@@ -140,9 +141,6 @@ class DiffusionUNetFamily(ModelFamily):
         return make_diffusion_step(model_config, train_config, tx, mesh=mesh)
 
     def previewer(self, cfg, workdir, source, tokenize) -> Optional[Any]:
-        # Deferred: the preview pulls in the sampling loop, which runs that never draw one need not import.
-        from glide_jax.train.preview import Previewer
-
         return Previewer(cfg, workdir, source, tokenize)
 
 

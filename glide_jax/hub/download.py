@@ -56,6 +56,8 @@ from tqdm.auto import tqdm
 
 from glide_jax.cache import CACHE_ENV, default_cache_dir
 from glide_jax.errors import InputError
+from glide_jax.hub.checkpoint_zip import CheckpointFormatError
+from glide_jax.hub.verify import verify_checkpoint
 
 TOKENIZERS = "tokenizers"  # name of the group holding the three vocabulary files
 MIN_RATE_ENV = "GLIDE_JAX_DOWNLOAD_MIN_RATE"
@@ -287,7 +289,7 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
     writer uses its own temporary file, at worst a file is fetched twice.
     """
     try:
-        import fcntl
+        import fcntl  # deferred: POSIX only; without it no lock is taken
     except ImportError:
         yield
         return
@@ -412,9 +414,6 @@ def _verify(remote: RemoteFile, received: _Received, path: Path) -> None:
     if remote.sha256 is not None and received.sha256 != remote.sha256:
         raise fail(f"SHA-256 {received.sha256} does not match the expected {remote.sha256}")
     if remote.checkpoint is not None:
-        from glide_jax.hub.checkpoint_zip import CheckpointFormatError
-        from glide_jax.hub.verify import verify_checkpoint
-
         try:
             verify_checkpoint(path, remote.checkpoint)
         except (CheckpointFormatError, OSError) as e:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional
 
 import numpy as np
+from flax.core import meta
 
 from glide_jax.config import config_from_dict, config_to_dict
 from glide_jax.errors import InputError
@@ -103,8 +104,6 @@ def unflatten_tree(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
 
 
 def _plain_variables(params) -> Dict[str, np.ndarray]:
-    from flax.core import meta
-
     params = meta.unbox(params)
     if not isinstance(params, Mapping) or "params" not in params:
         raise InputError("params must be Flax variables: a mapping {'params': parameter tree}")

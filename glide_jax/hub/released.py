@@ -20,6 +20,7 @@ from glide_jax.cache import default_cache_dir
 from glide_jax.config import get_preset
 from glide_jax.errors import InputError
 from glide_jax.hub import model_dir
+from glide_jax.hub.convert import convert_pt, convert_state, read_state
 from glide_jax.hub.download import CHECKPOINTS
 
 # Released name -> the preset that builds its network.
@@ -48,8 +49,6 @@ def downloaded_files(name: str, cache_dir=None) -> Dict[str, Path]:
 
 def convert_released(name: str, cache_dir=None) -> Path:
     """Convert a downloaded released checkpoint into its model directory in the cache (replacing it)."""
-    from glide_jax.hub.convert import convert_pt
-
     paths = downloaded_files(name, cache_dir)
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
@@ -109,8 +108,6 @@ def convert_checkpoint_file(path, preset: Optional[str] = None) -> Tuple[Any, Di
     ``preset`` names the released model (or any preset) it holds; without it the
     model is identified from the state dict (:func:`identify_preset`).
     """
-    from glide_jax.hub.convert import convert_state, read_state
-
     state = read_state(path)
     name = preset or identify_preset(state)
     config = get_preset(RELEASED_PRESETS.get(name, name))

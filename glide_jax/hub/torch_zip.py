@@ -36,8 +36,8 @@ from glide_jax.hub.checkpoint_zip import (DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT
                                           CheckpointZip, check_limits, clip, describe)
 from glide_jax.hub.pickle_check import check_pickle
 from glide_jax.hub.torch_pickle import (MAX_STORAGE_KEY_CHARS, RefusedGlobalError, StateDictUnpickler, StorageRef,
-                                        TensorPlan, TensorRecord, build_tensor, check_tensor_budget,
-                                        is_storage_type, plan_tensor, select_state_dict, unpickle)
+                                        TensorPlan, TensorRecord, build_tensor, check_tensor_budget, is_storage_type,
+                                        plan_tensor, select_state_dict, unpickle)
 from glide_jax.regular_files import check_regular_file
 
 __all__ = ["CheckpointFormatError", "RefusedGlobalError", "checkpoint_format", "load_state_dict",
@@ -135,7 +135,7 @@ def checkpoint_format(path) -> str:
         return "zip"
     raise CheckpointFormatError(
         f"{path} is not a PyTorch checkpoint: it starts with {describe(head.decode('latin-1'))}, neither a zip "
-        "archive (torch >= 1.6) nor a pickle (the legacy format); a damaged or incomplete download?")
+        "archive (torch >= 1.6) nor a pickle (the legacy format): a damaged or incomplete download")
 
 
 def _limits(max_member_bytes, max_total_bytes, max_pickle_bytes, max_compression_ratio) -> Dict[str, int]:
@@ -201,7 +201,7 @@ def _planned(path, limits: Dict[str, int]) -> Iterator[Tuple[CheckpointZip, Dict
 def load_state_dict_with_torch(path) -> Dict[str, np.ndarray]:
     """The same through torch itself (optional extra), with ``weights_only=True``."""
     try:
-        import torch
+        import torch  # deferred: torch is the optional [torch] extra
     except ImportError as e:
         raise ImportError("torch is not installed: `pip install glide-jax[torch]`, or use load_state_dict") from e
     state = torch.load(path, map_location="cpu", weights_only=True)

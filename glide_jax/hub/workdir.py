@@ -17,12 +17,13 @@ from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp  # imported on use: only workdirs need it
 
 from glide_jax.config import config_from_dict
 from glide_jax.errors import InputError
 from glide_jax.families.registry import abstract_params
-from glide_jax.hub.checkpoint_layout import (CHECKPOINT_DIR, EMA_ITEM, EXPERIMENT_ITEM, checkpoints_of,
-                                             first_readable)
+from glide_jax.hub.checkpoint_layout import CHECKPOINT_DIR, EMA_ITEM, EXPERIMENT_ITEM, checkpoints_of, first_readable
+
 
 class UnreadableCheckpointWarning(UserWarning):
     """A workdir's newest checkpoint could not be read; an older one is used."""
@@ -41,8 +42,6 @@ def _abstract_variables(config):
 def load_workdir(path, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
     """``(model_config, {"params": ema_params}, experiment)`` from a workdir's newest readable checkpoint
     (or ``step``); the parameters are float32 numpy arrays."""
-    import orbax.checkpoint as ocp  # imported on use: only workdirs need it
-
     directory = checkpoints_of(path)
     if directory is None:
         raise FileNotFoundError(f"{path} is not a training workdir (no {CHECKPOINT_DIR}/ folder)")

@@ -28,6 +28,9 @@ from typing import Dict, Mapping
 
 import numpy as np
 
+from glide_jax.evaluation.features import inception_features
+from glide_jax.evaluation.frechet import FeatureStatistics, SmallSampleWarning, frechet_distance
+from glide_jax.hub.convert_inception import load_inception
 from glide_jax.parity.fixtures import Errors, compare
 
 GROUPS = ("64", "256", "_odd")
@@ -68,10 +71,6 @@ def _content_key(meta: Mapping, npz_path: Path, weights: Path) -> str:
 
 def check_fid(meta: Mapping, arrays: Mapping[str, np.ndarray], npz_path, batch_size: int = 8) -> Errors:
     """Every row of a FID fixture: ``{row: (max abs error, max relative error)}``."""
-    from glide_jax.evaluation.features import inception_features
-    from glide_jax.evaluation.frechet import FeatureStatistics, SmallSampleWarning, frechet_distance
-    from glide_jax.hub.convert_inception import load_inception
-
     npz_path = Path(npz_path)
     weights = inception_weights(npz_path)
     key = _content_key(meta, npz_path, weights)

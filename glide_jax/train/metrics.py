@@ -18,6 +18,7 @@ from typing import Dict, Mapping, Optional
 
 import jax
 import numpy as np
+from tensorboardX import SummaryWriter
 
 JSONL = "metrics.jsonl"
 TB_DIR = "tensorboard"
@@ -74,7 +75,6 @@ class MetricsWriter:
             kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
         self._jsonl = open(path, "a", encoding="utf-8")
-        from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(str(workdir / TB_DIR), purge_step=resume_step + 1 if resume_step else None,
                                  flush_secs=30)

@@ -24,8 +24,8 @@ from PIL import Image
 from glide_jax.diffusion.guidance import classifier_free_guidance, inpaint_denoised_fn
 from glide_jax.diffusion.samplers import sample_loop
 from glide_jax.diffusion.schedule import make_schedule
+from glide_jax.families.registry import family_of
 from glide_jax.sampling.images import make_grid, to_uint8
-from glide_jax.families.unet import unet_model_fn
 from glide_jax.train import inputs as data_lib
 from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.sharding import wait_for_all_processes
@@ -70,7 +70,7 @@ class Previewer:
             cond["inpaint_mask"] = _twice(inp["inpaint_mask"])
             denoised_fn = inpaint_denoised_fn(cond["inpaint_image"], cond["inpaint_mask"])
         tokens, mask = (self.tokens, self.mask) if unet.text.width else (None, None)
-        model_fn = unet_model_fn(unet, params, tokens, mask, **cond)
+        model_fn = family_of(self.model_cfg).model_fn(self.model_cfg, params, tokens, mask, **cond)
         guided = classifier_free_guidance(model_fn, sc.guidance_scale)
         out = sample_loop(
             self.schedule,
