@@ -1,6 +1,6 @@
 """Command line shared by the training entry points.
 
-``python -m experiments.train --config experiments/configs/<family>.py:<variant>
+``python -m experiments.train --config experiments/configs/<kind>.py:<variant>
 --workdir DIR [--set key=value ...]`` loads the config (``get_config("<variant>")``
 of the file; a file without variants is given as just its path), applies the
 overrides (typed by the fields they replace) and runs ``glide_jax.train.loop.train``

@@ -21,9 +21,9 @@ from pathlib import Path
 from glide_jax.errors import InputError
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "embedded"
-KINDS = ("base", "upsample", "inpaint", "clip")
+ROLES = ("base", "upsample", "inpaint", "clip")  # the role each embedded model plays in the embedded model set
 PREFIX = "embedded-"
-NAMES = tuple(PREFIX + kind for kind in KINDS)
+NAMES = tuple(PREFIX + role for role in ROLES)
 
 
 def is_embedded(name) -> bool:
@@ -31,8 +31,8 @@ def is_embedded(name) -> bool:
 
 
 def embedded_dir(name: str) -> Path:
-    """Folder of an embedded model, by name (``embedded-base``) or kind (``base``)."""
-    kind = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    if kind not in KINDS:
+    """Folder of an embedded model, by name (``embedded-base``) or role (``base``)."""
+    role = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    if role not in ROLES:
         raise InputError(f"unknown embedded model {name!r}; known: {', '.join(NAMES)}")
-    return ASSET_DIR / kind
+    return ASSET_DIR / role

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from glide_jax.errors import InputError
+from glide_jax.hub.embedded import ROLES
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = Path("projects") / "shapes" / "configs"
-KINDS = ("base", "upsample", "inpaint", "clip")
 
 
 def _portable(value):
@@ -139,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m projects.shapes.export_embedded",
                                 description=__doc__.split("\n\n")[0])
-    for kind in KINDS:
+    for kind in ROLES:
         p.add_argument(f"--{kind}", default=None, help=f"training workdir of the {kind} model")
     p.add_argument("--out", default=str(embedded.ASSET_DIR),
                    help="folder to write the model folders into (default: the package's assets)")
@@ -149,9 +149,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sampling", action="append", default=[], metavar="KIND=JSON",
                    help='recommended sampling, e.g. base=\'{"sampler": "ddpm", "steps": 50, "guidance_scale": 3}\'')
     args = p.parse_args(argv)
-    chosen = {k: getattr(args, k) for k in KINDS if getattr(args, k)}
+    chosen = {k: getattr(args, k) for k in ROLES if getattr(args, k)}
     if not chosen:
-        print("error: give at least one of " + ", ".join(f"--{k}" for k in KINDS), file=sys.stderr)
+        print("error: give at least one of " + ", ".join(f"--{k}" for k in ROLES), file=sys.stderr)
         return 2
     try:
         notes = dict(_key_value(n, "--note") for n in args.note)
