@@ -18,6 +18,7 @@ from glide_jax.demo.app import painted_mask
 from glide_jax.demo.models import load_models
 from glide_jax.demo.progress import ForwardingProgress, install
 from glide_jax.demo.server import DEMO_EXTRA, exposure_warnings, is_loopback
+from glide_jax.errors import InputError
 from glide_jax.sampling.progress import ProgressBar
 
 FAST = dict(upsample=False, steps=6, sampler="ddim")  # base size, few steps: one small compilation
@@ -160,7 +161,7 @@ def test_serve_warns_before_listening_on_a_public_interface(monkeypatch, capsys)
     from glide_jax.demo import server
 
     monkeypatch.setattr(server, "require_gradio", lambda: None)
-    monkeypatch.setattr(server, "private_temp_dir", lambda: (_ for _ in ()).throw(ValueError("stopped here")))
+    monkeypatch.setattr(server, "private_temp_dir", lambda: (_ for _ in ()).throw(InputError("stopped here")))
     with warnings.catch_warnings():
         assert cli.main(["serve", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err

@@ -30,8 +30,8 @@ from glide_jax.sampling.prompt_check import prompt_messages, text_context
 from glide_jax.sampling.ranking import rank_candidates
 from glide_jax.sampling.request import GenerateRequest
 from glide_jax.sampling.rewrites import PromptRewriter, rewrite_all
-from glide_jax.sampling.stages import (BaseConditioning, UpsampleConditioning, sample_base, sample_upsample,
-                                      stage_keys)
+from glide_jax.sampling.stages import (BaseConditioning, UpsampleConditioning, image_keys, sample_base,
+                                      sample_upsample, stage_keys)
 
 __all__ = ["BASE_DEFAULT", "DEFAULT", "GUIDANCE_DEFAULT", "UPSAMPLE_DEFAULT", "GenerateRequest", "LoadedModel",
            "Pipeline", "StageOptions", "resolve_stage"]
@@ -46,12 +46,6 @@ def warn_about_prompts(prompts: Sequence[str], model: LoadedModel) -> None:
     """Say, in one line per prompt, when a prompt is probably not read as meant (see ``prompt_check``)."""
     for message in prompt_messages(prompts, model.tokenizer, text_context(model.config)):
         warnings.warn(message, InputWarning, stacklevel=3)
-
-
-def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
-    """The PRNG key of each image index of a request: ``fold_in(key(seed), index)``."""
-    key = make_key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(list(indices), jnp.uint32))
 
 
 def _check_family(model: Optional[LoadedModel], role: str, draws: bool) -> None:

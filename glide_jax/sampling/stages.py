@@ -20,7 +20,7 @@ samples are never returned).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +88,12 @@ class UpsampleConditioning:
 
     def repeated(self, n: int) -> "UpsampleConditioning":
         return dataclasses.replace(self, inpaint=_repeat_pair(self.inpaint, n))
+
+
+def image_keys(seed: Union[int, jax.Array], indices: Sequence[int]) -> jax.Array:
+    """The PRNG key of each image index of a request: ``fold_in(key(seed), index)``."""
+    key = jax.random.key(int(seed)) if isinstance(seed, (int, np.integer)) else seed
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(list(indices), jnp.uint32))
 
 
 def stage_keys(keys: jax.Array, stage: int) -> jax.Array:

@@ -93,11 +93,15 @@ class Tokenize:
     def __getstate__(self):
         return {"spec": self.spec, "model": self.model, "_tok": None}
 
-    def __call__(self, captions: List[str]) -> Dict[str, np.ndarray]:
+    def tokenizer(self):
+        """The tokenizer of ``spec``, read on first use (worker processes read their own)."""
         if self._tok is None:
             self._tok = get_tokenizer(self.spec)
+        return self._tok
+
+    def __call__(self, captions: List[str]) -> Dict[str, np.ndarray]:
         family = family_of(self.model)
-        return dict(zip(family.text_keys, family.encode_prompts(self._tok, self.model, captions)))
+        return dict(zip(family.text_keys, family.encode_prompts(self.tokenizer(), self.model, captions)))
 
 
 def make_tokenize(cfg: ExperimentConfig, spec: str) -> Tokenize:

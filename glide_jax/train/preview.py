@@ -21,11 +21,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from glide_jax.diffusion.guidance import classifier_free_guidance, inpaint_denoised_fn
-from glide_jax.diffusion.samplers import sample_loop
-from glide_jax.diffusion.schedule import make_schedule
-from glide_jax.families.registry import family_of
 from glide_jax.sampling.images import make_grid, to_uint8
+from glide_jax.sampling.loaded_model import LoadedModel
+from glide_jax.sampling.options import StageOptions
+from glide_jax.sampling.stages import (BaseConditioning, UpsampleConditioning, image_keys, sample_base,
+                                      sample_upsample, stage_keys)
 from glide_jax.train import inputs as data_lib
 from glide_jax.train.experiment import ExperimentConfig
 from glide_jax.train.sharding import wait_for_all_processes
@@ -33,58 +33,43 @@ from glide_jax.train.sharding import wait_for_all_processes
 SAMPLES_DIR = "samples"
 
 
-def _twice(x: np.ndarray) -> np.ndarray:
-    return np.concatenate([x, x], axis=0)
-
-
 class Previewer:
-    """``previewer(ema_params, step)`` samples the fixed preview batch and writes ``samples/step_<step>.png``."""
+    """``previewer(ema_params, step)`` samples the fixed preview batch and writes ``samples/step_<step>.png``.
+
+    The samples come from the sampling pipeline's own stages (``glide_jax.sampling.stages``): the
+    base stage with classifier-free guidance (and the inpainting conditioning of an inpainting
+    model), or the upsampler stage from the records' low-resolution images, as ``glide-jax``
+    samples them.
+    """
 
     def __init__(self, cfg: ExperimentConfig, workdir, source, tokenize: data_lib.Tokenize):
-        model_cfg = cfg.model
-        self.cfg, self.model_cfg = cfg, model_cfg
+        self.cfg, self.model_cfg = cfg, cfg.model
         self.out_dir = Path(workdir) / SAMPLES_DIR
         sc = cfg.sample
-        n = sc.num_images
-        self.inputs = data_lib.preview_inputs(cfg, source, n, sc.prompts)
+        self.inputs = data_lib.preview_inputs(cfg, source, sc.num_images, sc.prompts)
         self.captions = [str(c) for c in self.inputs["captions"]]
-        cond = tokenize(self.captions)
-        uncond = tokenize([""] * n)
-        self.tokens = np.concatenate([cond["tokens"], uncond["tokens"]])
-        self.mask = np.concatenate([cond["mask"], uncond["mask"]])
-        respacing = f"ddim{sc.steps}" if sc.sampler == "ddim" else str(sc.steps)
-        self.schedule = make_schedule(model_cfg.diffusion, respacing=respacing)
-        self.key = jax.random.fold_in(jax.random.key(cfg.train.seed + 1), 0)
+        self.tokenizer = tokenize.tokenizer()
+        self.options = StageOptions(sc.sampler, sc.steps, sc.temperature)
+        self.options.validate("preview")
+        self.keys = image_keys(jax.random.key(cfg.train.seed + 1), range(sc.num_images))
         self._gathers = 0  # previews drawn, the same count on every process
 
     def sample(self, params: Dict[str, Any]) -> np.ndarray:
         """float32 samples [n, S, S, 3] in [-1, 1] for ``params`` (``{"params": ...}``)."""
-        unet, sc, inp = self.model_cfg.unet, self.cfg.sample, self.inputs
-        n, size = sc.num_images, unet.image_size
-        cond: Dict[str, Any] = {}
-        denoised_fn = None
-        if unet.super_res:
-            cond["low_res"] = _twice(inp["low_res"])
-        if unet.inpaint:
-            cond["inpaint_image"] = _twice(inp["image"])
-            cond["inpaint_mask"] = _twice(inp["inpaint_mask"])
-            denoised_fn = inpaint_denoised_fn(cond["inpaint_image"], cond["inpaint_mask"])
-        tokens, mask = (self.tokens, self.mask) if unet.text.width else (None, None)
-        model_fn = family_of(self.model_cfg).model_fn(self.model_cfg, params, tokens, mask, **cond)
-        guided = classifier_free_guidance(model_fn, sc.guidance_scale)
-        out = sample_loop(
-            self.schedule,
-            guided,
-            (2 * n, size, size, unet.in_channels),
-            sampler=sc.sampler,
-            key=self.key,
-            temperature=sc.temperature,
-            denoised_fn=denoised_fn,
-        )
+        model = LoadedModel(self.model_cfg, params, self.tokenizer)
+        inp = self.inputs
+        inpaint = (inp["image"], inp["inpaint_mask"]) if model.is_inpaint else None
+        if model.is_super_res:
+            out = sample_upsample(model, self.captions, inp["low_res"], stage_keys(self.keys, 1),
+                                  UpsampleConditioning(self.options, inpaint))
+        else:
+            conditioning = BaseConditioning(self.options, self.cfg.sample.guidance_scale, inpaint=inpaint)
+            out = sample_base(model, self.captions, stage_keys(self.keys, 0), conditioning)
         # Sampling compiles; the processes meet before the collective that gathers the samples.
         self._gathers += 1
         wait_for_all_processes(f"preview_{self._gathers}")
-        return np.asarray(multihost_utils.process_allgather(jax.block_until_ready(out), tiled=True))[:n]
+        return np.asarray(multihost_utils.process_allgather(jax.block_until_ready(out), tiled=True))[
+            : self.cfg.sample.num_images]
 
     def grid(self, samples: np.ndarray) -> np.ndarray:
         """uint8 grid: samples on the first row, then the reference inputs of the task."""
