@@ -334,7 +334,7 @@ _FAMILY_TYPES: Dict[str, type] = {}  # the configs of registered model families,
 
 def register_config_types(*types: type) -> None:
     """Let tagged JSON name these config classes wherever a model config may stand (a model family's
-    config, registered with its family by ``glide_jax.families.registry.register_family``)."""
+    config, registered with its family by ``glide_jax.family.register_family``)."""
     for cls in types:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls!r} is not a config dataclass")

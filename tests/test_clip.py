@@ -13,7 +13,7 @@ from glide_jax.config import ClipConfig, get_preset
 from glide_jax.hub.convert_clip import convert_clip, torch_shapes
 from model_files import export_clip
 from glide_jax.models.clip import ClipAttention, ClipModel, clip_guidance_grad, image_embeddings, text_embeddings
-from glide_jax.families.registry import init_params
+from glide_jax.family import init_params
 from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed
 from conftest import require_fixture
 

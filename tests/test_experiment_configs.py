@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 from glide_jax.train.experiment import ExperimentConfig, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]

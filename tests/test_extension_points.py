@@ -26,7 +26,7 @@ from glide_jax.diffusion import samplers
 from glide_jax.diffusion.gaussian import extract, predict_xstart_from_eps, q_sample
 from glide_jax.diffusion.losses import sample_timesteps
 from glide_jax.diffusion.schedule import make_schedule
-from glide_jax.families.registry import ModelFamily, family_of, register_family
+from glide_jax.family import ModelFamily, family_of, register_family
 from glide_jax.sampling.loading import resolve
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.pipeline import Pipeline

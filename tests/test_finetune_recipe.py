@@ -25,7 +25,7 @@ from glide_jax.hub import released
 from glide_jax.hub.download import CHECKPOINTS
 from glide_jax.hub.model_dir import flatten_tree
 from glide_jax.hub.torch_layout import to_torch_state
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 from glide_jax.train.experiment import apply_overrides, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]

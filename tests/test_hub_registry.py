@@ -12,7 +12,7 @@ from test_checkpoints import write_torch_zip
 from glide_jax.config import config_to_dict, get_preset
 from glide_jax.hub import embedded, model_dir, registry, released
 from glide_jax.sampling import loading
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 from glide_jax.sampling.options import StageOptions
 from model_files import read_card, unet_to_torch
 

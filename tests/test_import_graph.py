@@ -222,9 +222,9 @@ def test_deferred_imports_are_few_and_each_says_why():
 FORBIDDEN = {
     "glide_jax.hub": ("glide_jax.sampling", "glide_jax.demo", "glide_jax.cli"),
     "glide_jax.models": ("glide_jax.diffusion", "glide_jax.train", "glide_jax.sampling", "glide_jax.hub",
-                         "glide_jax.families", "glide_jax.evaluation"),
+                         "glide_jax.family", "glide_jax.evaluation"),
     "glide_jax.diffusion": ("glide_jax.models", "glide_jax.train", "glide_jax.sampling", "glide_jax.hub",
-                            "glide_jax.families"),
+                            "glide_jax.family"),
     "glide_jax.train": ("glide_jax.sampling.pipeline", "glide_jax.sampling.loading", "glide_jax.demo",
                         "glide_jax.cli"),
     "glide_jax.sampling": ("glide_jax.train", "glide_jax.demo", "glide_jax.cli"),

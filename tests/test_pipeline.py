@@ -9,7 +9,7 @@ from flax.core import meta
 from glide_jax.config import get_preset
 from glide_jax.diffusion import samplers
 from glide_jax.hub.model_dir import save_model_dir
-from glide_jax.families.registry import init_params
+from glide_jax.family import init_params
 from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.pipeline import Pipeline

@@ -10,7 +10,7 @@ from conftest import require_fixture
 from glide_jax.config import get_preset
 from glide_jax.sampling.loading import load_pipeline, resolve
 from glide_jax.models import layers
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 from glide_jax.models.unet import GlideUNet
 from glide_jax.sampling.loaded_model import LoadedModel
 from glide_jax.families.unet import unet_model_fn

@@ -185,7 +185,7 @@ def test_clip_and_warm_start_mismatches_are_summarised_too():
 
     from glide_jax.config import get_preset
     from glide_jax.hub.convert_clip import convert_clip, torch_shapes
-    from glide_jax.families.registry import abstract_params
+    from glide_jax.family import abstract_params
     from glide_jax.train.warm_start import check_fits
 
     config = get_preset("tiny-clip")

@@ -274,7 +274,7 @@ def _random_model_dir(path, preset):
 
     from glide_jax.config import get_preset
     from glide_jax.hub.model_dir import save_model_dir
-    from glide_jax.families.registry import abstract_params
+    from glide_jax.family import abstract_params
 
     cfg = get_preset(preset)
     rng = np.random.default_rng(0)

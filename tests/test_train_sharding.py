@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     from glide_jax.train import sharding as sh, state as S
     from glide_jax.train.experiment import ExperimentConfig, MeshConfig, TrainConfig
     from glide_jax.train.loop import build_state
-    from glide_jax.families.registry import family_of
+    from glide_jax.family import family_of
 
     out_dir, runs = Path(sys.argv[1]), json.loads(sys.argv[2])
     unet = UNetConfig(image_size=16, num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),

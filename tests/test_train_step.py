@@ -15,7 +15,7 @@ import pytest
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, TextConfig, UNetConfig
 from glide_jax.data import shapes
 from glide_jax.models.clip import ClipModel
-from glide_jax.families.registry import init_params
+from glide_jax.family import init_params
 from glide_jax.train import state as state_lib
 from glide_jax.train.experiment import TrainConfig
 from glide_jax.train.step import contrastive_loss, make_clip_step, make_diffusion_step

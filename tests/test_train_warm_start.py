@@ -9,7 +9,7 @@ import pytest
 
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, TextConfig, UNetConfig, get_preset
 from glide_jax.hub.torch_layout import CheckpointMismatchError
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 from glide_jax.models.params import flat_shapes
 from glide_jax.train import warm_start
 

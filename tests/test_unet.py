@@ -14,7 +14,7 @@ from glide_jax.config import UNetConfig, get_preset
 from glide_jax.hub.convert_unet import torch_shapes, unet_from_torch
 from model_files import unet_to_torch
 from glide_jax.hub.torch_layout import CheckpointMismatchError
-from glide_jax.families.registry import abstract_params, init_params
+from glide_jax.family import abstract_params, init_params
 from glide_jax.models.unet import GlideUNet
 from glide_jax.parity import check_fixture
 from glide_jax.parity.fixtures import load_fixture, nhwc, prefixed

@@ -47,7 +47,7 @@ def _load(name: str, overrides: List[str]):
 def synthetic_batch(cfg, batch_size: int) -> Dict[str, Any]:
     import numpy as np
 
-    from glide_jax.families.registry import family_of
+    from glide_jax.family import family_of
 
     family = family_of(cfg.model)
     rng = np.random.default_rng(0)
@@ -83,7 +83,7 @@ def compile_step(cfg, mesh, batch_size: int):
     from glide_jax.train import sharding as sh
     from glide_jax.train import state as state_lib
     from glide_jax.train.loop import build_state
-    from glide_jax.families.registry import family_of
+    from glide_jax.family import family_of
 
     tx = state_lib.make_optimizer(cfg.train)
     init, shardings, abstract = build_state(cfg, mesh, tx)
@@ -103,7 +103,7 @@ def measure_train(name: str, batch_size: int, steps: int, overrides: List[str]) 
     import jax
 
     from glide_jax.data.input_pipeline import global_batch
-    from glide_jax.families.registry import family_of
+    from glide_jax.family import family_of
     from glide_jax.train import sharding as sh
     from glide_jax.train.experiment import MeshConfig
     from glide_jax.train.state import param_count

@@ -62,7 +62,7 @@ def random_model(preset: str):
     import numpy as np
 
     from glide_jax.config import get_preset
-    from glide_jax.families.registry import abstract_params
+    from glide_jax.family import abstract_params
 
     cfg = get_preset(preset)
     shapes = {"params": abstract_params(cfg)}

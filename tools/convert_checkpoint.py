@@ -21,7 +21,7 @@ from pathlib import Path
 from glide_jax.config import ClipConfig, DiffusionConfig, ModelConfig, UNetConfig, get_preset
 from glide_jax.hub.convert import convert_pt
 from glide_jax.hub.model_dir import save_model_dir
-from glide_jax.families.registry import family_of
+from glide_jax.family import family_of
 
 
 def _config(args):

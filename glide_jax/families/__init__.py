@@ -1,6 +1,6 @@
-"""Model families: one registered object per kind of network, owning everything that differs between them.
+"""The built-in model families: GLIDE's diffusion U-Nets and its noise-aware CLIP.
 
-A family (:class:`glide_jax.families.registry.ModelFamily`) answers every
+A family (:class:`glide_jax.family.ModelFamily`) answers every
 model-specific question the rest of the package asks: which Flax module a
 config builds and its sizes, example inputs, how prompts become its text
 inputs, how OpenAI's PyTorch state dicts convert into its parameters, what a
@@ -12,6 +12,6 @@ The built-in families are GLIDE's diffusion U-Nets (:mod:`.unet`) and its
 noise-aware CLIP (:mod:`.noisy_clip`). A new family subclasses ``ModelFamily``
 and calls ``register_family`` (``tests/test_extension_points.py`` registers a
 toy one and trains, saves, loads and samples it). This package imports nothing
-on its own: the registry loads the built-in families the first time it is
-asked, because they compose training and hub code that itself asks the registry.
+on its own: ``glide_jax.family`` loads the built-in families the first time it
+is asked, because they compose training and hub code that itself asks it.
 """

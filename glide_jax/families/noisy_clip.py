@@ -18,7 +18,7 @@ import numpy as np
 
 from glide_jax.config import ClipConfig
 from glide_jax.errors import InputError
-from glide_jax.families.registry import Inputs, ModelFamily, register_family
+from glide_jax.family import Inputs, ModelFamily, register_family
 from glide_jax.hub.convert_clip import convert_clip
 from glide_jax.models.clip import ClipModel, clip_guidance_grad, text_embeddings
 from glide_jax.train.step import make_clip_step
@@ -85,6 +85,9 @@ class NoisyClipFamily(ModelFamily):
         """``(tokens [B, ctx] int32, lens [B] int32)``; CLIP reads its text embedding at ``len - 1``."""
         tokens, extra = tokenizer.encode_batch(list(prompts), config.max_text_len)
         return np.asarray(tokens, np.int32), caption_lengths(extra)
+
+    def guidance_grad(self, config: ClipConfig, params, tokens, lengths, image_size: int) -> Partial:
+        return clip_grad_fn(config, params, tokens, lengths, image_size)
 
     def convert_torch(self, config: ClipConfig, states) -> Any:
         return {"params": convert_clip(config, states["image"], states["text"])}

@@ -20,7 +20,7 @@ from jax.tree_util import Partial
 import numpy as np
 
 from glide_jax.config import DiffusionConfig, ModelConfig, UNetConfig
-from glide_jax.families.registry import Inputs, ModelFamily, register_family
+from glide_jax.family import Inputs, ModelFamily, register_family
 from glide_jax.hub.convert_unet import unet_from_torch
 from glide_jax.models.unet import GlideUNet
 from glide_jax.train.preview import Previewer

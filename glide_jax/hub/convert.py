@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Tuple, Union
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_of
+from glide_jax.family import family_of
 from glide_jax.hub.torch_zip import load_state_dict, load_state_dict_with_torch
 
 Config = Union[ModelConfig, ClipConfig]

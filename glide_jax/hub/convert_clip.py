@@ -9,7 +9,7 @@ few of each kind (:mod:`glide_jax.hub.key_report`), so a wrong config or a
 truncated file is never half-loaded.
 
 The Flax-side tree is never materialised to find the expected shapes: it comes
-from ``glide_jax.families.registry.abstract_params`` (``jax.eval_shape`` of the
+from ``glide_jax.family.abstract_params`` (``jax.eval_shape`` of the
 module's ``init``), so the released 158M-parameter layout can be checked
 without allocating it. Name mapping is derived from that tree by rule (one
 rule per naming difference), and the same rules give the inverse map used to
@@ -28,7 +28,7 @@ from flax import traverse_util
 from glide_jax.errors import InputError
 from glide_jax.hub.key_report import summarise
 from glide_jax.config import ClipConfig
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 
 TOWERS = {"image": "image_encoder", "text": "text_encoder"}
 

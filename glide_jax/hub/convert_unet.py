@@ -2,7 +2,7 @@
 
 The torch checkpoint holds the U-Net alone, so these functions take a
 ``UNetConfig``; the parameter shapes they check against come from
-``glide_jax.families.registry.abstract_params`` of that U-Net.
+``glide_jax.family.abstract_params`` of that U-Net.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from glide_jax.config import ModelConfig, UNetConfig
 from glide_jax.hub import torch_layout
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 
 
 def _abstract(config: UNetConfig) -> Dict[str, Any]:

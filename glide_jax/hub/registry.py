@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_of
+from glide_jax.family import family_of
 from glide_jax.hub import embedded, model_dir, released, workdir
 from glide_jax.hub.checkpoint_layout import CHECKPOINT_DIR, checkpoints_of
 from glide_jax.tokenizers import get_tokenizer

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp  # imported on use: only workdirs need it
 
 from glide_jax.config import config_from_dict
 from glide_jax.errors import InputError
-from glide_jax.families.registry import abstract_params
+from glide_jax.family import abstract_params
 from glide_jax.hub.checkpoint_layout import CHECKPOINT_DIR, EMA_ITEM, EXPERIMENT_ITEM, checkpoints_of, first_readable
 
 

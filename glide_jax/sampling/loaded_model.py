@@ -16,7 +16,7 @@ import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_of
+from glide_jax.family import family_of
 from glide_jax.models.layers import COMPUTE_DTYPES
 from glide_jax.sampling.options import StageOptions
 from glide_jax.sampling.prompt_check import encoding_quietly, text_context

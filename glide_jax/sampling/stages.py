@@ -33,7 +33,6 @@ from glide_jax.diffusion.schedule import make_schedule
 from glide_jax.errors import InputError
 from glide_jax.sampling import images
 from glide_jax.sampling.loaded_model import LoadedModel
-from glide_jax.families.noisy_clip import clip_grad_fn
 from glide_jax.sampling.options import StageOptions
 
 ImageAndMask = Tuple[np.ndarray, np.ndarray]  # [B, S, S, 3] in [-1, 1] and [B, S, S, 1] of 0/1 (1 = keep)
@@ -153,7 +152,7 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
     cond_fn = None
     if conditioning.clip_guidance_scale is not None:
         clip_tokens, clip_lengths = clip.tokens(prompts)
-        grad = clip_grad_fn(clip.config, clip.params, clip_tokens, clip_lengths, size)
+        grad = clip.family.guidance_grad(clip.config, clip.params, clip_tokens, clip_lengths, size)
         cond_fn = guidance.clip_guidance(grad, conditioning.clip_guidance_scale)
     schedule = make_schedule(family.diffusion_config(config), respacing=opts.respacing)
     row_shape = (size, size, family.channels(config))

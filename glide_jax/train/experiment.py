@@ -31,7 +31,7 @@ from glide_jax.data import sources
 from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_of
+from glide_jax.family import family_of
 from glide_jax.train.tasks import task_named
 
 

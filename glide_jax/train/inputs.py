@@ -25,7 +25,7 @@ from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.data import input_pipeline, sources
 from glide_jax.data.masks import random_inpaint_mask
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_of
+from glide_jax.family import family_of
 from glide_jax.tokenizers import get_tokenizer
 from glide_jax.tokenizers.spm import train_sentencepiece
 from glide_jax.train.experiment import DataConfig, ExperimentConfig

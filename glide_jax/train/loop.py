@@ -66,7 +66,7 @@ import numpy as np
 from glide_jax.config import config_from_dict, config_to_dict
 from glide_jax.data.input_pipeline import global_batch, host_rows
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_of, init_params
+from glide_jax.family import family_of, init_params
 from glide_jax.train import inputs as data_lib
 from glide_jax.train import sharding as sh
 from glide_jax.train import state as state_lib

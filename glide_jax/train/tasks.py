@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Callable, Dict, List, Tuple
 
 from glide_jax.errors import InputError
-from glide_jax.families.registry import family_named, family_of
+from glide_jax.family import family_named, family_of
 from glide_jax.train import warm_start
 
 Params = Dict[str, Any]

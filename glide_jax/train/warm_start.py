@@ -15,7 +15,7 @@ Two ways; each training task (``glide_jax.train.tasks``) names the one it uses:
   what its source computes; every other parameter is copied.
 
 Either way the result must have exactly the parameter shapes of the run's
-model (``glide_jax.families.registry.abstract_params``), or a
+model (``glide_jax.family.abstract_params``), or a
 ``CheckpointMismatchError`` names every difference.
 
 The source is anything the model registry (``glide_jax.hub.registry``) loads
@@ -38,7 +38,7 @@ import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.errors import InputError
-from glide_jax.families.registry import abstract_params, family_of
+from glide_jax.family import abstract_params, family_of
 from glide_jax.hub import embedded
 from glide_jax.hub.convert import convert_state
 from glide_jax.hub.registry import load_model

@@ -103,6 +103,11 @@ class ModelFamily:
         ``jax.tree_util.Partial``, its text encoded once; ``cond`` holds the conditioning it reads."""
         raise NotImplementedError
 
+    def guidance_grad(self, config, params, tokens, lengths, image_size: int):
+        """For a family that guides sampling (CLIP guidance): ``grad(x, t)`` of its image-text similarity
+        for the given captions, as a ``jax.tree_util.Partial``."""
+        raise InputError(f"a {self.name} model cannot guide sampling")
+
     # -- checkpoints -------------------------------------------------------------------------------------------
     def convert_torch(self, config, states) -> Any:
         """``{"params": ...}`` from ``{role: state dict}`` (the roles of ``checkpoint_roles``)."""
