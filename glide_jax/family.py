@@ -19,12 +19,13 @@ import numpy as np
 
 from glide_jax.config import register_config_types
 from glide_jax.errors import InputError
+from glide_jax.named import Registry
 
 Inputs = Tuple[tuple, Dict[str, jax.Array]]
 
 BUILTIN_FAMILY_MODULES = ("glide_jax.families.unet", "glide_jax.families.noisy_clip")
 
-_FAMILIES: Dict[str, "ModelFamily"] = {}
+_FAMILIES: Registry["ModelFamily"] = Registry("model family")
 _builtins_loaded = False
 
 
@@ -141,14 +142,12 @@ def register_family(family: ModelFamily) -> ModelFamily:
     """Add ``family`` (an instance); its name and config type must be new. Returns it."""
     if not isinstance(family, ModelFamily):
         raise TypeError(f"register_family takes a ModelFamily instance, got {type(family).__name__}")
-    if not family.name or not isinstance(family.config_type, type):
-        raise InputError("a model family needs a name and a config_type class")
-    if family.name in _FAMILIES:
-        raise InputError(f"a model family named {family.name!r} is registered already")
+    if not isinstance(family.config_type, type):
+        raise ValueError(f"model family {family.name!r} needs a config_type class")
     clash = [f.name for f in _FAMILIES.values() if f.config_type is family.config_type]
-    if clash:
-        raise InputError(f"{family.config_type.__name__} configures the {clash[0]!r} family already")
-    _FAMILIES[family.name] = family
+    if clash and family.name not in _FAMILIES:  # a second family of one config (a name taken: register says so)
+        raise ValueError(f"{family.config_type.__name__} configures the {clash[0]!r} family already")
+    _FAMILIES.register(family.name, family)
     register_config_types(family.config_type)
     return family
 
@@ -163,14 +162,12 @@ def _load_builtin_families() -> None:
 
 def registered_families() -> List[ModelFamily]:
     _load_builtin_families()
-    return list(_FAMILIES.values())
+    return _FAMILIES.values()
 
 
 def family_named(name: str) -> ModelFamily:
     _load_builtin_families()
-    if name not in _FAMILIES:
-        raise InputError(f"no model family {name!r}; registered: {', '.join(_FAMILIES)}")
-    return _FAMILIES[name]
+    return _FAMILIES.get(name)
 
 
 def family_of(config) -> ModelFamily:

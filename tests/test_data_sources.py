@@ -25,7 +25,7 @@ def registered():
 
     yield register
     for name in names:
-        sources.SOURCES.pop(name, None)
+        sources.SOURCES.remove(name)
 
 
 def test_the_built_in_sources_and_their_sections():
@@ -61,7 +61,7 @@ def test_a_registered_source_is_opened_by_name(registered):
     cfg = load_config_file(f"{REPO}/experiments/configs/base.py:micro")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="in_memory", split="heldout"))
     assert inputs.open_source(cfg) is records and seen == [("heldout", 16)]
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered already"):
         sources.register_source("in_memory", opener)
 
 

@@ -14,10 +14,11 @@ the config: the ``DataConfig`` field named like the source, of the registered
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from glide_jax.data.shapes_source import ShapesDataConfig, open_shapes
 from glide_jax.errors import InputError
+from glide_jax.named import Registry
 
 
 @dataclass(frozen=True)
@@ -29,27 +30,23 @@ class SourceSpec:
     config_type: Optional[type]  # its settings' dataclass, held in DataConfig.<name>; None: no section
 
 
-SOURCES: Dict[str, SourceSpec] = {}
+SOURCES: Registry[SourceSpec] = Registry("data source")
 
 
 def register_source(name: str, opener: Callable[[Any, int], Any], config_type: Optional[type] = None) -> SourceSpec:
     """Make ``data.source=name`` open its data with ``opener``; a name is registered once."""
-    if name in SOURCES:
-        raise InputError(f"data source {name!r} is already registered")
-    SOURCES[name] = spec = SourceSpec(name, opener, config_type)
-    return spec
+    return SOURCES.register(name, SourceSpec(name, opener, config_type))
 
 
 def source_names() -> Tuple[str, ...]:
-    return tuple(SOURCES)
+    return SOURCES.names()
 
 
 def get_source(name: str) -> SourceSpec:
-    """The registered source ``name``, or a ``ValueError`` listing the known ones."""
-    try:
-        return SOURCES[name]
-    except KeyError:
-        raise InputError(f"data.source must be one of {', '.join(map(repr, SOURCES))}, got {name!r}") from None
+    """The registered source ``name``, or an ``InputError`` listing the known ones."""
+    if name not in SOURCES:
+        raise InputError(f"data.source must be one of {', '.join(map(repr, SOURCES.names()))}, got {name!r}")
+    return SOURCES.get(name)
 
 
 def check_sections(data) -> None:

@@ -13,9 +13,10 @@ arguments every step passes on to the prediction (``clip_denoised``, ``denoised_
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
-from glide_jax.errors import InputError
+from glide_jax.named import Registry
+
 
 NOISE_POLICIES = ("none", "always", "eta")
 
@@ -45,28 +46,18 @@ class Sampler:
         return None if self.init_state is None else self.init_state(x_T)
 
 
-_SAMPLERS: Dict[str, Sampler] = {}
+_SAMPLERS: Registry[Sampler] = Registry("sampler")
 
 
 def register_sampler(sampler: Sampler) -> Sampler:
     if not isinstance(sampler, Sampler):
         raise TypeError(f"register_sampler takes a Sampler, got {type(sampler).__name__}")
-    if sampler.name in _SAMPLERS:
-        raise InputError(f"a sampler named {sampler.name!r} is registered already")
-    _SAMPLERS[sampler.name] = sampler
-    return sampler
+    return _SAMPLERS.register(sampler.name, sampler)
 
 
 def sampler_names() -> Tuple[str, ...]:
-    return tuple(_SAMPLERS)
+    return _SAMPLERS.names()
 
 
 def sampler_named(name: str) -> Sampler:
-    if name not in _SAMPLERS:
-        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(_SAMPLERS)}")
-    return _SAMPLERS[name]
-
-
-def describe_samplers() -> str:
-    """``name (description)`` of each registered sampler, for help texts."""
-    return "; ".join(f"{s.name}: {s.description}" if s.description else s.name for s in _SAMPLERS.values())
+    return _SAMPLERS.get(name)

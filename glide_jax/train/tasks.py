@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from glide_jax.errors import InputError
 from glide_jax.family import family_named, family_of
+from glide_jax.named import Registry
 from glide_jax.train import warm_start
 
 Params = Dict[str, Any]
@@ -51,26 +52,23 @@ class Task:
                              "or a .pt/.npz file)")
 
 
-_TASKS: Dict[str, Task] = {}
+_TASKS: Registry[Task] = Registry("training task")
 
 
 def register_task(task: Task) -> Task:
     if not isinstance(task, Task):
         raise TypeError(f"register_task takes a Task, got {type(task).__name__}")
-    if task.name in _TASKS:
-        raise InputError(f"a training task named {task.name!r} is registered already")
-    _TASKS[task.name] = task
-    return task
+    return _TASKS.register(task.name, task)
 
 
 def task_named(name: str) -> Task:
     if name not in _TASKS:
-        raise InputError(f"task must be one of {tuple(_TASKS)}, got {name!r}")
-    return _TASKS[name]
+        raise InputError(f"task must be one of {_TASKS.names()}, got {name!r}")
+    return _TASKS.get(name)
 
 
 def registered_tasks() -> List[Task]:
-    return list(_TASKS.values())
+    return _TASKS.values()
 
 
 register_task(Task("base", "unet", ("base",), description="the text-to-image base model"))
