@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("names", nargs="+", choices=RELEASED)
     d = sub.add_parser("download", help="download OpenAI checkpoints or the tokenizer vocabularies")
     d.add_argument("names", nargs="+", help="base, upsample, base-inpaint, upsample-inpaint, clip/image-enc, "
-                                            "clip/text-enc, clip, tokenizers, or all")
+                                            "clip/text-enc, clip, tokenizers, or all (these GLIDE files); "
+                                            "inception, clip-vit-b32, clip-vit-b16, clip-vit-l14 (FID, CLIP score)")
     d.add_argument("--cache-dir", default=None)
     _serve_parser(sub)
     return ap

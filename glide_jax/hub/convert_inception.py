@@ -35,7 +35,7 @@ from glide_jax.errors import InputError
 from glide_jax.hub.torch_zip import load_state_dict
 from glide_jax.models.inception import abstract_variables
 
-__all__ = ["IGNORED_KEYS", "TorchSource", "inception_from_torch", "key_table", "load_inception"]
+__all__ = ["IGNORED_KEYS", "TorchSource", "inception_from_torch", "key_table", "load_inception", "torch_shapes"]
 
 # Keys pytorch-fid's file has that the pool3 features never read.
 IGNORED_KEYS = ("fc.weight", "fc.bias")
@@ -63,6 +63,12 @@ def key_table() -> Dict[Tuple[str, ...], TorchSource]:
             raise AssertionError(f"no torch name for the Flax variable {'/'.join(path)}")
         table[path] = TorchSource(".".join([*layer, module, torch_name]), name == "kernel", tuple(leaf.shape))
     return table
+
+
+def torch_shapes() -> Dict[str, Tuple[int, ...]]:
+    """torch key -> shape (conv kernels ``[O, I, kh, kw]``) of every tensor the conversion reads."""
+    return {entry.key: tuple(entry.shape[i] for i in (3, 2, 0, 1)) if entry.is_kernel else entry.shape
+            for entry in key_table().values()}
 
 
 def _summary(kind: str, names: List[str]) -> str:

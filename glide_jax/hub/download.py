@@ -9,7 +9,10 @@ streamed into a private temporary file in the same directory and checked against
 server's ``Content-Length`` and ``Content-MD5`` (when sent), against a pinned SHA-256 (the
 vocabularies), and, for the checkpoints, whose digests OpenAI does not publish, against
 their structure (:func:`glide_jax.hub.verify.verify_checkpoint`: zip CRCs, the released
-keys, shapes and parameter count). Only then is it moved into place with :func:`os.replace`,
+keys, shapes and parameter count). The networks FID and CLIP score are measured with (``inception``,
+``clip-vit-b32``, ``clip-vit-b16``, ``clip-vit-l14``) are checked as
+:mod:`glide_jax.hub.evaluation_weights` describes: a SHA-256 prefix and the structure the
+converters read. Only then is it moved into place with :func:`os.replace`,
 beside a ``<file>.download.json`` record (URL, size, SHA-256, ETag). A web page sent instead
 of the file, a short, damaged or unverifiable transfer is deleted and raises
 :class:`DownloadError`, which says what to do; nothing is left under the final name. A
@@ -45,18 +48,22 @@ import os
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 import warnings
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import BinaryIO, Iterator, List, Optional, Union
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
 from glide_jax.cache import CACHE_ENV, default_cache_dir
 from glide_jax.errors import InputError
+from glide_jax.hub import evaluation_weights
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError
+from glide_jax.hub.remote_file import RemoteFile
 from glide_jax.hub.verify import verify_checkpoint
 
 TOKENIZERS = "tokenizers"  # name of the group holding the three vocabulary files
@@ -64,19 +71,6 @@ MIN_RATE_ENV = "GLIDE_JAX_DOWNLOAD_MIN_RATE"
 DEFAULT_MIN_RATE = 10_000  # bytes per second: a modem-era floor, ~2 days for the largest checkpoint
 RATE_WINDOW_SECONDS = 60.0  # the rate is judged over windows this long
 PART_SUFFIX = ".part"
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A downloadable file; it is cached under the last component of its URL."""
-
-    url: str
-    sha256: Optional[str] = None
-    checkpoint: Optional[str] = None  # released checkpoint name whose structure the file must have
-
-    @property
-    def filename(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
 _CHECKPOINT_ROOT = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021/"
@@ -113,10 +107,12 @@ TOKENIZER_FILES = {
 class DownloadError(OSError):
     """A transfer failed or produced a file that does not match what was promised."""
 
+    status: Optional[int] = None  # the HTTP status, when the server refused the request
+
 
 def known_names() -> List[str]:
     """Names accepted by :func:`download`."""
-    return [*CHECKPOINTS, TOKENIZERS]
+    return [*CHECKPOINTS, TOKENIZERS, *evaluation_weights.evaluation_names()]
 
 
 def download(
@@ -127,8 +123,10 @@ def download(
     ``name`` is a checkpoint (``"base"``, ``"upsample"``, ``"base-inpaint"``,
     ``"upsample-inpaint"``, ``"clip/image-enc"``, ``"clip/text-enc"``), for which the path
     of the ``.pt`` file is returned, or ``"tokenizers"``, for which the three vocabulary
-    files are fetched and the directory holding them is returned. ``cache_dir`` overrides
-    :func:`default_cache_dir`.
+    files are fetched and the directory holding them is returned. ``"inception"`` is
+    pytorch-fid's FID Inception (the path of its ``.pth`` is returned); ``"clip-vit-b32"``,
+    ``"clip-vit-b16"`` and ``"clip-vit-l14"`` are Hugging Face CLIP checkpoints, fetched into the
+    folder ``<cache>/<name>`` that is returned. ``cache_dir`` overrides :func:`default_cache_dir`.
     """
     directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if name == TOKENIZERS:
@@ -137,7 +135,34 @@ def download(
         return directory
     if name in CHECKPOINTS:
         return fetch(CHECKPOINTS[name], directory, progress=progress)
+    if name == evaluation_weights.INCEPTION:
+        return fetch(evaluation_weights.inception_remote(), directory, progress=progress)
+    if name in evaluation_weights.HF_CLIP_MODELS:
+        return _download_hf_clip(name, directory / name, progress)
     raise InputError(f"unknown download name {name!r}; known names are: {', '.join(known_names())}")
+
+
+def _download_hf_clip(name: str, folder: Path, progress: bool) -> Path:
+    """The CLIP checkpoint ``name`` in ``folder``: its config first (the other files are checked against it)."""
+    for filename in evaluation_weights.HF_CLIP_FILES:
+        fetch(evaluation_weights.hf_clip_remote(name, filename, folder), folder, progress=progress)
+    _fetch_first_available([evaluation_weights.hf_clip_remote(name, filename, folder)
+                            for filename in evaluation_weights.HF_WEIGHT_FILES], folder, progress)
+    return folder
+
+
+def _fetch_first_available(remotes: Sequence[RemoteFile], folder: Path, progress: bool) -> Path:
+    """The first of ``remotes`` already in ``folder``, else the first one the server has."""
+    for remote in remotes:
+        if (folder / remote.filename).exists():
+            return fetch(remote, folder, progress=progress)
+    for remote in remotes[:-1]:
+        try:
+            return fetch(remote, folder, progress=progress)
+        except DownloadError as err:
+            if err.status != HTTPStatus.NOT_FOUND:
+                raise
+    return fetch(remotes[-1], folder, progress=progress)
 
 
 def fetch(
@@ -362,8 +387,10 @@ def _stream(remote: RemoteFile, out: BinaryIO, progress: bool, limits: _Limits) 
     except DownloadError:
         raise
     except (OSError, http.client.HTTPException, ValueError) as err:  # URLError is an OSError
-        raise DownloadError(f"downloading {remote.url} failed: {err}; nothing was saved, try again "
-                            "(`glide-jax download` resumes from scratch)") from err
+        failure = DownloadError(f"downloading {remote.url} failed: {err}; nothing was saved, try again "
+                                "(`glide-jax download` resumes from scratch)")
+        failure.status = err.code if isinstance(err, urllib.error.HTTPError) else None
+        raise failure from err
     return _Received(written, expected, sha256.hexdigest(), md5.hexdigest(), headers.get("Content-MD5"),
                      headers.get_content_type() if headers.get("Content-Type") else "", headers.get("ETag"))
 
@@ -413,9 +440,17 @@ def _verify(remote: RemoteFile, received: _Received, path: Path) -> None:
             raise fail(f"the content's MD5 does not match the server's Content-MD5 {received.content_md5}")
     if remote.sha256 is not None and received.sha256 != remote.sha256:
         raise fail(f"SHA-256 {received.sha256} does not match the expected {remote.sha256}")
+    if remote.sha256_prefix is not None and not received.sha256.startswith(remote.sha256_prefix):
+        raise fail(f"SHA-256 {received.sha256} does not start with {remote.sha256_prefix}, as the file's name "
+                   "promises")
     if remote.checkpoint is not None:
         try:
             verify_checkpoint(path, remote.checkpoint)
         except (CheckpointFormatError, OSError) as e:
             raise fail(f"the file is not an intact released {remote.checkpoint!r} checkpoint "
                        f"({str(e).replace(str(path), 'it')})") from None
+    if remote.check is not None:
+        try:
+            remote.check(path)
+        except (InputError, OSError) as e:
+            raise fail(f"it is not a valid {remote.filename} ({str(e).replace(str(path), 'it')})") from None

@@ -77,6 +77,11 @@ def verify_checkpoint(path, name: str) -> None:
     if (len(manifest), count) != (tensors, parameters):
         raise CheckpointFormatError(f"{path} holds {len(manifest)} tensors of {count:,} parameters; the released "
                                     f"{name!r} checkpoint has {tensors} of {parameters:,}")
+    check_zip_crcs(path)
+
+
+def check_zip_crcs(path) -> None:
+    """Raise :class:`CheckpointFormatError` unless every member of the zip ``path`` passes its CRC."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()  # reads every member through its CRC, one block at a time
