@@ -134,6 +134,15 @@ def _python_blocks() -> list:
     return re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
+def test_the_embedded_set_loads_by_name_and_by_default():
+    from glide_jax import load_pipeline
+
+    named, default = load_pipeline("embedded"), load_pipeline()
+    for pipe in (named, default):
+        assert (pipe.base.image_size, pipe.upsampler.image_size) == (32, 64) and pipe.clip is None
+    assert "embedded-base" in named.base.source and "embedded-upsample" in named.upsampler.source
+
+
 @pytest.mark.slow  # compiles the embedded base and upsampler loops at their defaults (35-45 s on a busy 2-core CPU)
 def test_the_readme_s_first_python_example_runs_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
