@@ -1,25 +1,32 @@
-"""The ``glide-jax`` command (also ``python -m glide_jax``): generate, inpaint, edit, upsample, convert, download,
-serve.
+"""glide-jax: make images from text with GLIDE (OpenAI's text-guided diffusion model), in JAX.
 
-Models are named with ``--model``: ``embedded`` (the default: the tiny
-captioned-shapes models shipped in the package, offline, 32x32 upsampled to
-64x64), ``openai`` (the released GLIDE (filtered) checkpoints, downloaded with
-``glide-jax download`` and converted into the cache on first use), or one
-model source: a model directory, a training workdir, a released U-Net's
-``.pt`` file, an embedded or a released name (``glide_jax.hub.registry``).
-A prompt the base model's rules rewrite is noted on stderr. Every command runs
-inside :func:`glide_jax.errors.run_command`: bad input or a missing, damaged or
-unwritable file prints ``error: ...`` and exits with status 2 (a bug keeps its
-traceback and exits 1), and input that is accepted but probably not meant
-prints ``warning: ...``. The output folder is created and test-written before
-any sampling starts. docs/errors.md lists what each kind of bad input gets.
+Models: --model embedded (the default) uses the tiny models shipped in the package: they work
+offline, draw 32x32 shapes upsampled to 64x64 and understand captions such as "a red circle above
+a blue square". --model openai uses OpenAI's released GLIDE (filtered) weights at 64x64 and 256x256
+(run "glide-jax download base upsample tokenizers" first). --model also takes one model folder, a
+training run's folder or a .pt file.
+
+Examples:
+  glide-jax generate "a red circle above a blue square" --n 4 --out out/
+  glide-jax inpaint "a red circle" --image scene.png --mask mask.png
+  glide-jax edit "a red circle above a blue square" --image sketch.png --strength 0.6
+  glide-jax download base upsample tokenizers && glide-jax generate "a corgi" --model openai
+
+Images are written to --out as <command>_000.png, <command>_001.png, ... and <command>_grid.png;
+each line printed gives a file, its seed and its index (--seed S --first-index I re-makes it).
+Bad input or a missing, damaged or unwritable file prints "error: ..." and exits with status 2
+before any sampling starts; input that is used but probably not as meant prints "warning: ...".
+docs/errors.md lists each case.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
+import importlib.metadata
 import sys
 import warnings
+from pathlib import Path
 
 from glide_jax.demo.server import serve
 from glide_jax.diffusion.sampler_registry import sampler_names
@@ -34,90 +41,145 @@ from glide_jax.sampling.request import GenerateRequest
 from glide_jax.sampling.rewrites import explain_all
 
 
-def _stage_args(ap, prefix: str, fallback):
+def package_version() -> str:
+    """The installed glide-jax's version, else (a checkout run in place) the one setup.cfg declares."""
+    try:
+        return importlib.metadata.version("glide-jax")
+    except importlib.metadata.PackageNotFoundError:
+        setup = configparser.ConfigParser()
+        setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+        return setup.get("metadata", "version", fallback="unknown")
+
+
+def _stage_args(ap, prefix: str, fallback, stage: str):
     ap.add_argument(f"--{prefix}sampler", default=None, metavar="NAME",
-                    help=f"one of {', '.join(sampler_names())} "
+                    help=f"{stage} sampler: one of {', '.join(sampler_names())} "
                          f"(default: the model's recommendation, else {fallback.sampler})")
-    ap.add_argument(f"--{prefix}steps", default=None,
-                    help="steps or a respacing spec: N, trailingN, logsnrN, karrasN, ddimN, fast27 "
-                         f"(default: the model's, else {fallback.steps})")
+    ap.add_argument(f"--{prefix}steps", default=None, metavar="STEPS",
+                    help=f"{stage} steps: a number N or a spacing trailingN, logsnrN, karrasN, ddimN, fast27 "
+                         f"(default: the model's recommendation, else {fallback.steps})")
+
+
+def _prompt_args(ap, several: bool) -> None:
+    """The prompt: positional in every sampling command, ``--prompt`` also accepted."""
+    what = "prompts: each is drawn --n times" if several else "prompt: what to draw (quote it)"
+    ap.add_argument("prompt", nargs="*", metavar="PROMPT", help=what)
+    ap.add_argument("--prompt", dest="prompt_option", default=None, metavar="PROMPT",
+                    help="the prompt, given as an option instead (default: the positional prompt)")
 
 
 def _common(ap, base_stage: bool = True):
     """Flags shared by the sampling commands; ``base_stage=False`` (upsample) leaves out the base model's."""
-    ap.add_argument("--out", default="out", help="output folder (default ./out)")
-    ap.add_argument("--n", type=int, default=1, help="images per prompt")
-    ap.add_argument("--seed", type=int, default=0, help="integer in [0, 2**32)")
+    ap.add_argument("--out", default="out", metavar="FOLDER",
+                    help="folder for the PNGs, created if missing (default: ./out)")
+    ap.add_argument("--n", type=int, default=1, help="images per prompt (default: 1)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="random seed, a whole number in [0, 2**32); image I of a run depends only on the seed, "
+                         "I, its prompt and the settings (default: 0)")
     ap.add_argument("--model", default="embedded",
-                    help="'embedded' (default, offline shapes models), 'openai', or one model: a model "
-                         "directory, a training workdir, a .pt file, an embedded or a released name")
-    ap.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
+                    help="'embedded' (the tiny offline shapes models), 'openai' (GLIDE's released weights, after "
+                         "'glide-jax download'), or one model: a model folder, a training run's folder or a .pt "
+                         "file (default: embedded)")
+    ap.add_argument("--upsampler", default=None, metavar="MODEL",
+                    help="upsampler model, or 'none' for images at the base model's size "
+                         "(default: the upsampler of --model's set)")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                    help="compute dtype of the networks (parameters stay float32); bfloat16 is for accelerators "
-                         "and slower on a CPU")
+                    help="number format the networks compute in; bfloat16 is for GPUs and TPUs and slower on a "
+                         "CPU (default: float32)")
 
     if base_stage:
-        ap.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default: the model's recommendation, else 3)")
-        ap.add_argument("--clip-guidance", type=float, default=None, help="use CLIP guidance with this scale instead")
-        ap.add_argument("--clip-model", default=None, help="CLIP model for --clip-guidance")
-        ap.add_argument("--batch-size", type=int, default=None, help="images sampled at once (default: all)")
-        ap.add_argument("--negative-prompt", default=None,
-                        help="caption to steer away from: the unconditional input of classifier-free guidance")
+        ap.add_argument("--guidance", type=float, default=None, metavar="SCALE",
+                        help="classifier-free guidance scale: higher follows the prompt more closely, 1 turns "
+                             "guidance off (default: the model's recommendation, else 3)")
+        ap.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
+                        help="guide with the noise-aware CLIP at this scale instead (default: off)")
+        ap.add_argument("--clip-model", default=None, metavar="MODEL",
+                        help="CLIP model for --clip-guidance and --candidates (default: the CLIP of --model's set)")
+        ap.add_argument("--batch-size", type=int, default=None,
+                        help="images sampled at once; lower it if memory runs out (default: all at once)")
+        ap.add_argument("--negative-prompt", default=None, metavar="PROMPT",
+                        help="what to steer away from: the unconditional caption of guidance (default: none)")
         ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                        help="apply guidance only on this part of the chain (fractions, 1 = pure noise); "
-                             "steps outside it run the conditional model alone (default: the model's "
-                             "recommendation; 0 1 guides every step)")
+                        help="guide only on this part of the chain (fractions, 1 = pure noise); steps outside it "
+                             "run the conditional model alone; 0 1 guides every step (default: the model's "
+                             "recommendation, else 0 1)")
         ap.add_argument("--dynamic-threshold", type=float, default=None, metavar="QUANTILE",
-                        help="rescale each x0 estimate by this quantile of its values (e.g. 0.995) instead of "
-                             "clamping, for high guidance scales")
+                        help="rescale each denoised estimate by this quantile of its values (e.g. 0.995) instead "
+                             "of clipping it, for high guidance scales (default: off)")
         ap.add_argument("--candidates", type=int, default=1,
-                        help="draw this many samples per image and keep the best by the noise-aware CLIP")
-        ap.add_argument("--first-index", type=int, default=0,
-                        help="index of the first image: re-makes image I of an earlier run with --first-index I")
-        _stage_args(ap, "", BASE_DEFAULT)
-    _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT)
-    ap.add_argument("--upsample-temperature", type=float, default=None,
-                    help="initial noise scale of the upsampler "
-                         f"(default: the model's, else {UPSAMPLE_DEFAULT.temperature})")
-    ap.add_argument("--upsample-start", type=float, default=None,
-                    help="fraction of the upsampler's chain to run, from its enlarged input below 1 "
+                        help="draw this many samples per image and keep the best by the noise-aware CLIP "
+                             "(default: 1)")
+        ap.add_argument("--first-index", type=int, default=0, metavar="I",
+                        help="index of the first image: with an earlier run's seed and settings, re-makes its "
+                             "image I (default: 0)")
+        _stage_args(ap, "", BASE_DEFAULT, "base")
+    _stage_args(ap, "upsample-", UPSAMPLE_DEFAULT, "upsampler")
+    ap.add_argument("--upsample-temperature", type=float, default=None, metavar="T",
+                    help="scale of the upsampler's starting noise "
+                         f"(default: the model's recommendation, else {UPSAMPLE_DEFAULT.temperature})")
+    ap.add_argument("--upsample-start", type=float, default=None, metavar="FRACTION",
+                    help="part of the upsampler's chain to run, starting from the enlarged image when below 1 "
                          "(default: the model's recommendation, else 1 = from pure noise)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="do not show progress bars (default: shown)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="glide-jax", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="text → image")
-    g.add_argument("prompt", nargs="+")
-    g.add_argument("--start", type=float, default=None,
-                   help="fraction of the chain to run, from the model's plain canvas below 1 "
+    ap.add_argument("--version", action="version", version=f"glide-jax {package_version()}",
+                    help="print the version and exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    g = sub.add_parser("generate", help="draw images of one or more prompts",
+                       description="Draw --n images of each prompt. With the default embedded models: "
+                                   "glide-jax generate \"a red circle above a blue square\" --n 4 --out out/")
+    _prompt_args(g, several=True)
+    g.add_argument("--start", type=float, default=None, metavar="FRACTION",
+                   help="part of the chain to run, starting from the model's plain canvas when below 1 "
                         "(default: the model's recommendation, else 1 = from pure noise)")
     _common(g)
-    i = sub.add_parser("inpaint", help="fill the masked region of an image from a prompt")
-    i.add_argument("--image", required=True)
-    i.add_argument("--mask", required=True, help="PNG of the image's size: white = keep, black = fill in")
-    i.add_argument("--prompt", required=True)
+    i = sub.add_parser("inpaint", help="redraw the masked part of an image, following a prompt",
+                       description="Redraw the black part of --mask over --image so that the picture shows the "
+                                   "prompt; the white part is kept. Example: glide-jax inpaint \"a red circle\" "
+                                   "--image scene.png --mask mask.png")
+    _prompt_args(i, several=False)
+    i.add_argument("--image", required=True, help="the picture to change, an image file such as a PNG (required)")
+    i.add_argument("--mask", required=True,
+                   help="picture of the image's size: white = keep, black = draw anew (required)")
     _common(i)
-    e = sub.add_parser("edit", help="turn a sketch or photo into an image of the prompt (SDEdit)")
-    e.add_argument("--image", required=True)
-    e.add_argument("--strength", type=float, default=0.7, help="fraction of the chain re-run (0, 1]")
-    e.add_argument("--prompt", required=True)
+    e = sub.add_parser("edit", help="turn a sketch or photo into an image of a prompt",
+                       description="Turn a sketch or photo into an image of the prompt (SDEdit): the picture is "
+                                   "noised part of the way and denoised following the prompt. Example: "
+                                   "glide-jax edit \"a red circle\" --image sketch.png --strength 0.6")
+    _prompt_args(e, several=False)
+    e.add_argument("--image", required=True, help="the sketch or photo, an image file such as a PNG (required)")
+    e.add_argument("--strength", type=float, default=0.7,
+                   help="part of the chain re-run, in (0, 1]: near 1 ignores the picture, low values keep "
+                        "it (default: 0.7)")
     _common(e)
-    u = sub.add_parser("upsample",
-                       help="super-resolution of an existing image (64 → 256 with openai, 32 → 64 embedded)")
-    u.add_argument("--image", required=True)
-    u.add_argument("--prompt", required=True)
+    u = sub.add_parser("upsample", help="enlarge an image, following a prompt",
+                       description="Enlarge an image with the upsampler (64 -> 256 with --model openai, 32 -> 64 "
+                                   "with the embedded models), following the prompt that describes it. Example: "
+                                   "glide-jax upsample \"a red circle\" --image small.png")
+    _prompt_args(u, several=False)
+    u.add_argument("--image", required=True,
+                   help="the picture to enlarge; it is scaled to the upsampler's input size first (required)")
     _common(u, base_stage=False)
-    c = sub.add_parser("convert", help="convert a downloaded OpenAI checkpoint into the cache")
-    c.add_argument("names", nargs="+", choices=RELEASED)
-    d = sub.add_parser("download", help="download OpenAI checkpoints or the tokenizer vocabularies")
-    d.add_argument("names", nargs="+", help="base, upsample, base-inpaint, upsample-inpaint, clip/image-enc, "
-                                            "clip/text-enc, clip, tokenizers, or all (these GLIDE files); "
-                                            "inception, clip-vit-b32, clip-vit-b16, clip-vit-l14 (FID, CLIP score)")
-    d.add_argument("--cache-dir", default=None)
+    c = sub.add_parser("convert", help="turn a downloaded checkpoint into a model folder in the cache",
+                       description="Convert downloaded OpenAI checkpoints into model folders in the cache "
+                                   "(sampling does it on first use; this does it now).")
+    c.add_argument("names", nargs="+", choices=RELEASED, metavar="NAME",
+                   help=f"checkpoints to convert: {', '.join(RELEASED)}")
+    d = sub.add_parser("download", help="fetch OpenAI's released checkpoints, tokenizers and evaluation networks",
+                       description="Download OpenAI's released GLIDE (filtered) checkpoints, the tokenizer "
+                                   "vocabularies, or the networks FID and CLIP score are measured with, into the "
+                                   "cache (~/.cache/glide_jax, or $GLIDE_JAX_CACHE); a file is kept only once it is "
+                                   "verified. Example: glide-jax download base upsample tokenizers")
+    d.add_argument("names", nargs="+", metavar="NAME",
+                   help="base, upsample, base-inpaint, upsample-inpaint, clip/image-enc, clip/text-enc, clip (both "
+                        "CLIP files), tokenizers, or all (the GLIDE files); inception, clip-vit-b32, clip-vit-b16, "
+                        "clip-vit-l14 (FID and CLIP score)")
+    d.add_argument("--cache-dir", default=None, metavar="FOLDER",
+                   help="where to store the files (default: $GLIDE_JAX_CACHE, else ~/.cache/glide_jax)")
     _serve_parser(sub)
     return ap
 
@@ -157,9 +219,22 @@ def split_prompt_note(prompts) -> str:
     return ""
 
 
+def command_prompts(args) -> list:
+    """The prompts of a sampling command, positional or ``--prompt``; one for inpaint, edit and upsample."""
+    prompts = list(args.prompt) + ([args.prompt_option] if args.prompt_option is not None else [])
+    usage = f'glide-jax {args.command} "PROMPT"' + ("" if args.command == "generate" else " --image IMAGE")
+    if not prompts:
+        raise InputError(f"{args.command} needs a prompt: {usage} ...")
+    if args.command != "generate" and len(prompts) > 1:
+        raise InputError(f"{args.command} takes one prompt, got {len(prompts)} ({', '.join(map(repr, prompts[:4]))}"
+                         f"{', ...' if len(prompts) > 4 else ''}); quote a prompt of several words: "
+                         f"glide-jax {args.command} \"{' '.join(prompts)}\" ...")
+    return prompts
+
+
 def _run_sampling(args) -> int:
     inpaint = args.command == "inpaint"
-    prompts = list(args.prompt) if isinstance(args.prompt, list) else [args.prompt]
+    prompts = command_prompts(args)
     _check_numbers(args)
     out_dir = prepare_output_dir(args.out)
     if split_prompt_note(prompts):
@@ -221,14 +296,25 @@ def _convert(args) -> int:
 
 # ----------------------------------------------------------------------------- serve (the web demo)
 def _serve_parser(sub) -> None:
-    s = sub.add_parser("serve", help="a web page for generating, inpainting and editing (needs the demo extra)")
+    s = sub.add_parser("serve", help="open a web page for generating, inpainting and editing",
+                       description="Serve a web page with Generate, Inpaint and Edit tabs (needs the demo extra: "
+                                   "pip install -e \".[demo]\"). The page is reachable at once and says when "
+                                   "the models are ready; requests sent before then wait.")
     s.add_argument("--model", default="embedded",
-                   help="'embedded' (default), 'openai', or one text-to-image model (then no Inpaint tab)")
-    s.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size output)")
-    s.add_argument("--clip-model", default=None, help="CLIP model; adds a 'candidates' control (CLIP re-ranking)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=7860)
-    s.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+                   help="'embedded', 'openai', or one text-to-image model (then the page has no Inpaint tab) "
+                        "(default: embedded)")
+    s.add_argument("--upsampler", default=None, metavar="MODEL",
+                   help="upsampler model, or 'none' for images at the base model's size "
+                        "(default: the upsampler of --model's set)")
+    s.add_argument("--clip-model", default=None, metavar="MODEL",
+                   help="CLIP model; adds a 'candidates' control that keeps the CLIP-best of several samples "
+                        "(default: none)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 exposes the page, with no login, to every machine that can "
+                        "reach this one (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    s.add_argument("--share", action="store_true",
+                   help="also open a public gradio.live link for 72 hours (default: off)")
 
 
 def _serve(args) -> int:

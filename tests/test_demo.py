@@ -8,16 +8,24 @@ steps, so they compile one small loop; the browser tests
 from __future__ import annotations
 
 import importlib.util
+import io
+import socket
+import struct
+import threading
+import time
 import warnings
+import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from glide_jax.demo import handlers
-from glide_jax.demo.app import painted_mask
-from glide_jax.demo.models import load_models
+from glide_jax.demo.app import WAITING, painted_mask, wait_until_ready
+from glide_jax.demo.models import DemoModels, load_models
 from glide_jax.demo.progress import ForwardingProgress, install
 from glide_jax.demo.server import DEMO_EXTRA, exposure_warnings, is_loopback
+from glide_jax.demo.warmup import WARMING_UP, Readiness
 from glide_jax.errors import InputError
 from glide_jax.sampling.progress import ProgressBar
 
@@ -80,6 +88,7 @@ def test_painted_mask_keeps_everything_the_brush_did_not_touch():
     (dict(sampler="heun"), "unknown sampler 'heun'"),
     (dict(negative_prompt="a blue square", guidance=1.0), "negative prompt"),
     (dict(candidates=2), "needs a CLIP model"),
+    (dict(candidates=9), r"candidates must be in \[1, 8\]"),
 ])
 def test_generate_refuses_bad_forms_with_a_sentence(models, change, words):
     form = dict(prompt="a red circle", **FAST)
@@ -156,6 +165,12 @@ def test_serve_without_gradio_says_how_to_install_it(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == f"error: {DEMO_EXTRA}"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_serve_warns_before_listening_on_a_public_interface(monkeypatch, capsys):
     from glide_jax import cli
     from glide_jax.demo import server
@@ -163,6 +178,148 @@ def test_serve_warns_before_listening_on_a_public_interface(monkeypatch, capsys)
     monkeypatch.setattr(server, "require_gradio", lambda: None)
     monkeypatch.setattr(server, "private_temp_dir", lambda: (_ for _ in ()).throw(InputError("stopped here")))
     with warnings.catch_warnings():
-        assert cli.main(["serve", "--host", "0.0.0.0"]) == 2
+        assert cli.main(["serve", "--host", "0.0.0.0", "--port", str(_free_port())]) == 2
     err = capsys.readouterr().err
     assert "warning: the demo listens on 0.0.0.0, a non-loopback address" in err and "error: stopped here" in err
+
+
+def test_a_port_in_use_is_refused_before_anything_loads(monkeypatch, capsys):
+    from glide_jax import cli
+    from glide_jax.demo import server
+
+    monkeypatch.setattr(server, "require_gradio", lambda: None)
+    monkeypatch.setattr(server, "load_models", lambda *args: pytest.fail("the models were loaded"))
+    monkeypatch.setattr(server, "private_temp_dir", lambda: pytest.fail("the server went on"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: port {port} on 127.0.0.1 is already in use (another "
+                                               "glide-jax serve?); stop that server or choose another port with --port")
+
+
+class _Page:
+    """What ``serve`` does with the page, recorded in order."""
+
+    def __init__(self, events, readiness):
+        self.events, self.readiness = events, readiness
+
+    def queue(self, **kwargs):
+        self.events.append("queue")
+
+    def launch(self, **kwargs):
+        assert kwargs["prevent_thread_lock"] is True  # serving goes on in the background while the loops compile
+        self.events.append("listening")
+
+    def block_thread(self):
+        self.events.append(f"serving until interrupted, {self.readiness.status_line()}")
+
+
+def test_the_page_is_served_while_the_models_warm_up_and_says_so(monkeypatch, tmp_path):
+    from glide_jax.demo import server
+
+    events, pages = [], []
+
+    def build_app(models, readiness):
+        pages.append(_Page(events, readiness))
+        return pages[0]
+
+    def warm_up(models):
+        readiness = pages[0].readiness
+        events.append(f"warming up, ready={readiness.ready}: {readiness.status_line()}")
+        models.warmup_seconds["generate"] = 1.25
+        return models.warmup_seconds
+
+    monkeypatch.setattr(server, "require_gradio", lambda: None)
+    monkeypatch.setattr(server, "private_temp_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(server, "load_models", lambda *args: DemoModels(None, None, "embedded", load_seconds=0.5))
+    monkeypatch.setattr(server, "build_app", build_app)
+    monkeypatch.setattr(server, "warm_up", warm_up)
+    monkeypatch.setattr(server.progress, "install", lambda: None)
+    lines = []
+    server.serve(port=_free_port(), log=lines.append)
+    assert events[:3] == ["queue", "listening", f"warming up, ready=False: {WARMING_UP}"]
+    assert events[3].startswith("serving until interrupted, Ready. Start-up: models loaded in 0.5 s, compiled in ")
+    assert lines[0].startswith("loaded the models in 0.5 s; serving http://127.0.0.1:")
+    assert lines[1].startswith("ready: compiled in ") and "(generate 1.2 s)" in lines[1]
+
+
+def test_a_request_sent_during_the_warm_up_waits_for_it_and_says_so():
+    readiness, said = Readiness(), []
+    threading.Timer(0.3, readiness.finish, ["Start-up: 1 s."]).start()
+    started = time.perf_counter()
+    wait_until_ready(readiness, lambda fraction, desc: said.append((fraction, desc)))
+    assert time.perf_counter() - started >= 0.25 and said == [(0.0, WAITING)]
+    assert readiness.status_line() == "Ready. Start-up: 1 s."
+    said.clear()
+    wait_until_ready(readiness, lambda fraction, desc: said.append(desc))  # ready: no wait, nothing said
+    assert said == []
+    failed = Readiness()
+    failed.fail("RuntimeError: out of memory")
+    with pytest.raises(ValueError, match="the server failed to start, so it cannot sample: RuntimeError: out of"):
+        wait_until_ready(failed, lambda *args, **kwargs: None)
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A PNG header declaring ``width`` x ``height`` pixels with almost no data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"these are notes, not a picture", "the sketch 'notes.png' is not a picture this page can read; upload a PNG"),
+    (_bomb_png(30000, 30000), "the sketch 'notes.png' declares more pixels than can be decoded safely"),
+    (_bomb_png(5000, 5000), "the sketch 'notes.png' is 5000x5000 pixels; the page takes pictures of at most "
+                            "16,777,216 pixels"),
+])
+def test_an_upload_that_is_not_a_usable_picture_is_named_without_the_server_s_path(tmp_path, content, words):
+    upload = tmp_path / "gradio" / "0123abcd" / "notes.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(content)
+    for source in (str(upload), content):
+        with pytest.raises(ValueError) as refused:
+            handlers.check_upload(source, "sketch", "notes.png")
+        assert words in str(refused.value) and str(tmp_path) not in str(refused.value)
+    picture = io.BytesIO()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(picture, format="PNG")
+    handlers.check_upload(picture.getvalue(), "sketch")  # a picture passes
+
+
+def test_the_page_s_editors_refuse_such_uploads_in_words(tmp_path):
+    gr = pytest.importorskip("gradio", reason='gradio is not installed (pip install -e ".[demo]")')
+    from gradio.data_classes import FileData
+
+    from glide_jax.demo.app import editor_value
+
+    editor = gr.ImageEditor(type="numpy", image_mode="RGB", render=False)
+    upload = tmp_path / "notes.png"
+    upload.write_bytes(b"these are notes, not a picture")
+    file = FileData(path=str(upload), orig_name="notes.png").model_dump()
+    with pytest.raises(ValueError) as refused:
+        editor_value(editor, {"background": file, "layers": [], "composite": file}, "sketch")
+    assert str(refused.value) == ("the sketch 'notes.png' is not a picture this page can read; upload a PNG, JPEG, "
+                                  "WebP or BMP picture")
+    Image.fromarray(np.full((12, 12, 3), 9, np.uint8)).save(upload, format="PNG")
+    value = editor_value(editor, {"background": file, "layers": [], "composite": file}, "sketch")
+    assert value["composite"].shape == (12, 12, 3) and editor_value(editor, None, "sketch") is None
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(upload, format="PNG")
+    upload.write_bytes(upload.read_bytes()[:6000])  # a readable header, most pixels cut off
+    with pytest.raises(ValueError, match="the sketch could not be decoded"):
+        editor_value(editor, {"background": file, "layers": [], "composite": file}, "sketch")
+
+
+def test_steps_compile_nothing_new(models):
+    """Five step counts through the handler: the number of compiled sampling loops stays what the first made."""
+    from glide_jax.diffusion import samplers
+
+    handlers.generate(models, handlers.GenerateForm("a red circle", **FAST))
+    compiled = samplers._run_loop._cache_size()
+    for steps in (2, 3, 9, 13, 23):
+        handlers.generate(models, handlers.GenerateForm("a red circle", **{**FAST, "steps": steps}))
+    assert samplers._run_loop._cache_size() == compiled

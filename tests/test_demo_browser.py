@@ -12,6 +12,7 @@ images (docs/images/demo.png is made this way). The server's start-up
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -63,6 +64,7 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list = []
+        self.status_while_warming = ""  # the page's status line when it was first served
         self.process = subprocess.Popen([sys.executable, "-m", "glide_jax", "serve", "--port", str(self.port)],
                                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._collect, daemon=True).start()
@@ -71,18 +73,25 @@ class Server:
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
 
-    def wait_ready(self) -> float:
-        started = time.perf_counter()
+    def wait_ready(self) -> tuple:
+        """Seconds until the page is served, and until the warm-up is done (the page is served first)."""
+        started, served = time.perf_counter(), None
         while time.perf_counter() - started < START_UP_LIMIT:
             if self.process.poll() is not None:
                 raise AssertionError("the server exited:\n" + "\n".join(self.lines))
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                time.sleep(1)
-        raise AssertionError(f"no page after {START_UP_LIMIT} s:\n" + "\n".join(self.lines))
+            if served is None:
+                try:
+                    with urllib.request.urlopen(self.url, timeout=2) as response:
+                        if response.status == 200:
+                            served = time.perf_counter() - started
+                            self.status_while_warming = _status_line(self.url)
+                except OSError:
+                    pass
+            if any(line.startswith("ready: compiled in") for line in self.lines):
+                assert served is not None, "the page was not served during the warm-up"
+                return served, time.perf_counter() - started
+            time.sleep(0.5)
+        raise AssertionError(f"not ready after {START_UP_LIMIT} s:\n" + "\n".join(self.lines))
 
     def temp_dir(self) -> Path:
         found = [re.search(r"uploads and outputs go to (\S+)", line) for line in self.lines]
@@ -93,12 +102,20 @@ class Server:
         return self.process.wait(timeout=60)
 
 
+def _status_line(url: str) -> str:
+    """The page's status line as the page's configuration holds it when the page is loaded."""
+    with urllib.request.urlopen(url + "/config", timeout=10) as response:
+        config = json.load(response)
+    return next(component["props"]["value"] for component in config["components"]
+                if component.get("props", {}).get("elem_id") == "server-status")
+
+
 @pytest.fixture(scope="module")
 def server():
     running = Server()
     try:
-        seconds = running.wait_ready()
-        print(f"\nserver ready after {seconds:.1f} s: " + " | ".join(running.lines[:2]))
+        served, ready = running.wait_ready()
+        print(f"\npage served after {served:.1f} s, ready after {ready:.1f} s: " + " | ".join(running.lines[-2:]))
         yield running
     finally:
         if running.process.poll() is None:
@@ -178,6 +195,12 @@ def _grade(png: bytes, caption: str) -> bool:
     from projects.shapes.grading import score
 
     return bool(score(_decoded(png), caption)["correct"])
+
+
+def test_the_page_said_it_was_warming_up_and_now_says_it_is_ready(page, server):
+    assert server.status_while_warming.startswith("Warming up: compiling the sampling loops")
+    status = page.locator("#server-status")
+    status.get_by_text("Ready. Start-up: models loaded in").wait_for(timeout=30_000)
 
 
 def test_generate_shows_graded_images_with_their_seed_and_index(page, server):

@@ -232,6 +232,18 @@ def test_upsampler_reads_the_large_images(tmp_path):
     assert set(batch["caption"]) <= set(c.captions.values())
 
 
+def test_a_build_says_it_builds_and_never_that_it_downloads(collection, tmp_path, capsys):
+    """TFDS' own line ("Downloading and preparing dataset Unknown size ...") is replaced: nothing is downloaded."""
+    tfds_builders.prepare_folders(str(tmp_path / "folders"), collection.sources[:1], size=SIZE)
+    tfds_builders.prepare_shapes(str(tmp_path / "shapes"), size=16, num_train=2, num_heldout=1)
+    out, err = capsys.readouterr()
+    assert "ownload" not in out + err.replace("(nothing is downloaded)", "")
+    said = [line.strip() for line in err.splitlines() if line.strip().startswith(("Building", "Built"))]
+    assert said[0].startswith("Building dataset image_caption_folder/") and said[0].endswith(
+        "from local sources (nothing is downloaded)...")
+    assert said[-1].startswith("Built dataset captioned_shapes/s16_n2_h1_seed0 1.0.0 in ") and len(said) == 4
+
+
 def _cli(*args, expect=0):
     done = subprocess.run([sys.executable, "-m", "tools.prepare_dataset", *args], cwd=REPO, capture_output=True,
                           text=True)

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import inspect
 import os
+import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,6 +61,16 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def code_path(cls) -> epath.Path:
         return epath.Path(inspect.getfile(cls))
+
+    def _log_download_bytes(self) -> None:
+        # TFDS' own line, "Downloading and preparing dataset Unknown size (download: Unknown size, ...)",
+        # suggests a download; these builders only read local sources (or render shapes).
+        print(f"Building dataset {self.name}/{self.builder_config.name} {self.version} in {self.data_dir} "
+              "from local sources (nothing is downloaded)...", file=sys.stderr)
+
+    def _log_download_done(self) -> None:
+        print(f"Built dataset {self.name}/{self.builder_config.name} {self.version} in {self.data_dir}.",
+              file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- shapes

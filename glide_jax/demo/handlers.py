@@ -16,11 +16,13 @@ index; ``--n 1`` is one image per batch too).
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 import warnings
 from typing import List, Optional, Tuple
 
 import numpy as np
+from PIL import Image
 
 from glide_jax.demo.models import DemoModels
 from glide_jax.errors import InputError, InputWarning
@@ -30,7 +32,13 @@ from glide_jax.sampling.request import GenerateRequest
 from glide_jax.sampling.rewrites import explain_all
 
 MAX_IMAGES = 8  # per request: the queue serves one request at a time, so one visitor cannot hold it for long
+# Steps cost time, not programs: the sampling loop compiles once per sampler and image size whatever the step
+# count (diffusion.samplers). What still makes a program is bounded: the samplers of the menu, the tabs' image
+# sizes, upsampling on or off, guidance on or off, and the candidates per image (each count its own batch).
 MAX_STEPS = 1000  # the diffusion schedules have 1000 timesteps
+MAX_CANDIDATES = 8  # the slider's range; each count compiles its own batch of candidates
+MAX_UPLOAD_PIXELS = 4096 * 4096  # larger pictures are refused from their header, before anything is decoded
+UPLOAD_HINT = "upload a PNG, JPEG, WebP or BMP picture"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +141,29 @@ def square_rgb(image, what: str) -> Tuple[np.ndarray, List[str]]:
     return np.ascontiguousarray(arr), notes
 
 
+def check_upload(source, what: str, name: Optional[str] = None) -> None:
+    """Refuse an uploaded file that is not a picture, or that declares too many pixels, from its header.
+
+    ``source`` is the file's bytes or its path on the server; the message names the file by ``name``
+    (what the visitor called it), never by the server's temporary path, and nothing is decoded yet.
+    """
+    called = f"the {what}" + (f" {name!r}" if name else "")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel count is checked below
+            opened = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
+            with opened:
+                width, height = opened.size
+    except Image.DecompressionBombError:
+        raise InputError(f"{called} declares more pixels than can be decoded safely; {UPLOAD_HINT} of at most "
+                         f"{MAX_UPLOAD_PIXELS:,} pixels") from None
+    except (OSError, SyntaxError, ValueError):
+        raise InputError(f"{called} is not a picture this page can read; {UPLOAD_HINT}") from None
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise InputError(f"{called} is {width}x{height} pixels; the page takes pictures of at most "
+                         f"{MAX_UPLOAD_PIXELS:,} pixels (4096x4096): make it smaller first")
+
+
 def _crop_like(mask: np.ndarray, shape) -> np.ndarray:
     height, width = mask.shape
     side = min(height, width)
@@ -181,7 +212,7 @@ def generate(models: DemoModels, request: GenerateForm) -> Outcome:
     """Text to images."""
     pipe = models.generate
     prompt = _prompt(request.prompt)
-    candidates = _integer(request.candidates, "candidates", 1, 16)
+    candidates = _integer(request.candidates, "candidates", 1, MAX_CANDIDATES)
     return _run(pipe, prompt, request.n, request.seed, [], guidance_scale=_guidance(request.guidance),
                 base=base_options(pipe, request.sampler, request.steps),
                 upsample=_upsample(pipe, request.upsample), negative_prompt=(request.negative_prompt or "").strip()

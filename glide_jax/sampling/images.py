@@ -180,8 +180,16 @@ def prepare_output_dir(out_dir) -> Path:
     return out_dir
 
 
-def save_images(images: np.ndarray, out_dir, prefix: str = "sample", grid: bool = True) -> List[Path]:
-    """Write each image as ``<prefix>_<i>.png`` (and ``<prefix>_grid.png``); existing files are not overwritten."""
+def save_images(images: np.ndarray, out_dir, prefix: str = "generate", grid: bool = True) -> List[Path]:
+    """Write each image as ``<prefix>_000.png``, ``<prefix>_001.png``, ... and, for more than one image,
+    ``<prefix>_grid.png``; returns the paths written.
+
+    One naming scheme for the library and the CLI: files are named after what made them. The CLI
+    passes its command (``generate_000.png``, ``inpaint_000.png``, ``edit_...``, ``upsample_...``)
+    and the default, ``"generate"``, gives ``Pipeline.generate``'s images the names ``glide-jax
+    generate`` writes. An existing file is never overwritten: the new one becomes ``<name>-1.png``,
+    ``<name>-2.png``, ...
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
