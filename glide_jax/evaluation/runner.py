@@ -14,9 +14,10 @@ scores it, and returns the figures (also written to ``out_dir/results.json``).
   started with other settings (model weights, sampler, seed, captions, feature network...) is
   refused, so a resumed evaluation is the uninterrupted one.
 * **Several processes** (``jax.distributed``, e.g. ``python -m experiments.launch``): process ``p``
-  of ``P`` draws the shards ``k`` with ``k mod P == p``; after a barrier process 0 merges every
-  shard in index order, in float64, so 1 and 2 processes give the same numbers to the bit. The
-  output folder must be shared by the processes (as training's checkpoints are).
+  of ``P`` draws every ``P``-th of the shards not yet written, starting at the ``p``-th; after a
+  barrier process 0 merges every shard in index order, in float64, so 1 and 2 processes give the
+  same numbers to the bit. The output folder must be shared by the processes (as training's
+  checkpoints are).
 
 FID needs a feature extractor (``features``, e.g. :class:`InceptionFeatures`) and a reference
 (:func:`glide_jax.evaluation.reference.reference_statistics`); without a reference only the
@@ -54,6 +55,7 @@ from glide_jax.train.sharding import wait_for_all_processes
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_SHARD_SIZE = 256
+SAMPLING_TIMEOUT_S = 7 * 24 * 3600  # how long a process that has drawn its shards waits for the others
 Scorer = Callable[[np.ndarray, str], Mapping[str, Any]]  # (uint8 image [H, W, 3], caption) -> {name: value}
 _barrier_count = itertools.count()  # every process calls evaluate() in the same order, so the names agree
 
@@ -251,15 +253,15 @@ def evaluate(pipeline: Pipeline, captions: Sequence[str], *, out_dir, num_sample
     wait_for_all_processes(f"{barrier}_start")
 
     shards = _shard_ranges(num_samples, shard_size)
-    mine = [k for k in range(len(shards)) if k % jax.process_count() == jax.process_index()
-            and not eval_dir.shard_path(out_dir, k).exists()]
+    pending = [k for k in range(len(shards)) if not eval_dir.shard_path(out_dir, k).exists()]
+    mine = pending[jax.process_index()::jax.process_count()]  # every process read the same folder
     mine = mine if max_shards is None else mine[:max_shards]
     job = _Job(pipeline, captions, sample_request, features, clip, scorers, batch_size)
     with tqdm(total=sum(len(shards[k]) for k in mine), unit="img", desc="evaluate",
               disable=not (progress and writer)) as bar:
         for k in mine:
             eval_dir.write_shard(out_dir, k, job.shard(shards[k], bar))
-    wait_for_all_processes(f"{barrier}_sampled")
+    wait_for_all_processes(f"{barrier}_sampled", timeout_s=SAMPLING_TIMEOUT_S)
 
     done = sum(eval_dir.shard_path(out_dir, k).exists() for k in range(len(shards)))
     results_path = out_dir / eval_dir.RESULTS_FILE
