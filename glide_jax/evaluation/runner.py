@@ -250,12 +250,13 @@ def evaluate(pipeline: Pipeline, captions: Sequence[str], *, out_dir, num_sample
         if eval_dir.read_settings(out_dir) is None:
             eval_dir.write_json(out_dir / eval_dir.SETTINGS_FILE, settings)
         reference_stats = _reference(reference, features, batch_size, cache_dir)  # before sampling: fail fast
-    wait_for_all_processes(f"{barrier}_start")
+    wait_for_all_processes(f"{barrier}_ready")
 
     shards = _shard_ranges(num_samples, shard_size)
     pending = [k for k in range(len(shards)) if not eval_dir.shard_path(out_dir, k).exists()]
-    mine = pending[jax.process_index()::jax.process_count()]  # every process read the same folder
+    mine = pending[jax.process_index()::jax.process_count()]
     mine = mine if max_shards is None else mine[:max_shards]
+    wait_for_all_processes(f"{barrier}_start")  # every process has read the folder before any shard is written
     job = _Job(pipeline, captions, sample_request, features, clip, scorers, batch_size)
     with tqdm(total=sum(len(shards[k]) for k in mine), unit="img", desc="evaluate",
               disable=not (progress and writer)) as bar:
