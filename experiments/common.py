@@ -20,6 +20,7 @@ from typing import List, Optional
 
 from glide_jax.errors import InputError
 from glide_jax.errors import run_command
+from glide_jax.evaluation.in_training import periodic_evaluator
 from glide_jax.train.experiment import apply_overrides, load_config_file
 from glide_jax.train.tasks import task_named
 
@@ -67,7 +68,7 @@ def _train(task: Optional[str], args) -> int:
     task_named(cfg.task).check_start(cfg)  # e.g. inpainting refuses to start without train.init_from
     from glide_jax.train.loop import train
 
-    summary = train(cfg, args.workdir)
+    summary = train(cfg, args.workdir, evaluator_factory=periodic_evaluator)
     import jax
 
     if jax.process_index() == 0:

@@ -11,6 +11,7 @@ Examples:
   glide-jax inpaint "a red circle" --image scene.png --mask mask.png
   glide-jax edit "a red circle above a blue square" --image sketch.png --strength 0.6
   glide-jax download base upsample tokenizers && glide-jax generate "a corgi" --model openai
+  glide-jax evaluate --captions shapes:heldout:128 --num-samples 128 --inception FILE --out runs/eval
 
 Images are written to --out as <command>_000.png, <command>_001.png, ... and <command>_grid.png;
 each line printed gives a file, its seed and its index (--seed S --first-index I re-makes it).
@@ -28,9 +29,17 @@ import sys
 import warnings
 from pathlib import Path
 
+import jax
+
 from glide_jax.demo.server import serve
 from glide_jax.diffusion.sampler_registry import sampler_names
 from glide_jax.errors import InputError, InputWarning, run_command
+from glide_jax.evaluation.captions import read_captions
+from glide_jax.evaluation.clip_score import ClipScorer
+from glide_jax.evaluation.preprocess import DEFAULT_RESIZE, RESIZE_MODES
+from glide_jax.evaluation.runner import DEFAULT_BATCH_SIZE as EVAL_BATCH_SIZE
+from glide_jax.evaluation.runner import DEFAULT_SHARD_SIZE, evaluate
+from glide_jax.evaluation.scorers import InceptionFeatures
 from glide_jax.hub.download import CHECKPOINTS, download, known_names
 from glide_jax.hub.released import RELEASED, convert_released
 from glide_jax.sampling.images import prepare_output_dir, read_image, save_images
@@ -39,6 +48,7 @@ from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT, stage_wit
 from glide_jax.sampling.pipeline import make_key
 from glide_jax.sampling.request import GenerateRequest
 from glide_jax.sampling.rewrites import explain_all
+from glide_jax.train.sharding import maybe_initialize_distributed
 
 
 def package_version() -> str:
@@ -181,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", default=None, metavar="FOLDER",
                    help="where to store the files (default: $GLIDE_JAX_CACHE, else ~/.cache/glide_jax)")
     _serve_parser(sub)
+    _evaluate_parser(sub)
     return ap
 
 
@@ -322,9 +333,96 @@ def _serve(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate (FID, CLIP score)
+def _evaluate_parser(sub) -> None:
+    v = sub.add_parser("evaluate", help="FID and CLIP score of many samples (resumable; several processes share it)")
+    v.add_argument("--captions", required=True,
+                   help="captions to sample: a .txt or .jsonl file, image-caption shards (a folder with "
+                        "captions.jsonl, .tar files), or shapes:heldout[:N] / shapes:single[:N]; samples cycle "
+                        "through them")
+    v.add_argument("--num-samples", type=int, required=True, help="images to draw (FID wants >= 2048)")
+    v.add_argument("--inception", default=None,
+                   help="pytorch-fid's Inception weights (.pth) for FID; without them no FID")
+    v.add_argument("--reference", default=None,
+                   help="FID reference: pytorch-fid statistics (.npz), or reference images (a folder or shards) "
+                        "whose statistics are computed once and cached")
+    v.add_argument("--clip-model", default=None,
+                   help="Hugging Face CLIP folder for the CLIP score (not the noise-aware CLIP of guidance)")
+    v.add_argument("--resize", choices=RESIZE_MODES, default=DEFAULT_RESIZE,
+                   help="resize to the Inception's 299x299: pytorch-fid's bilinear (default) or clean-fid's bicubic")
+    v.add_argument("--out", default="eval", help="output folder: shards, statistics.npz, results.json; rerunning "
+                                                  "the same command continues it (default ./eval)")
+    v.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="images sampled and scored at once")
+    v.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help="samples per saved shard, the unit of resuming and of splitting over processes")
+    v.add_argument("--max-shards", type=int, default=None,
+                   help="stop after this many new shards (per process); rerun to continue")
+    v.add_argument("--model", default="embedded", help="'embedded' (default), 'openai', or one base model source")
+    v.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size samples)")
+    v.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype of the networks")
+    v.add_argument("--seed", type=int, default=0, help="sample i is drawn from the seed's key folded with i")
+    v.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's recommendation, else 3)")
+    v.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="guide only on this part of the chain (default: the model's recommendation)")
+    _stage_args(v, "", BASE_DEFAULT, "base")
+    _stage_args(v, "upsample-", UPSAMPLE_DEFAULT, "upsampler")
+    v.add_argument("--no-progress", action="store_true")
+
+
+def run_evaluate(args, extra_scorers=None) -> int:
+    """``glide-jax evaluate``; ``extra_scorers`` (``{name: (image, caption) -> dict}``) are for projects'
+    own graders (``python -m projects.shapes.evaluate_fid``)."""
+    maybe_initialize_distributed()  # before anything touches a device
+    if args.reference and not args.inception:
+        raise InputError("--reference is the FID reference: it needs --inception")
+    if not (args.inception or args.clip_model or extra_scorers):
+        raise InputError("nothing to measure: give --inception (FID) and/or --clip-model (CLIP score)")
+    out_dir = prepare_output_dir(args.out)
+    captions = read_captions(args.captions, args.num_samples)
+    features = None if not args.inception else InceptionFeatures.from_file(
+        args.inception, resize=args.resize, batch_size=args.batch_size)
+    clip = ClipScorer.from_directory(args.clip_model) if args.clip_model else None
+    pipe = pipeline_for(args.model, upsampler=args.upsampler, dtype=None if args.dtype == "float32" else args.dtype)
+    base = stage_with(pipe.base, BASE_DEFAULT, sampler=args.sampler, steps=args.steps)
+    up = None if pipe.upsampler is None else stage_with(
+        pipe.upsampler, UPSAMPLE_DEFAULT, sampler=args.upsample_sampler, steps=args.upsample_steps)
+    request = dict(seed=args.seed, guidance_scale=args.guidance, base=base, upsample=up,
+                   guidance_interval=args.guidance_interval)
+    record = {"captions": args.captions, "model": args.model, "upsampler": args.upsampler,
+              "inception": args.inception, "clip_model": args.clip_model, "reference": args.reference}
+    results = evaluate(pipe, captions, out_dir=out_dir, num_samples=args.num_samples, request=request,
+                       features=features, clip=clip, reference=args.reference, extra_scorers=extra_scorers,
+                       batch_size=args.batch_size, shard_size=args.shard_size, max_shards=args.max_shards,
+                       progress=not args.no_progress, record=record)
+    if jax.process_index() != 0:
+        return 0
+    if not results["complete"]:
+        print(f"{results['finished_shards']} of {results['shards']} shards done in {out_dir}; rerun to continue")
+        return 0
+    for line in summary_lines(results):
+        print(line)
+    return 0
+
+
+def summary_lines(results) -> list:
+    """The figures of a finished evaluation, one line each."""
+    lines = []
+    if results.get("fid") is not None:
+        lines.append(f"FID {results['fid']:.4f} ({results['num_samples']} samples vs {results['reference']['path']})"
+                     if "path" in results["reference"] else f"FID {results['fid']:.4f}")
+    if results.get("clip_score") is not None:
+        lines.append(f"CLIP score {results['clip_score']:.4f}")
+    for scorer, values in results.get("scores", {}).items():
+        lines.append(f"{scorer}: " + ", ".join(f"{key} {value:.4f}" for key, value in values.items()))
+    lines.append(f"{results['timing']['images_per_s']:.3g} images/s; results in "
+                 f"{Path(results['out_dir']) / 'results.json'}")
+    return lines
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"download": _download, "convert": _convert, "serve": _serve}
+    commands = {"download": _download, "convert": _convert, "serve": _serve, "evaluate": run_evaluate}
     return run_command(lambda: commands.get(args.command, _run_sampling)(args))
 
 

@@ -11,7 +11,8 @@ spelled out for the reader.
 Field moves since the pins were recorded: the procedural shapes' settings
 (``data.num_examples``, ``data.two_object_fraction``, ``data.pair_layout``,
 ``data.relations``) live in ``data.shapes``; :func:`_as_recorded` maps them back
-to the flat names they had before hashing. A config change that is meant to
+to the flat names they had before hashing; the periodic-evaluation section (``eval``) is hashed only
+when a variant sets it. A config change that is meant to
 change a variant updates its row here (``PYTHONPATH=. python
 tests/test_config_variants_pinned.py`` prints the current table).
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from glide_jax.config import config_to_dict
-from glide_jax.train.experiment import load_config_file
+from glide_jax.train.experiment import EvalConfig, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIRS = (REPO / "experiments" / "configs", REPO / "projects" / "shapes" / "configs")
@@ -51,7 +52,10 @@ def _variants():
 
 
 def _as_recorded(d: dict) -> dict:
-    """The config dict with moved fields back under the names they had when the pins were recorded."""
+    """The config dict with moved fields back under the names they had when the pins were recorded, and
+    without the ``eval`` section (added since) while it holds its defaults."""
+    if d.get("eval") == config_to_dict(EvalConfig(), tagged=False):
+        d = {k: v for k, v in d.items() if k != "eval"}
     data = dict(d["data"])
     for (section, name), old in MOVED_DATA_FIELDS.items():
         if section in data:

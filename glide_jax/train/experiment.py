@@ -30,7 +30,9 @@ from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig, check_counts
 from glide_jax.data import sources
 from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
+from glide_jax.diffusion.sampler_registry import sampler_names
 from glide_jax.errors import InputError
+from glide_jax.evaluation.preprocess import RESIZE_MODES
 from glide_jax.family import family_of
 from glide_jax.train.tasks import task_named
 
@@ -151,6 +153,46 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation: FID, CLIP score and per-image graders of EMA samples (glide_jax.evaluation).
+
+    The samples go through the same code as ``glide-jax evaluate``; the figures are written to
+    ``metrics.jsonl`` and TensorBoard as ``eval/...`` and the samples' files to ``eval/step_<N>/``.
+    Text-to-image (base) models only. Settings that depend on each other (a reference needs the
+    Inception; something must be measured) are checked when the run starts, after every ``--set``.
+    """
+
+    every: int = 0  # steps between evaluations, and one after the last step (0: never)
+    num_samples: int = 64  # samples per evaluation (FID is biased below 2,048)
+    captions: str = "shapes:heldout"  # caption spec (glide_jax.evaluation.captions): file, shards or shapes:...
+    inception: str = ""  # pytorch-fid's Inception weights (.pth) for FID ("": no FID)
+    reference: str = ""  # FID reference: pytorch-fid .npz, or reference images (their statistics cached)
+    clip_model: str = ""  # Hugging Face CLIP folder for the CLIP score ("": none)
+    scorers: Tuple[str, ...] = ()  # per-image graders as "module:function", e.g. projects.shapes.grading:score
+    sampler: str = "ddim"  # a registered sampler (glide_jax.diffusion.sampler_registry)
+    steps: int = 25  # sampling steps (respaced)
+    guidance_scale: float = 3.0  # classifier-free guidance scale
+    batch_size: int = 16  # samples drawn and scored at once
+    resize: str = "pytorch-fid"  # the Inception's resize to 299: "pytorch-fid" (bilinear) or "clean" (bicubic)
+    seed: int = 0  # sample i is drawn from fold_in(key(seed), i): the same noise at every evaluation
+
+    def __post_init__(self):
+        check_counts("eval", 0, every=self.every)
+        check_counts("eval", num_samples=self.num_samples, steps=self.steps, batch_size=self.batch_size)
+        check_counts("eval", 0, seed=self.seed)
+        if self.sampler not in sampler_names():
+            raise InputError(f"eval.sampler must be one of {', '.join(sampler_names())}, got {self.sampler!r}")
+        if self.resize not in RESIZE_MODES:
+            raise InputError(f"eval.resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if isinstance(self.guidance_scale, bool) or not isinstance(self.guidance_scale, (int, float)) \
+                or not 0 <= self.guidance_scale <= 100:
+            raise InputError(f"eval.guidance_scale must be a number in [0, 100], got {self.guidance_scale!r}")
+        bad = [s for s in self.scorers if s.count(":") != 1]
+        if bad:
+            raise InputError(f"eval.scorers are written module:function, got {bad[0]!r}")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One training run: what to train, on what, how, where, and its previews."""
 
@@ -160,6 +202,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation and checkpoint schedule
     mesh: MeshConfig = field(default_factory=MeshConfig)  # device layout
     sample: SampleConfig = field(default_factory=SampleConfig)  # preview grids
+    eval: EvalConfig = field(default_factory=EvalConfig)  # periodic FID / CLIP score of the EMA model
     name: str = ""  # the config's name (file stem or variant), shown in logs and experiment.json
 
     def __post_init__(self):

@@ -46,7 +46,7 @@ rerunning the command continues from there.
 
 Workdir layout: ``experiment.json`` (the config, for humans), ``checkpoints/``,
 ``tokenizer.model`` (when the vocabulary is learned), ``metrics.jsonl``,
-``tensorboard/`` and ``samples/step_*.png``.
+``tensorboard/``, ``samples/step_*.png`` and, with periodic evaluation, ``eval/step_*/``.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 example_log = logging.getLogger("glide_jax.train.examples")
 
 EXPERIMENT_FILE = "experiment.json"
+Evaluator = Callable[[Any, int], Dict[str, float]]  # (EMA parameters, step) -> eval/... metrics
 _BATCH_KEYS = ("image", "tokens", "mask", "lens", "low_res", "inpaint_mask")
 
 
@@ -237,11 +238,20 @@ def _preview(previewer, writer: MetricsWriter, state, step: int) -> None:
         say(f"wrote {path} ({time.perf_counter() - t0:.1f}s)")
 
 
+def _evaluate(evaluator: Evaluator, writer: MetricsWriter, state, step: int) -> None:
+    t0 = time.perf_counter()
+    metrics = evaluator(state.ema_params, step)
+    writer.write(step, metrics)
+    say(f"evaluation at step {step}: " + ", ".join(f"{k[len('eval/'):]} {v:.4g}" for k, v in metrics.items())
+        + f" ({time.perf_counter() - t0:.1f}s)")
+
+
 def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
-              preemption: Optional[PreemptionWatch] = None) -> Dict[str, Any]:
-    """Steps from ``state.step`` to ``train.steps``: log, checkpoint and preview on their schedules, then
-    save the last step and draw the final preview. After a preemption notice (``preemption``) the
-    loop saves the step it reached and returns early. Returns the run's summary."""
+              preemption: Optional[PreemptionWatch] = None, evaluator: Optional[Evaluator] = None) -> Dict[str, Any]:
+    """Steps from ``state.step`` to ``train.steps``: log, checkpoint, preview and evaluate (``evaluator``,
+    every ``eval.every`` steps) on their schedules, then save the last step and draw the final preview
+    and evaluation. After a preemption notice (``preemption``) the loop saves the step it reached and
+    returns early. Returns the run's summary."""
     cfg, tc = run.cfg, run.cfg.train
     preemption = preemption or PreemptionWatch()
     start = int(jax.device_get(state.step))
@@ -290,12 +300,17 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
                 break
             if previewer is not None and tc.sample_every > 0 and done % tc.sample_every == 0:
                 _preview(previewer, writer, state, done)
+            if evaluator is not None and done % cfg.eval.every == 0:
+                _evaluate(evaluator, writer, state, done)
+                throughput.start(done)  # the evaluation's time is not training's
 
         save()
         if preempted:
             say(f"preempted: saved step {done} in {run.checkpointer.directory}; rerun the same command to continue")
         elif previewer is not None and (tc.sample_every == 0 or done % max(tc.sample_every, 1)) and done > start:
             _preview(previewer, writer, state, done)
+        if not preempted and evaluator is not None and done % cfg.eval.every and done > start:
+            _evaluate(evaluator, writer, state, done)
         writer.close()
     except BaseException:
         writer.abandon()  # the run's failure is reported, not a second one from closing the logs
@@ -307,17 +322,27 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
 # ----------------------------------------------------------------------------- the whole run
 
 
-def train(cfg: ExperimentConfig, workdir: Union[str, Path]) -> Dict[str, Any]:
-    """Train (or continue training) ``cfg`` in ``workdir``; returns a summary of the run."""
+def train(cfg: ExperimentConfig, workdir: Union[str, Path],
+          evaluator_factory: Optional[Callable[[Run], Optional[Evaluator]]] = None) -> Dict[str, Any]:
+    """Train (or continue training) ``cfg`` in ``workdir``; returns a summary of the run.
+
+    ``evaluator_factory(run)`` makes the periodic evaluation ``cfg.eval`` asks for (``experiments.train``
+    passes ``glide_jax.evaluation.in_training.periodic_evaluator``; the training package cannot import
+    the sampling pipeline an evaluation needs, so it is given from above)."""
+    if cfg.eval.every and evaluator_factory is None:
+        raise InputError("eval.every is set, but no evaluator was given to train(): pass "
+                         "evaluator_factory=glide_jax.evaluation.in_training.periodic_evaluator "
+                         "(experiments.train does)")
     sh.maybe_initialize_distributed()
     run = prepare(cfg, workdir)
+    evaluator = evaluator_factory(run) if evaluator_factory is not None else None
     state, iterator = restore_or_initialise(run)
     experiment = config_to_dict(run.cfg)
     if jax.process_index() == 0:
         (run.workdir / EXPERIMENT_FILE).write_text(json.dumps(experiment, indent=2))
     try:
         with PreemptionWatch() as preemption:
-            summary = run_steps(run, state, iterator, experiment, preemption)
+            summary = run_steps(run, state, iterator, experiment, preemption, evaluator)
     except BaseException:
         run.checkpointer.abandon()  # the run's failure is the one reported, not the pending save's
         raise
