@@ -1,0 +1,96 @@
+"""The shapes domain measured with FID's machinery end to end: a table of Fréchet distances.
+
+    python -m projects.shapes.fid_table --inception pt_inception.pth --num-samples 128 --out runs/fid_table
+
+Every row is the distance of one set of images to the statistics of rendered held-out scenes:
+another independent set of rendered scenes (what two draws from the data give), the embedded base
+model's samples of the same captions at several step counts, and uniform noise. With pytorch-fid's
+real Inception weights these are FIDs; with the random-weight network of the test fixtures
+(``../shared/fixtures/fid/pt_inception-random.pth``) they are distances between random features: the
+ordering is what they can show (rendered < well-sampled < few steps < noise), not a number to
+compare with any published FID. Below 2,048 samples the covariances are rank-deficient and every
+distance carries a sampling bias; the table is for the ordering at one sample count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from glide_jax.data.shapes_source import ShapesSource
+from glide_jax.errors import run_command
+from glide_jax.evaluation.frechet import FeatureStatistics, frechet_distance
+from glide_jax.evaluation.scorers import InceptionFeatures
+from glide_jax.sampling.loading import load_pipeline
+from glide_jax.sampling.options import StageOptions
+from glide_jax.sampling.request import GenerateRequest
+
+STEPS = (5, 10, 20, 50)
+
+
+def rendered(n: int, size: int, seed: int) -> Dict[str, List]:
+    """``n`` rendered held-out scenes of side ``size`` and their captions (a source seed per set)."""
+    source = ShapesSource(n, size, seed=seed, split="heldout")
+    records = [source[i] for i in range(n)]
+    return {"images": np.stack([r["image"] for r in records]), "captions": [r["caption"].decode() for r in records]}
+
+
+def statistics(features: InceptionFeatures, images: np.ndarray, batch: int = 32) -> FeatureStatistics:
+    stats = FeatureStatistics(features.dims)
+    for start in range(0, len(images), batch):
+        stats.add(features(images[start:start + batch]))
+    return stats
+
+
+
+
+def table(inception: str, num_samples: int, steps: Sequence[int], seed: int = 0, sampler: str = "ddpm") -> Dict:
+    features = InceptionFeatures.from_file(inception)
+    pipe = load_pipeline("embedded")
+    size = pipe.upsampler.image_size
+    reference = rendered(num_samples, size, seed=0)
+    ref_mu, ref_sigma = statistics(features, reference["images"]).mean_cov()
+    rows = {"rendered (another draw)": statistics(features, rendered(num_samples, size, seed=1)["images"])}
+    seconds = {}
+    for count in steps:
+        started = time.perf_counter()
+        images = pipe.generate(GenerateRequest(tuple(reference["captions"]), seed=seed, batch_size=16,
+                                               base=StageOptions(sampler, count)))
+        seconds[f"{sampler} {count}"] = time.perf_counter() - started
+        rows[f"embedded, {sampler} {count} steps"] = statistics(features, images)
+    noise = np.random.default_rng(seed).integers(0, 256, reference["images"].shape, dtype=np.uint8)
+    rows["uniform noise"] = statistics(features, noise)
+    return {"num_samples": num_samples, "image_size": size, "inception": str(inception),
+            "distances": {name: frechet_distance(*stats.mean_cov(), ref_mu, ref_sigma) for name, stats in rows.items()},
+            "sampling_seconds": seconds}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m projects.shapes.fid_table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inception", required=True, help="pytorch-fid's Inception weights (.pth)")
+    parser.add_argument("--num-samples", type=int, default=128, help="images per set (default 128)")
+    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS), help="base step counts (default 5 10 20 50)")
+    parser.add_argument("--sampler", default="ddpm", help="base sampler (default ddpm)")
+    parser.add_argument("--out", default=None, help="write the table as JSON here too")
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        result = table(args.inception, args.num_samples, args.steps, sampler=args.sampler)
+        for name, value in result["distances"].items():
+            print(f"{name:32s} {value:12.3f}")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+
+    return run_command(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
