@@ -18,6 +18,7 @@ import logging
 from typing import List, Optional
 
 from glide_jax.errors import run_command
+from glide_jax.runtime import enable_compilation_cache
 from glide_jax.train.experiment import apply_overrides, load_config_file
 
 
@@ -46,6 +47,7 @@ def main(task: str, description: str, argv: Optional[List[str]] = None) -> int:
         pass
     if args.log_example_ids:
         logging.getLogger("glide_jax.train.examples").setLevel(logging.DEBUG)
+    enable_compilation_cache()
     return run_command(lambda: _train(task, args))
 
 

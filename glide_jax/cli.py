@@ -270,8 +270,10 @@ def _serve(args) -> int:
 
 def main(argv=None) -> int:
     from glide_jax.errors import run_command
+    from glide_jax.runtime import enable_compilation_cache
 
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     commands = {"download": _download, "convert": _convert, "serve": _serve}
     return run_command(lambda: commands.get(args.command, _run_sampling)(args))
 
