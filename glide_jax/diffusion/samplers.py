@@ -364,11 +364,13 @@ def sample_trajectory(
 ) -> jnp.ndarray:
     """The sample after every step of the loop ``sample_loop`` runs: ``[num_steps, *x_T.shape]``.
 
-    Same compiled steps and draws as ``sample_loop`` from the same ``x_T`` and
+    Same step function and draws as ``sample_loop`` from the same ``x_T`` and
     noise source (its last entry is ``sample_loop``'s result), for looking
     inside a loop: the denoising path of an image, or a step-by-step
-    comparison with the reference. ``noise`` may be None only for the
-    deterministic samplers (DDIM with eta=0, DPM-Solver++, UniPC).
+    comparison with the reference. Its output has the step count in its
+    shape, so unlike ``sample_loop`` it compiles once per step count.
+    ``noise`` may be None only for the deterministic samplers (DDIM with
+    eta=0, DPM-Solver++, UniPC).
     """
     args, static, x_T, num_steps = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised,
                                                    denoised_fn, cond_fn)
