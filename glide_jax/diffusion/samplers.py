@@ -11,10 +11,11 @@ and start index are traced values (a ``lax.fori_loop`` with traced bounds,
 which runs only the real steps) over the schedule's tables padded to a fixed
 length (``schedule.pad_schedule``). So a sampler compiles once per
 (callables, image shape, kind of noise source), whatever the step count,
-respacing or SDEdit start. Callables are passed to the jitted core as pytrees: wrap per-call
-data such as parameters or tokens with ``jax.tree_util.Partial(fn, params,
-tokens, ...)`` and new values of that data reuse the compiled loop; a plain
-function is keyed by its identity, so a freshly created closure compiles again.
+respacing or SDEdit start. Callables are passed to the jitted core as
+pytrees: wrap per-call data such as parameters or tokens with
+``jax.tree_util.Partial(fn, params, tokens, ...)`` and new values of that
+data reuse the compiled loop; a plain function is keyed by its identity, so a
+freshly created closure compiles again.
 
 Randomness matches the reference's draw order: one standard-normal draw per
 step, made after the model call, also at t=0 (where it is masked out) and
@@ -270,7 +271,7 @@ def _run_trajectory(s, model_fn, denoised_fn, cond_fn, noise, eta, x_T, *, sampl
 
 
 def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn, cond_fn):
-    """Check a loop's options and put them in the form the compiled loops take: ``(args, static, num_steps)``."""
+    """Check a loop's options and put them in the form the compiled loops take: ``(args, static, x_T, num_steps)``."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     n_total = s.num_timesteps
