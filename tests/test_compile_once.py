@@ -93,7 +93,8 @@ def test_only_the_real_steps_run(sampler):
     model = Partial(_counting_model)
     for steps, start in ((4, None), (3, 2)):
         CALLS["n"] = 0
-        sample_loop(s, model, (1, 2, 2, 3), sampler=sampler, key=jax.random.key(1), start_index=start).block_until_ready()
+        out = sample_loop(s, model, (1, 2, 2, 3), sampler=sampler, key=jax.random.key(1), start_index=start)
+        out.block_until_ready()
         jax.effects_barrier()
         assert CALLS["n"] == steps
 
