@@ -21,6 +21,7 @@ from typing import List, Optional
 from glide_jax.errors import InputError
 from glide_jax.errors import run_command
 from glide_jax.evaluation.in_training import periodic_evaluator
+from glide_jax.runtime import enable_compilation_cache
 from glide_jax.train.experiment import apply_overrides, load_config_file
 from glide_jax.train.tasks import task_named
 
@@ -53,6 +54,7 @@ def main(task: Optional[str], description: str, argv: Optional[List[str]] = None
         pass
     if args.log_example_ids:
         logging.getLogger("glide_jax.train.examples").setLevel(logging.DEBUG)
+    enable_compilation_cache()
     return run_command(lambda: _train(task, args))
 
 

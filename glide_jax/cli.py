@@ -42,6 +42,7 @@ from glide_jax.evaluation.runner import DEFAULT_SHARD_SIZE, evaluate
 from glide_jax.evaluation.scorers import InceptionFeatures
 from glide_jax.hub.download import CHECKPOINTS, download, known_names
 from glide_jax.hub.released import RELEASED, convert_released
+from glide_jax.runtime import enable_compilation_cache
 from glide_jax.sampling.images import prepare_output_dir, read_image, save_images
 from glide_jax.sampling.loading import pipeline_for
 from glide_jax.sampling.options import BASE_DEFAULT, UPSAMPLE_DEFAULT, stage_with
@@ -367,7 +368,7 @@ def _evaluate_parser(sub) -> None:
                    help="guide only on this part of the chain (default: the model's recommendation)")
     _stage_args(v, "", BASE_DEFAULT, "base")
     _stage_args(v, "upsample-", UPSAMPLE_DEFAULT, "upsampler")
-    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
 
 
 def run_evaluate(args, extra_scorers=None) -> int:
@@ -422,6 +423,7 @@ def summary_lines(results) -> list:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     commands = {"download": _download, "convert": _convert, "serve": _serve, "evaluate": run_evaluate}
     return run_command(lambda: commands.get(args.command, _run_sampling)(args))
 

@@ -49,3 +49,15 @@ def require_fid_fixture(relative: str) -> Path:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return require_fixture(".")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache_of_the_run(tmp_path_factory):
+    """The commands under test that turn on JAX's persistent compilation cache (the CLI, the training entry
+    points, the notebooks; ``glide_jax.runtime.enable_compilation_cache``) share one cache for the test run,
+    in pytest's temporary folder, never the user's ``~/.cache``; subprocesses inherit it. A cache folder set
+    in the environment beforehand (or ``0`` to test without one) is kept."""
+    from glide_jax.runtime import COMPILATION_CACHE_ENV
+
+    os.environ.setdefault(COMPILATION_CACHE_ENV, str(tmp_path_factory.mktemp("compilation_cache")))
+    yield

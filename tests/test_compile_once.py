@@ -93,7 +93,8 @@ def test_only_the_real_steps_run(sampler):
     model = Partial(_counting_model)
     for steps, start in ((4, None), (3, 2)):
         CALLS["n"] = 0
-        sample_loop(s, model, (1, 2, 2, 3), sampler=sampler, key=jax.random.key(1), start_index=start).block_until_ready()
+        out = sample_loop(s, model, (1, 2, 2, 3), sampler=sampler, key=jax.random.key(1), start_index=start)
+        out.block_until_ready()
         jax.effects_barrier()
         assert CALLS["n"] == steps
 
@@ -120,3 +121,28 @@ def test_the_pipeline_compiles_nothing_for_a_new_step_count_or_strength(base):
         base.generate(["a blue circle"], seed=1, base=StageOptions("ddpm", 6), progress=True)
         base.generate(["a blue square"], seed=1, init_image=init, strength=0.8, base=StageOptions("ddpm", 4))
     assert dict(later) == {}
+
+
+@pytest.mark.slow  # two CLI processes (25-70 s)
+def test_a_second_cli_process_loads_every_program_and_draws_the_same_image(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from glide_jax.runtime import COMPILATION_CACHE_ENV
+
+    cache = tmp_path / "xla"
+    env = {**os.environ, COMPILATION_CACHE_ENV: str(cache)}
+    images = []
+    entries = []
+    for run in range(2):
+        out = tmp_path / f"out{run}"
+        done = subprocess.run([sys.executable, "-m", "glide_jax", "generate", "a red circle above a blue square",
+                               "--out", str(out), "--no-progress"], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        images.append((out / "generate_000.png").read_bytes())
+        entries.append(sorted(p.name for p in cache.iterdir() if p.name.endswith("-cache")))
+    assert len(entries[0]) > 10
+    assert entries[1] == entries[0]  # the second process compiled (and stored) nothing new
+    assert images[1] == images[0]

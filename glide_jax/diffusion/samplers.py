@@ -11,10 +11,11 @@ and start index are traced values (a ``lax.fori_loop`` with traced bounds,
 which runs only the real steps) over the schedule's tables padded to a fixed
 length (``schedule.pad_schedule``). So a sampler compiles once per
 (callables, image shape, kind of noise source), whatever the step count,
-respacing or SDEdit start. Callables are passed to the jitted core as pytrees: wrap per-call
-data such as parameters or tokens with ``jax.tree_util.Partial(fn, params,
-tokens, ...)`` and new values of that data reuse the compiled loop; a plain
-function is keyed by its identity, so a freshly created closure compiles again.
+respacing or SDEdit start. Callables are passed to the jitted core as
+pytrees: wrap per-call data such as parameters or tokens with
+``jax.tree_util.Partial(fn, params, tokens, ...)`` and new values of that
+data reuse the compiled loop; a plain function is keyed by its identity, so a
+freshly created closure compiles again.
 
 Randomness matches the reference's draw order: one standard-normal draw per
 step, made after the model call, also at t=0 (where it is masked out) and
@@ -27,13 +28,14 @@ steps and returns the sample after every step, so its output (and its
 ``lax.scan``) has the step count in its shape: a diagnostic compiled once per
 step count.
 
-Samplers (``SAMPLERS``), all on the eps channels of the learned-variance
+The built-in samplers (registered at the end of this module, ``sampler_registry``), all on the eps channels of the learned-variance
 models and all inside the same compiled loop:
 
 * ``"ddpm"``: ancestral sampling with the learned variance (GLIDE's own);
 * ``"ddim"``: DDIM with any eta (eta=0 deterministic);
 * ``"dpm++2m"``: DPM-Solver++(2M) (Lu et al. 2022), a deterministic
-  second-order multistep solver in data-prediction form;
+  second-order multistep solver in data-prediction form
+  (``glide_jax.diffusion.dpm_solver``);
 * ``"unipc"`` / ``"unipc3"``: UniPC-bh2 (Zhao et al. 2023) of order 2 / 3,
   a deterministic multistep predictor-corrector in data-prediction form
   (``glide_jax.diffusion.unipc``);
@@ -70,13 +72,15 @@ with its EulerAncestralDiscreteScheduler (``tools/compare_diffusers_samplers.py`
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+import time
+from typing import Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from glide_jax.diffusion.dpm_solver import DPMState, dpm_solver_pp_2m_step
 from glide_jax.diffusion.euler_ancestral import euler_ancestral_step
 from glide_jax.diffusion.gaussian import condition_mean, extract, predict_eps_from_xstart
 from glide_jax.diffusion.noise import NoiseSource, PRNGNoise, ZeroNoise
@@ -138,64 +142,6 @@ def ddim_sample(
     return mean + _not_last(t, x.ndim) * sigma * noise, mv.pred_xstart
 
 
-class DPMState(NamedTuple):
-    """Memory of DPM-Solver++(2M): the previous x_0 prediction and log-SNR step, per row."""
-
-    prev_x0: jnp.ndarray
-    prev_h: jnp.ndarray
-    has_prev: jnp.ndarray
-
-    @classmethod
-    def init(cls, x: jnp.ndarray) -> "DPMState":
-        b = x.shape[0]
-        return cls(jnp.zeros_like(x), jnp.zeros((b,), jnp.float32), jnp.zeros((b,), bool))
-
-
-def dpm_solver_pp_2m_step(
-    s: Schedule,
-    model_fn: ModelFn,
-    x: jnp.ndarray,
-    t: jnp.ndarray,
-    state: DPMState,
-    *,
-    clip_denoised: bool = True,
-    denoised_fn: Optional[DenoisedFn] = None,
-    cond_fn: Optional[CondFn] = None,
-) -> Tuple[jnp.ndarray, jnp.ndarray, DPMState]:
-    """One DPM-Solver++(2M) step from index t to the schedule's previous index.
-
-    With alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar) and
-    lambda = log(alpha / sigma), the exact solution of the probability-flow ODE
-    in data-prediction form, with the x_0 prediction D held fixed over the
-    step, is ``x' = (sigma'/sigma) x + (alpha' - alpha sigma'/sigma) D``.
-    Second order comes from extrapolating D linearly in lambda with the
-    previous step's x_0. The first step is first order, and so are the last
-    two ("lower order final"): the last lands on sigma' = 0 (lambda' = inf),
-    and the one before enters index 0, whose log-SNR (about 5 for the cosine
-    schedule) lies so far beyond index 1 that the linear extrapolation
-    overshoots (on a Gaussian toy problem 25 steps are 4x more accurate
-    without it). Returns ``(x_next, pred_xstart, new_state)``.
-    """
-    x0 = guided_prediction(s, model_fn, x, t, clip_denoised, denoised_fn, cond_fn).pred_xstart
-    alpha = jnp.take(s.sqrt_alphas_cumprod, t)
-    sigma = jnp.take(s.sqrt_one_minus_alphas_cumprod, t)
-    ab_next = jnp.take(s.alphas_cumprod_prev, t)
-    alpha_n, sigma_n = jnp.sqrt(ab_next), jnp.sqrt(1 - ab_next)
-    final = sigma_n <= 0
-    lam = jnp.log(alpha) - jnp.log(sigma)
-    lam_n = jnp.log(alpha_n) - jnp.log(jnp.where(final, 1.0, sigma_n))
-    h = jnp.where(final, 0.0, lam_n - lam)
-    second = state.has_prev & (t >= 2) & (state.prev_h > 0)
-    # D = x0 + (x0 - prev_x0) * h / (2 h_prev): linear extrapolation in lambda.
-    c = jnp.where(second, h / (2 * jnp.where(second, state.prev_h, 1.0)), 0.0)
-    bshape = (-1,) + (1,) * (x.ndim - 1)
-    c = c.reshape(bshape)
-    d = x0 + c * (x0 - state.prev_x0)
-    ratio = (sigma_n / sigma).reshape(bshape)
-    x_next = ratio * x + (alpha_n.reshape(bshape) - alpha.reshape(bshape) * ratio) * d
-    return x_next, x0, DPMState(prev_x0=x0, prev_h=h, has_prev=jnp.ones_like(state.has_prev))
-
-
 def _as_pytree_fn(fn):
     """Callables travel into jit as pytrees; a bare function becomes a leafless ``Partial``."""
     if fn is None or isinstance(fn, Partial):
@@ -255,7 +201,7 @@ def _run_trajectory(s, model_fn, denoised_fn, cond_fn, noise, eta, x_T, *, sampl
 
 
 def _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised, denoised_fn, cond_fn):
-    """Check a loop's options and put them in the form the compiled loops take: ``(args, static, num_steps)``."""
+    """Check a loop's options and put them in the form the compiled loops take: ``(args, static, x_T, num_steps)``."""
     chosen = sampler_named(sampler)
     n_total = s.num_timesteps
     start = n_total - 1 if start_index is None else int(start_index)
@@ -303,11 +249,11 @@ def sample_loop(
     scales only this initial noise), the second is the per-step
     ``PRNGNoise`` unless ``noise`` names another source. The result is a pure
     function of the key. ``progress``, if set, is called as
-    ``progress(step, num_steps)`` after each step: the loop then runs one step
-    per call of the same compiled program (no host callback is compiled in,
-    so the program is the same with and without progress, and it can be
-    stored in JAX's persistent compilation cache, which skips programs with
-    host callbacks).
+    ``progress(step, num_steps)`` for every step: the loop then runs in
+    slices of about ``PROGRESS_INTERVAL`` seconds, each a call of the same
+    compiled program (no host callback is compiled in, so the program is the
+    same with and without progress, and it can be stored in JAX's persistent
+    compilation cache, which skips programs with host callbacks).
     """
     step_key = None
     if key is not None:
@@ -326,10 +272,32 @@ def sample_loop(
     start = np.int32(num_steps - 1)
     if progress is None:
         return _run_loop(*args, carry, start, np.int32(0), np.int32(num_steps), **static)[0]
-    for k in range(num_steps):
-        carry = _run_loop(*args, carry, start, np.int32(k), np.int32(k + 1), **static)
+    return _run_reporting(args, static, carry, num_steps, progress)
+
+
+# With a progress callback, the loop runs in slices of about this many seconds (at least one step each).
+PROGRESS_INTERVAL = 0.25
+
+
+def _run_reporting(args, static, carry, num_steps, progress):
+    """The loop of ``sample_loop`` in slices, ``progress(step, num_steps)`` called for every step after its slice.
+
+    A call of the compiled loop costs a few milliseconds beyond its steps
+    (about 5 ms of CPU for one step of the embedded base), so slices hold as
+    many steps as the last slice ran in ``PROGRESS_INTERVAL``: one step of a
+    full-size model, several of the small embedded ones.
+    """
+    start = np.int32(num_steps - 1)
+    done, size = 0, 1
+    while done < num_steps:
+        stop = min(done + size, num_steps)
+        began = time.perf_counter()
+        carry = _run_loop(*args, carry, start, np.int32(done), np.int32(stop), **static)
         jax.block_until_ready(carry[0])
-        progress(k, num_steps)
+        per_step = (time.perf_counter() - began) / (stop - done)
+        for step in range(done, stop):
+            progress(step, num_steps)
+        done, size = stop, max(1, int(PROGRESS_INTERVAL / max(per_step, 1e-6)))
     return carry[0]
 
 
@@ -348,11 +316,13 @@ def sample_trajectory(
 ) -> jnp.ndarray:
     """The sample after every step of the loop ``sample_loop`` runs: ``[num_steps, *x_T.shape]``.
 
-    Same compiled steps and draws as ``sample_loop`` from the same ``x_T`` and
+    Same step function and draws as ``sample_loop`` from the same ``x_T`` and
     noise source (its last entry is ``sample_loop``'s result), for looking
     inside a loop: the denoising path of an image, or a step-by-step
-    comparison with the reference. ``noise`` may be None only for the
-    deterministic samplers (DDIM with eta=0, DPM-Solver++, UniPC).
+    comparison with the reference. Its output has the step count in its
+    shape, so unlike ``sample_loop`` it compiles once per step count.
+    ``noise`` may be None only for the deterministic samplers (DDIM with
+    eta=0, DPM-Solver++, UniPC).
     """
     args, static, x_T, num_steps = _loop_arguments(s, model_fn, x_T, noise, sampler, start_index, eta, clip_denoised,
                                                    denoised_fn, cond_fn)
