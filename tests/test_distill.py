@@ -51,10 +51,21 @@ def _random_teacher(config=TEACHER, seed=1):
     return jax.tree.unflatten(tree, leaves)
 
 
+_JITTED = {}
+
+
 def _apply(config, params, x, t, tokens, mask, w=None):
-    family = family_of(config)
-    cond = {} if w is None else {"guidance_weight": np.full(x.shape[0], w, np.float32)}
-    return np.asarray(jax.jit(lambda p: family.model_fn(config, {"params": p}, tokens, mask, **cond)(x, t))(params))
+    """The model's output, compiled once per config (w is an argument, not a constant)."""
+    if (config, w is None) not in _JITTED:
+        family = family_of(config)
+
+        def run(p, x, t, tokens, mask, w):
+            cond = {} if w is None else {"guidance_weight": w}
+            return family.model_fn(config, {"params": p}, tokens, mask, **cond)(x, t)
+
+        _JITTED[config, w is None] = jax.jit(run)
+    weights = None if w is None else np.full(x.shape[0], w, np.float32)
+    return np.asarray(_JITTED[config, w is None](params, x, t, tokens, mask, weights))
 
 
 def _inputs(b=2):
