@@ -141,7 +141,7 @@ def test_stochastic_fewstep_reaches_a_point_mass_from_any_start():
 
 @pytest.mark.slow
 def test_a_guidance_distillation_step_at_w_1_has_nothing_to_learn_at_its_start():
-    """At step 0 the student is its teacher and at w = 1 the guided target is the conditional output: loss 0."""
+    """At step 0 the student is its teacher and at w = 1 the guided target is the conditional output: loss ~0."""
     tc = TrainConfig(batch_size=2, lr=1e-3, distill=DistillConfig(guidance_min=1.0, guidance_max=1.0))
     tx = state_lib.make_optimizer(tc)
     params = warm_start.guidance_embed_params({"params": _random_teacher()}, TEACHER, STUDENT)
@@ -149,7 +149,9 @@ def test_a_guidance_distillation_step_at_w_1_has_nothing_to_learn_at_its_start()
     x, _, tokens, mask = _inputs()
     step = jax.jit(distill.make_guidance_distill_step(STUDENT, tc, tx))
     new, metrics = step(state, {"image": jnp.clip(x, -1, 1), "tokens": tokens, "mask": mask})
-    assert float(metrics["eps_mse"]) == 0.0 and float(metrics["var_mse"]) == 0.0 and float(metrics["guidance"]) == 1.0
+    # Zero up to rounding: eps_u + 1 * (eps_c - eps_u) is eps_c to float32 precision (measured 2e-13).
+    assert float(metrics["eps_mse"]) < 1e-10 and float(metrics["var_mse"]) < 1e-10
+    assert float(metrics["guidance"]) == 1.0
     for a, b in zip(jax.tree.leaves(new.teacher_params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), b)
 
