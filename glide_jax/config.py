@@ -105,6 +105,7 @@ class UNetConfig:
     text: TextConfig = field(default_factory=TextConfig)  # the caption encoder
     dtype: str = "float32"  # compute dtype; params always stay float32
     remat: bool = False  # rematerialise residual blocks (saves activation memory in training)
+    guidance_embed: bool = False  # also reads a guidance weight w [B] (a guidance-distilled student, Meng et al.)
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):

@@ -99,6 +99,11 @@ class ModelFamily:
         """Whether the network reads the known image and its mask (``inpaint_image``, ``inpaint_mask``)."""
         return False
 
+    def takes_guidance_weight(self, config) -> bool:
+        """Whether the network reads a classifier-free guidance weight (``guidance_weight [B]``) and so
+        guides itself in one evaluation (a guidance-distilled student)."""
+        return False
+
     def model_fn(self, config, params, tokens, mask, **cond):
         """The sampler-facing ``model_fn(x, t) -> [B, H, W, 2C]`` (eps and variance channels) as a
         ``jax.tree_util.Partial``, its text encoded once; ``cond`` holds the conditioning it reads."""

@@ -11,8 +11,10 @@ spelled out for the reader.
 Field moves since the pins were recorded: the procedural shapes' settings
 (``data.num_examples``, ``data.two_object_fraction``, ``data.pair_layout``,
 ``data.relations``) live in ``data.shapes``; :func:`_as_recorded` maps them back
-to the flat names they had before hashing; the periodic-evaluation section (``eval``) is hashed only
-when a variant sets it. A config change that is meant to
+to the flat names they had before hashing. Fields added since with a default that
+changes nothing (``model.unet.guidance_embed`` off, the default ``train.distill``
+section, the periodic-evaluation section ``eval`` unless a variant sets it) are left out of
+the hash when they hold that default. A config change that is meant to
 change a variant updates its row here (``PYTHONPATH=. python
 tests/test_config_variants_pinned.py`` prints the current table).
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from glide_jax.config import config_to_dict
-from glide_jax.train.experiment import EvalConfig, load_config_file
+from glide_jax.train.experiment import DistillConfig, EvalConfig, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIRS = (REPO / "experiments" / "configs", REPO / "projects" / "shapes" / "configs")
@@ -35,6 +37,9 @@ MOVED_DATA_FIELDS = {("shapes", "num_examples"): "num_examples",
                      ("shapes", "two_object_fraction"): "two_object_fraction",
                      ("shapes", "pair_layout"): "pair_layout",
                      ("shapes", "relations"): "relations"}
+
+
+DEFAULT_DISTILL = config_to_dict(DistillConfig(), tagged=False)
 
 
 def _variants():
@@ -62,7 +67,13 @@ def _as_recorded(d: dict) -> dict:
             data[old] = data[section][name]
     for section, _ in MOVED_DATA_FIELDS:
         data.pop(section, None)
-    return {**d, "data": data}
+    out = {**d, "data": data}
+    unet = d.get("model", {}).get("unet")
+    if isinstance(unet, dict) and unet.get("guidance_embed") is False:
+        out["model"] = {**d["model"], "unet": {k: v for k, v in unet.items() if k != "guidance_embed"}}
+    if d["train"].get("distill") == DEFAULT_DISTILL:
+        out["train"] = {k: v for k, v in d["train"].items() if k != "distill"}
+    return out
 
 
 def _digest(value) -> str:
@@ -104,6 +115,15 @@ PINNED = {
         top="f9e1dca6b5ebda76", model="c4daf4df88f0bf5a", data="1ceb7c8c78cfa8e2",
         train="a0a42c447a9e66c6", mesh="5f28b23e3cf830c5", sample="f67cfe9f92c569d1",
         task="base", name="base_finetune_micro", steps=4, batch=4, lr=0.0001, source="tfds"),
+    "experiments/configs/base.py:distill_guidance_micro": dict(
+        top="af7aab638ea802d1", model="aae957239643e16a", data="2896121998a407cc",
+        train="e3857ff38b860d11", mesh="9fc21789499868ef", sample="a5f14d8b301cc683",
+        task="distill-guidance", name="base_distill_guidance_micro", steps=4, batch=4, lr=0.0001, source="shapes"),
+    "experiments/configs/base.py:distill_progressive_micro": dict(
+        top="1bddc634204cfab1", model="aae957239643e16a", data="2896121998a407cc",
+        train="e3857ff38b860d11", mesh="9fc21789499868ef", sample="a5f14d8b301cc683",
+        task="distill-progressive", name="base_distill_progressive_micro", steps=4, batch=4, lr=0.0001,
+        source="shapes"),
     "experiments/configs/clip.py:micro": dict(
         top="d5219f36d2684d86", model="8f81a1c56c547dd3", data="2896121998a407cc",
         train="ec2e1a8fe9937dca", mesh="9fc21789499868ef", sample="f9e0b0d80dc1215b",

@@ -12,6 +12,8 @@ A config file builds each variant from one of these bases with a few
   ``FINETUNE``: ``paper`` (widened to the paper's size, sharded), ``finetune``
   (released weights fine-tuned on one accelerator) and ``finetune_micro`` (that
   recipe on the micro network).
+* :func:`guidance_student` and ``DISTILL_MICRO``: the student network and settings of
+  the distillation runs (``glide_jax.train.distill``).
 * :func:`released_inpaint_variant`: a released run turned into GLIDE's inpainting
   fine-tune of the released weights.
 """
@@ -22,7 +24,7 @@ from typing import Callable, Dict, Tuple
 from glide_jax.config import GLIDE_VOCAB, DiffusionConfig, ModelConfig, TextConfig, UNetConfig, get_preset
 from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.errors import InputError
-from glide_jax.train.experiment import DataConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
+from glide_jax.train.experiment import DataConfig, DistillConfig, ExperimentConfig, MeshConfig, SampleConfig, TrainConfig
 
 COSINE = DiffusionConfig(steps=1000, noise_schedule="squaredcos_cap_v2")  # 1,000 steps of the cosine schedule
 LINEAR = DiffusionConfig(steps=1000, noise_schedule="linear")  # 1,000 linear-schedule steps, as GLIDE's upsampler
@@ -75,6 +77,12 @@ TINY_TRAIN = dataclasses.replace(
     warmup_steps=100,  # linear learning-rate warmup
     log_every=50,  # steps between metric lines
     checkpoint_every=500,  # steps between checkpoints
+)
+DISTILL_MICRO = DistillConfig(
+    guidance_min=1.0,  # smallest guidance weight w drawn per example
+    guidance_max=4.0,  # largest guidance weight w drawn per example
+    teacher_steps=8,  # distill-progressive: the teacher's DDIM steps (a round's student takes half)
+    student_steps=4,  # distill-progressive: the student's DDIM steps
 )
 RELEASED_DATA = DataConfig(
     source="tfds",  # a prepared image-caption dataset ...
@@ -160,6 +168,14 @@ def released_run(task: str, name: str, model, steps: int, batch_size: int) -> Ex
             guidance_scale=3.0,  # classifier-free guidance scale
         ),
     )
+
+
+def guidance_student(model: ModelConfig) -> ModelConfig:
+    """``model`` with a guidance-weight input (``unet.guidance_embed``): the student of guided distillation."""
+    return dataclasses.replace(model, unet=dataclasses.replace(
+        model.unet,
+        guidance_embed=True,  # reads the guidance weight w through a zero-initialised MLP
+    ))
 
 
 def bfloat16_remat(model: ModelConfig, **unet_changes) -> ModelConfig:

@@ -25,6 +25,14 @@ Variants:
 * ``finetune_micro``: the ``finetune`` recipe on the ``micro`` network with the released
   models' tokenizer; ``train.init_from`` must name a model of that shape (tests, CI).
 
+* ``distill_guidance_micro``: guided distillation (Meng et al. 2023) of a ``micro`` base run
+  (``--set train.init_from=<its workdir>``): the ``micro`` network with a guidance-weight input
+  learns, in one evaluation, the teacher's classifier-free guided output for w in [1, 4].
+* ``distill_progressive_micro``: one round of progressive distillation (Salimans & Ho 2022) of
+  a guidance-distilled micro student (``train.init_from``: the previous round's workdir): 4 DDIM
+  steps learn what the teacher does in 8; the next round sets ``train.distill.teacher_steps=4``
+  and ``train.distill.student_steps=2``. See ``glide_jax.train.distill``.
+
 ``paper``, ``finetune`` and ``finetune_micro`` are derived from ``released`` and ``micro``
 as for the upsampler (``experiments/configs/_common.py``; this model's numbers are its rows
 of ``PAPER`` and ``FINETUNE`` there). Neither the paper nor the release gives the learning
@@ -89,11 +97,49 @@ def _released() -> ExperimentConfig:
     )
 
 
-VARIANTS = ("micro", "tiny", "released", "paper", "finetune", "finetune_micro")
+def _distill_guidance_micro() -> ExperimentConfig:
+    micro = _micro()
+    return dataclasses.replace(
+        micro,
+        task="distill-guidance",  # the student learns the teacher's guided output (glide_jax.train.distill)
+        name="base_distill_guidance_micro",  # recorded in the workdir's experiment.json
+        model=common.guidance_student(micro.model),  # the micro network reading the guidance weight w
+        data=dataclasses.replace(
+            micro.data,
+            caption_dropout=0.0,  # every caption kept: the unconditional branch comes from the teacher
+        ),
+        train=dataclasses.replace(
+            micro.train,
+            init_from="",  # --set train.init_from=<the teacher: a micro base workdir or model directory>
+            steps=4,  # optimiser steps
+            lr=1e-4,  # Adam learning rate after warmup: a student starts at its teacher
+            checkpoint_every=2,  # steps between checkpoints
+            sample_every=-1,  # no preview grids
+            distill=common.DISTILL_MICRO,  # w range and step counts
+        ),
+    )
+
+
+def _distill_progressive_micro() -> ExperimentConfig:
+    guided = _distill_guidance_micro()
+    return dataclasses.replace(
+        guided,
+        task="distill-progressive",  # one round halving the DDIM steps (glide_jax.train.distill)
+        name="base_distill_progressive_micro",  # recorded in the workdir's experiment.json
+        train=dataclasses.replace(
+            guided.train,
+            mse_weight_clip=5.0,  # cap of the truncated-SNR weight max(1, 1/SNR) of the eps error
+        ),
+    )
+
+
+VARIANTS = ("micro", "tiny", "released", "paper", "finetune", "finetune_micro", "distill_guidance_micro",
+            "distill_progressive_micro")
 
 
 def get_config(variant: str) -> ExperimentConfig:
     """The base-model experiment of one size; ``variant`` is one of ``VARIANTS`` (``paper``, ``finetune`` and
     ``finetune_micro`` derived from ``released`` and ``micro`` by ``_common.released_derived``)."""
-    builders = {"micro": _micro, "tiny": _tiny, "released": _released}
+    builders = {"micro": _micro, "tiny": _tiny, "released": _released,
+                "distill_guidance_micro": _distill_guidance_micro, "distill_progressive_micro": _distill_progressive_micro}
     return common.pick(common.released_derived(builders), variant, "base")

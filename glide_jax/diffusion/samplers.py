@@ -41,7 +41,10 @@ models and all inside the same compiled loop:
   (``glide_jax.diffusion.unipc``);
 * ``"euler_a"``: Euler-ancestral on the discrete schedule, as diffusers'
   EulerAncestralDiscreteScheduler (``glide_jax.diffusion.euler_ancestral``);
-  it draws one noise per step from the loop's ``NoiseSource``.
+  it draws one noise per step from the loop's ``NoiseSource``;
+* ``"stochastic_fewstep"``: Meng et al. 2023's stochastic sampling for
+  distilled students (``glide_jax.train.distill``): a deterministic DDIM step
+  of twice the length, then one forward step back up with fresh noise.
 
 The solvers are not part of GLIDE; they reuse the (thresholded) x_0
 predictions and give good samples in 10-25 model calls. Which timesteps a
@@ -350,6 +353,37 @@ def _unipc(s, model_fn, x, t, state, noise, eta, options):
     return x, state
 
 
+def stochastic_fewstep_sample(
+    s: Schedule,
+    model_fn: ModelFn,
+    x: jnp.ndarray,
+    t: jnp.ndarray,
+    noise: jnp.ndarray,
+    *,
+    clip_denoised: bool = True,
+    denoised_fn: Optional[DenoisedFn] = None,
+    cond_fn: Optional[CondFn] = None,
+) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """Meng et al.'s stochastic few-step sampling: x_t -> x_{t-1} by a deterministic DDIM step of twice the
+    length (to index t-2; alpha_bar 1, the clean image, below index 0) and one forward-diffusion step back
+    up to t-1 with fresh ``noise``. The last step (t = 0) is a plain DDIM step to the clean image. For
+    distilled students, whose single steps are accurate over a long stride; returns ``(sample, pred_xstart)``.
+    """
+    mv = guided_prediction(s, model_fn, x, t, clip_denoised, denoised_fn, cond_fn)
+    eps = predict_eps_from_xstart(s, x, t, mv.pred_xstart)
+    ab_prev = extract(s.alphas_cumprod_prev, t, x.ndim)  # index t-1
+    ab_far = jnp.where(t >= 2, jnp.take(s.alphas_cumprod, jnp.maximum(t - 2, 0)), 1.0)
+    ab_far = jnp.where(t >= 1, ab_far, 1.0).reshape((-1,) + (1,) * (x.ndim - 1))  # index t-2
+    far = mv.pred_xstart * jnp.sqrt(ab_far) + jnp.sqrt(1.0 - ab_far) * eps
+    back = ab_prev / ab_far  # the forward step t-2 -> t-1
+    up = jnp.sqrt(back) * far + jnp.sqrt(jnp.maximum(1.0 - back, 0.0)) * noise
+    return jnp.where(_not_last(t, x.ndim) > 0, up, far), mv.pred_xstart
+
+
+def _stochastic_fewstep(s, model_fn, x, t, state, noise, eta, options):
+    return stochastic_fewstep_sample(s, model_fn, x, t, noise, **options)[0], state
+
+
 def _euler_ancestral(s, model_fn, x, t, state, noise, eta, options):
     return euler_ancestral_step(s, model_fn, x, t, noise, **options)[0], state
 
@@ -363,3 +397,5 @@ register_sampler(Sampler("unipc", _unipc, "none", lambda x: UniPCState.init(x, 2
 register_sampler(Sampler("unipc3", _unipc, "none", lambda x: UniPCState.init(x, 3), order=3,
                          description="UniPC-bh2 of order 3, deterministic"))
 register_sampler(Sampler("euler_a", _euler_ancestral, "always", description="Euler-ancestral"))
+register_sampler(Sampler("stochastic_fewstep", _stochastic_fewstep, "always",
+                         description="a DDIM step of twice the length, then noise back up (distilled students)"))

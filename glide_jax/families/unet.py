@@ -48,7 +48,8 @@ def text_encoder(config: UNetConfig):
 def unet_model_fn(config: UNetConfig, params: Any, tokens=None, mask=None, **cond) -> Partial:
     """The sampler-facing ``model_fn(x, t)`` of a GLIDE U-Net with its text encoded once.
 
-    ``cond`` holds ``low_res``, ``inpaint_image``, ``inpaint_mask`` as the model needs them.
+    ``cond`` holds ``low_res``, ``inpaint_image``, ``inpaint_mask`` and (a guidance-distilled student,
+    ``unet.guidance_embed``) ``guidance_weight`` ``[B]`` as the model needs them.
     """
     text_emb = text_encoder(config)(params, tokens, mask) if config.text.width else None
     cond = {k: jnp.asarray(v, jnp.float32) for k, v in cond.items() if v is not None}
@@ -95,6 +96,8 @@ class DiffusionUNetFamily(ModelFamily):
         if u.super_res:
             low = config.low_res_size or s // 4
             kwargs["low_res"] = jnp.zeros((batch, low, low, c), jnp.float32)
+        if u.guidance_embed:
+            kwargs["guidance_weight"] = jnp.ones((batch,), jnp.float32)
         return tuple(args), kwargs
 
     def encode_prompts(self, tokenizer, config: ModelConfig, prompts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
@@ -116,6 +119,9 @@ class DiffusionUNetFamily(ModelFamily):
 
     def is_inpaint(self, config: ModelConfig) -> bool:
         return config.unet.inpaint
+
+    def takes_guidance_weight(self, config: ModelConfig) -> bool:
+        return config.unet.guidance_embed
 
     def model_fn(self, config: ModelConfig, params, tokens, mask, **cond) -> Partial:
         return unet_model_fn(config.unet, params, tokens, mask, **cond)

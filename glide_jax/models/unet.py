@@ -102,6 +102,20 @@ class Upsample(nn.Module):
         return L.conv(self.channels, "conv", dtype=self.dtype)(L.upsample_nearest(x))
 
 
+GUIDANCE_EMBED_SCALE = 100.0  # w is multiplied by this before its sinusoidal features (w ~ 1..10 -> 100..1000)
+
+
+def guidance_embedding(w: jax.Array, channels: int, width: int) -> jax.Array:
+    """``[B, width]``: sinusoidal features of the guidance weight through a two-layer MLP whose last layer
+    starts at zero, so a student warm-started from a model without it computes that model's output.
+
+    Called inside ``UNetTorso`` (its layers are named ``guidance_embed_0`` / ``guidance_embed_2`` there).
+    """
+    features = L.timestep_embedding(w.astype(jnp.float32) * GUIDANCE_EMBED_SCALE, channels)
+    h = L.dense(width, "guidance_embed_0")(features)
+    return L.dense(width, "guidance_embed_2", zero=True)(nn.silu(h))
+
+
 class UNetTorso(nn.Module):
     """The U-Net proper: input conv, encoder, middle, decoder with skips, output head."""
 
@@ -109,7 +123,8 @@ class UNetTorso(nn.Module):
     attention: str = "auto"  # attention implementation, one of layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
-    def __call__(self, x: jax.Array, timesteps: jax.Array, text: Optional[TextEmb], train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, timesteps: jax.Array, text: Optional[TextEmb], train: bool = False,
+                 guidance_weight: Optional[jax.Array] = None) -> jax.Array:
         cfg = self.config
         dtype = L.compute_dtype(cfg.dtype)
         mc = cfg.num_channels
@@ -123,6 +138,8 @@ class UNetTorso(nn.Module):
 
         emb = L.dense(cfg.time_embed_dim, "time_embed_0")(L.timestep_embedding(timesteps, mc))
         emb = L.dense(cfg.time_embed_dim, "time_embed_2")(nn.silu(emb))
+        if cfg.guidance_embed:
+            emb = emb + guidance_embedding(guidance_weight, mc, cfg.time_embed_dim)
         xf_out = None
         if text is not None:
             xf_proj, xf_out = text
@@ -216,6 +233,7 @@ class GlideUNet(nn.Module):
         low_res: Optional[jax.Array] = None,
         inpaint_image: Optional[jax.Array] = None,
         inpaint_mask: Optional[jax.Array] = None,
+        guidance_weight: Optional[jax.Array] = None,
         train: bool = False,
     ) -> jax.Array:
         cfg = self.config
@@ -250,4 +268,10 @@ class GlideUNet(nn.Module):
                     raise InputError("this model is text-conditional: pass tokens (and mask) or text_emb")
                 text_emb = self.encode_text(tokens, mask)
             text = text_emb
-        return self.unet(h, timesteps, text, train)
+        if cfg.guidance_embed:
+            if guidance_weight is None:
+                raise InputError("this model is conditioned on a guidance weight: pass guidance_weight [batch]")
+            guidance_weight = jnp.broadcast_to(jnp.asarray(guidance_weight, jnp.float32), (b,))
+        elif guidance_weight is not None:
+            raise InputError("guidance_weight is for a model with unet.guidance_embed; this model has none")
+        return self.unet(h, timesteps, text, train, guidance_weight)

@@ -126,14 +126,21 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
     size = family.image_size(config)
     opts = conditioning.options
     n = len(prompts)
-    cfg_guided = conditioning.classifier_free
+    # A guidance-distilled student reads the guidance scale as its input w: one conditional evaluation per step.
+    weight_input = family.takes_guidance_weight(config) and conditioning.clip_guidance_scale is None
+    cfg_guided = conditioning.classifier_free and not weight_input
     negatives = [""] * n if negatives is None else list(negatives)
     if len(negatives) != n:
         raise InputError(f"{len(negatives)} negative prompts for {n} prompts")
+    if weight_input and (any(negatives) or conditioning.guidance_interval is not None):
+        raise InputError("this model guides itself (it takes the guidance weight as an input): it has no "
+                         "negative prompts or guidance interval")
     rows = list(prompts) + negatives if cfg_guided else list(prompts)
     copies = 2 if cfg_guided else 1
     tokens, mask = model.tokens(rows)
     extra, denoised_fn = {}, None
+    if weight_input:
+        extra["guidance_weight"] = np.full((n,), conditioning.guidance_scale, np.float32)
     if conditioning.inpaint is not None:
         image, keep = conditioning.inpaint
         extra = {"inpaint_image": np.concatenate([image] * copies), "inpaint_mask": np.concatenate([keep] * copies)}

@@ -2,7 +2,8 @@
 
 A checkpoint ``<workdir>/checkpoints/<step>/`` holds the items
 
-* ``train``      -- step, params, optimiser state, base PRNG key, skipped-update count;
+* ``train``      -- step, params, optimiser state, base PRNG key, skipped-update count (and a distillation
+  run's frozen ``teacher_params``);
 * ``ema_params`` -- the EMA weights, a separate item so sampling reads only them;
 * ``data``       -- the grain iterator state, one JSON file per host;
 * ``experiment`` -- the full ``ExperimentConfig`` as JSON.
@@ -79,8 +80,11 @@ class _IteratorState:
 
 
 def _train_item(state: TrainState) -> Dict[str, Any]:
-    return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng,
+    item = {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng,
             "skipped": state.skipped}
+    if state.teacher_params is not None:  # a distillation run's frozen teacher
+        item["teacher_params"] = state.teacher_params
+    return item
 
 
 class IncompatibleCheckpointError(InputError):
@@ -220,7 +224,8 @@ class Checkpointer:
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
         train = out[TRAIN_ITEM]
         state = TrainState(step=train["step"], params=train["params"], ema_params=out[EMA_ITEM],
-                           opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"])
+                           opt_state=train["opt_state"], rng=train["rng"], skipped=train["skipped"],
+                           teacher_params=train.get("teacher_params"))
         if int(jax.device_get(state.step)) != step:
             raise InputError(f"checkpoint {step} holds step {int(state.step)}")
         jax.block_until_ready(state)

@@ -66,6 +66,26 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Settings of the distillation tasks (``distill-guidance``, ``distill-progressive``; glide_jax.train.distill)."""
+
+    guidance_min: float = 1.0  # smallest guidance weight w drawn per example (uniformly)
+    guidance_max: float = 4.0  # largest guidance weight w drawn per example
+    teacher_steps: int = 8  # distill-progressive: DDIM steps of the teacher (trailing spacing)
+    student_steps: int = 4  # distill-progressive: steps of the student, half the teacher's (checked at the start)
+
+    def __post_init__(self):
+        check_counts("train.distill", teacher_steps=self.teacher_steps, student_steps=self.student_steps)
+        for name in ("guidance_min", "guidance_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InputError(f"train.distill.{name} must be a number >= 0, got {value!r}")
+        if self.guidance_min > self.guidance_max:
+            raise InputError(f"train.distill.guidance_min {self.guidance_min} exceeds guidance_max "
+                             f"{self.guidance_max}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, logging and checkpointing schedule."""
 
@@ -96,6 +116,7 @@ class TrainConfig:
     async_checkpoint: bool = True  # write checkpoints in the background while training goes on
     restart_if_corrupt: bool = False  # when every checkpoint is unreadable: set them aside and start again (else stop)
     sample_every: int = 0  # sample grids every N steps (0: only after the last step); -1 never
+    distill: DistillConfig = field(default_factory=DistillConfig)  # the distillation tasks' settings
 
     def __post_init__(self):
         check_counts("train", steps=self.steps, batch_size=self.batch_size, microbatches=self.microbatches,

@@ -98,8 +98,10 @@ def say(message: str) -> None:
 def build_state(cfg: ExperimentConfig, mesh, tx) -> Tuple[Callable[[], state_lib.TrainState], Any, Any]:
     """``(init_fn, shardings, abstract)``: a jitted, born-sharded random-init state and the layouts."""
 
+    teacher = task_named(cfg.task).teacher
+
     def init_boxed(key):
-        return state_lib.create_state(init_params(cfg.model, key), tx, cfg.train.seed)
+        return state_lib.create_state(init_params(cfg.model, key), tx, cfg.train.seed, teacher)
 
     key = jax.random.key(cfg.train.seed)
     abstract_boxed = jax.eval_shape(init_boxed, key)
@@ -112,7 +114,8 @@ def build_state(cfg: ExperimentConfig, mesh, tx) -> Tuple[Callable[[], state_lib
 def state_from_params(params, cfg: ExperimentConfig, tx, shardings) -> state_lib.TrainState:
     """A fresh state around given (host) parameters, created directly in the sharded layout."""
     params = jax.device_put(params, shardings.params)
-    create = jax.jit(lambda p: state_lib.create_state(p, tx, cfg.train.seed), out_shardings=shardings)
+    teacher = task_named(cfg.task).teacher
+    create = jax.jit(lambda p: state_lib.create_state(p, tx, cfg.train.seed, teacher), out_shardings=shardings)
     return create(params)
 
 
@@ -258,8 +261,7 @@ def run_steps(run: Run, state, iterator, experiment: Dict[str, Any],
     say(f"{cfg.name or cfg.task}: {state_lib.param_count(state.params):,} parameters, mesh {dict(run.mesh.shape)}, "
         f"{jax.process_count()} process(es), global batch {tc.batch_size}, steps {start} -> {tc.steps}")
     log.info("largest arrays:\n%s", sh.describe(run.shardings.params, run.abstract.params))
-    step_fn = sh.jit_step(family_of(cfg.model).make_train_step(cfg.model, tc, run.tx, mesh=run.mesh), run.shardings,
-                          run.mesh)
+    step_fn = sh.jit_step(task_named(cfg.task).train_step(cfg, run.tx, mesh=run.mesh), run.shardings, run.mesh)
     writer = MetricsWriter(run.workdir, resume_step=start, total_steps=tc.steps)
     previewer = _previewer(run)
     batch_sharding = sh.batch_sharding(run.mesh)

@@ -1,8 +1,8 @@
 """Training state and the optimiser: one pytree that is everything a resumed run needs.
 
 ``TrainState`` holds the parameters, their exponential moving average (what
-GLIDE samples with), the optimiser state, the step, the run's base PRNG key and
-the number of skipped updates. It is a plain pytree so that it can be sharded,
+GLIDE samples with), the optimiser state, the step, the run's base PRNG key,
+the number of skipped updates and, for a distillation task, the frozen teacher. It is a plain pytree so that it can be sharded,
 donated to the jitted step and checkpointed as a whole. Randomness is never
 carried forward from step to step: step ``s`` uses ``fold_in(key, s)``, so a
 run resumed at any checkpoint draws exactly what an uninterrupted run draws.
@@ -34,6 +34,9 @@ class TrainState:
     opt_state: Any
     rng: jax.Array  # uint32 key data of the run's base key (raw, so it checkpoints as a plain array)
     skipped: jax.Array  # int32 []: updates skipped because the loss or gradient was not finite
+    # distillation tasks: the frozen teacher, in the student's parameter structure and layout; None otherwise.
+    # apply_gradients never changes it.
+    teacher_params: Any = None
 
 
 def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -71,8 +74,9 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def create_state(params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """Fresh state at step 0; the EMA starts at the parameters themselves."""
+def create_state(params: Any, tx: optax.GradientTransformation, seed: int, teacher: bool = False) -> TrainState:
+    """Fresh state at step 0; the EMA starts at the parameters themselves, and so does the frozen teacher
+    when ``teacher`` (a distillation task's student starts as its teacher)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -80,6 +84,7 @@ def create_state(params: Any, tx: optax.GradientTransformation, seed: int) -> Tr
         opt_state=tx.init(params),
         rng=jax.random.key_data(jax.random.key(seed)),
         skipped=jnp.zeros((), jnp.int32),
+        teacher_params=jax.tree.map(jnp.copy, params) if teacher else None,
     )
 
 

@@ -4,14 +4,19 @@ A task says which model family it trains and which kinds of that family's
 models it accepts, how its parameters start from ``train.init_from`` (the
 warm start), and whether it must have one. ``experiments.train`` reads the
 task from the config; the config checks itself against its task when it is
-built. New tasks (a distillation, say) subclass nothing: they are
-:class:`Task` values given to :func:`register_task`.
+built. New tasks subclass nothing: they are :class:`Task` values given to
+:func:`register_task`. A task may bring its own train step (``make_step``)
+and carry a frozen teacher in the train state (``teacher``), as the
+distillation tasks of :mod:`glide_jax.train.distill` do. That module builds on
+the train state and steps, which import this one, so it is imported on the
+first look-up (:func:`_load_builtin_tasks`) rather than from this module's top.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Tuple
+import importlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from glide_jax.errors import InputError
 from glide_jax.family import family_named, family_of
@@ -32,6 +37,16 @@ class Task:
     start: Callable[[Params, Any, Any], Params] = warm_start.same_model_params
     needs_init_from: bool = False  # a fine-tuning task: refuses to start from random weights
     description: str = ""  # one line for help texts
+    # (model config, train config, tx, mesh=) -> the pure train step; None: the family's make_train_step
+    make_step: Optional[Callable[..., Any]] = None
+    teacher: bool = False  # the train state keeps the starting parameters, frozen, as teacher_params
+    check_config: Optional[Callable[[Any], None]] = None  # further refusals of an ExperimentConfig
+
+    def train_step(self, cfg, tx, *, mesh=None):
+        """The pure ``(state, batch) -> (state, metrics)`` step of a run of this task."""
+        if self.make_step is not None:
+            return self.make_step(cfg.model, cfg.train, tx, mesh=mesh)
+        return family_of(cfg.model).make_train_step(cfg.model, cfg.train, tx, mesh=mesh)
 
     def check(self, cfg) -> None:
         """Refuse an ``ExperimentConfig`` this task cannot train (called when the config is built)."""
@@ -43,6 +58,8 @@ class Task:
             raise InputError(f"task {self.name!r} cannot train a {family.kind(cfg.model)!r} model "
                              f"(it trains {', '.join(self.kinds)})")
         family.check_training(cfg)
+        if self.check_config is not None:
+            self.check_config(cfg)
 
     def check_start(self, cfg) -> None:
         """Refuse to start a run that this task cannot start (called before training)."""
@@ -53,6 +70,16 @@ class Task:
 
 
 _TASKS: Registry[Task] = Registry("training task")
+BUILTIN_TASK_MODULES = ("glide_jax.train.distill",)  # tasks registered by modules above this one
+_builtins_loaded = False
+
+
+def _load_builtin_tasks() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in BUILTIN_TASK_MODULES:
+            importlib.import_module(module)
 
 
 def register_task(task: Task) -> Task:
@@ -62,12 +89,14 @@ def register_task(task: Task) -> Task:
 
 
 def task_named(name: str) -> Task:
+    _load_builtin_tasks()
     if name not in _TASKS:
         raise InputError(f"task must be one of {_TASKS.names()}, got {name!r}")
     return _TASKS.get(name)
 
 
 def registered_tasks() -> List[Task]:
+    _load_builtin_tasks()
     return _TASKS.values()
 
 

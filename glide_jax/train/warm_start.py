@@ -1,12 +1,17 @@
 """Starting a training run from a trained model (``train.init_from``) instead of random weights.
 
-Two ways; each training task (``glide_jax.train.tasks``) names the one it uses:
+Three ways; each training task (``glide_jax.train.tasks``) names the one it uses:
 
 * **the same model** (``base``, ``upsample``, ``clip``, and ``inpaint`` from an
   inpainting model): the source's config must equal the run's, up to
   ``FREE_FIELDS`` (how a network runs, not what its weights mean); the
   parameters are copied as they are. This continues a model under a new
   experiment: another data mix, a curriculum stage, a longer schedule.
+* **guidance-embedding start** (``distill-guidance``, Meng et al. 2023): a
+  student with ``unet.guidance_embed`` from a teacher without it. The
+  guidance-weight MLP (``guidance_embed_0``, ``guidance_embed_2``) starts at
+  its init, whose last layer is zero, so at step 0 the student computes the
+  teacher's conditional output; every other parameter is copied.
 * **inpaint widening** (``inpaint`` from a base or upsampler, as the GLIDE
   paper fine-tunes its inpainting models): the first convolution
   ``input_blocks_0_0`` grows from ``[x, (low_res_up)]`` to
@@ -14,7 +19,7 @@ Two ways; each training task (``glide_jax.train.tasks``) names the one it uses:
   weights start at zero, so at step 0 the inpainting model computes exactly
   what its source computes; every other parameter is copied.
 
-Either way the result must have exactly the parameter shapes of the run's
+Every way, the result must have exactly the parameter shapes of the run's
 model (``glide_jax.family.abstract_params``), or a
 ``CheckpointMismatchError`` names every difference.
 
@@ -33,12 +38,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import flax.linen as nn
 import jax
 import numpy as np
 
 from glide_jax.config import ClipConfig, ModelConfig
 from glide_jax.errors import InputError
-from glide_jax.family import abstract_params, family_of
+from glide_jax.family import abstract_params, family_of, init_params
 from glide_jax.hub import embedded
 from glide_jax.hub.convert import convert_state
 from glide_jax.hub.registry import load_model
@@ -50,6 +56,7 @@ Config = Union[ModelConfig, ClipConfig]
 Params = Dict[str, Any]
 
 FIRST_CONV = "input_blocks_0_0"
+GUIDANCE_LAYERS = ("guidance_embed_0", "guidance_embed_2")  # the U-Net torso's guidance-weight MLP
 # Fields (at any depth of a config) that change how a network runs, not what its weights mean.
 FREE_FIELDS = ("dropout", "dtype", "remat")
 TOKENIZER_FILE = "tokenizer.model"
@@ -135,6 +142,25 @@ def inpaint_params(source_params: Params, source: Config, target: ModelConfig) -
     return tree
 
 
+def guidance_embed_params(source_params: Params, source: Config, target: ModelConfig) -> Params:
+    """Parameters of a guidance-conditioned ``target`` (``unet.guidance_embed``): a copy of a source that has
+    the embedding, else the source's parameters plus the embedding MLP at its init (seed 0; last layer zero)."""
+    if family_of(source).name != "unet" or family_of(target).name != "unet" or not target.unet.guidance_embed:
+        raise InputError("a guidance-embedding start needs a U-Net source and a target with unet.guidance_embed")
+    if source.unet.guidance_embed:
+        return same_model_params(source_params, source, target)
+    diff = differences(source, target, FREE_FIELDS + ("guidance_embed",))
+    if diff:
+        raise InputError("the teacher and the guidance-conditioned student differ beyond the guidance "
+                         "embedding: " + "; ".join(diff))
+    tree = _host_tree(source_params)
+    fresh = jax.jit(lambda key: {name: nn.unbox(init_params(target, key))["unet"][name]
+                                 for name in GUIDANCE_LAYERS})(jax.random.key(0))
+    tree = dict(tree, unet=dict(tree["unet"], **jax.tree.map(np.asarray, fresh)))
+    check_fits(tree, target, "guidance-embedding start")
+    return tree
+
+
 # ----------------------------------------------------------------------------- loading the source
 
 
@@ -171,7 +197,7 @@ def load_source(init_from: str, target: Config) -> Tuple[Config, Params]:
 
 def initial_params(start: Callable[[Params, Config, Config], Params], init_from: str, target: Config) -> Params:
     """Host parameters (no ``{"params": ...}`` wrapper) of ``target`` from the model at ``init_from``, by a
-    task's ``start`` (``same_model_params`` or ``inpaint_params``)."""
+    task's ``start`` (``same_model_params``, ``inpaint_params`` or ``guidance_embed_params``)."""
     source, params = load_source(init_from, target)
     return start(params, source, target)
 
