@@ -22,8 +22,7 @@ import numpy as np
 from glide_jax.config import get_preset
 from glide_jax.errors import InputError
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError
-from glide_jax.hub.convert_clip import torch_shapes
-from glide_jax.hub.convert_unet import torch_shapes
+from glide_jax.hub import convert_clip, convert_unet
 from glide_jax.hub.torch_zip import read_manifest
 from glide_jax.hub.key_report import first_few
 from glide_jax.regular_files import check_regular_file
@@ -50,9 +49,9 @@ def expected_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     preset, tower = _LAYOUTS[name]
     config = get_preset(preset)
     if tower is None:
-        return torch_shapes(config.unet)
+        return convert_unet.torch_shapes(config.unet)
 
-    return torch_shapes(config, tower)
+    return convert_clip.torch_shapes(config, tower)
 
 
 
