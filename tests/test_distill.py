@@ -74,6 +74,7 @@ def _inputs(b=2):
     return x, jnp.array([10, 900][:b]), tokens, jnp.arange(12)[None].repeat(b, 0) < 7
 
 
+@pytest.mark.slow  # compiles the micro teacher and its student at two batch sizes (~40 s quiet, 120 s loaded)
 def test_a_zero_initialised_student_computes_its_teacher_bit_for_bit():
     teacher = _random_teacher()
     student = warm_start.guidance_embed_params({"params": teacher}, TEACHER, STUDENT)
