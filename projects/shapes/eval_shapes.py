@@ -24,6 +24,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from glide_jax.diffusion.sampler_registry import sampler_names
 from glide_jax.errors import InputError
 
 
@@ -46,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's recommendation, else 3)")
     p.add_argument("--sampler", default=None,
-                   help="ddpm, ddim, dpm++2m, unipc, unipc3 or euler_a (default: the model's recommendation)")
+                   help=f"one of {', '.join(sampler_names())} (default: the model's recommendation)")
     p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="apply classifier-free guidance only on this part of the chain (fractions, 1 = pure "
                         "noise; default: the model's recommendation; 0 1 guides every step)")
