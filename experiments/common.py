@@ -45,7 +45,10 @@ def build_parser(task: Optional[str], description: str) -> argparse.ArgumentPars
 def main(task: Optional[str], description: str, argv: Optional[List[str]] = None) -> int:
     """Train the config given on the command line; ``task``: the task the config must have (None: any)."""
     args = build_parser(task, description).parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    # force: a library imported above (absl, through the data readers) may have put its handler on the root
+    # logger already, which would make basicConfig a no-op and these lines come out in another format.
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s",
+                        force=True)
     try:
         from absl import logging as absl_logging  # Orbax logs every save at INFO through absl
 
