@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import List, Optional
 
 from glide_jax.errors import InputError
@@ -42,13 +43,30 @@ def build_parser(task: Optional[str], description: str) -> argparse.ArgumentPars
     return parser
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes each record to ``sys.stderr`` as it is when the record is emitted, so a caller that swaps the
+    stream (a test capturing output, a notebook) never leaves the handler writing to a closed one."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler assigns it; the current sys.stderr is always used
+        pass
+
+
 def main(task: Optional[str], description: str, argv: Optional[List[str]] = None) -> int:
     """Train the config given on the command line; ``task``: the task the config must have (None: any)."""
     args = build_parser(task, description).parse_args(argv)
-    # force: a library imported above (absl, through the data readers) may have put its handler on the root
-    # logger already, which would make basicConfig a no-op and these lines come out in another format.
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s",
-                        force=True)
+    # One handler of ours, replacing any a library imported above (absl, through the data readers) put on the
+    # root logger, which would make basicConfig a no-op and these lines come out in another format.
+    handler = CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler], force=True)
     try:
         from absl import logging as absl_logging  # Orbax logs every save at INFO through absl
 
