@@ -24,7 +24,7 @@ image embedding of a CLIP ViT-B/32-sized model (Hugging Face ``openai/clip-vit-b
 config, random weights) on preprocessed 224x224 pixels, with its FLOPs per image.
 
     python -m tools.benchmark_fid --weights ../shared/fixtures/fid/pt_inception-random.pth \\
-        --torch-python /tmp/fidvenv/bin/python --images 64 --rounds 2 --repeats 3 --clip
+        --torch-python .venv-fid/bin/python --images 64 --rounds 2 --repeats 3 --clip
 
 Prints JSON.
 """
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=None, help="a .pth with pytorch-fid's keys (needed by --torch-python; the "
                                                     "glide_jax side uses random weights without it)")
     ap.add_argument("--torch-python", default=None, metavar="PYTHON",
-                    help="interpreter with torch, torchvision and pytorch-fid (e.g. /tmp/fidvenv/bin/python)")
+                    help="interpreter with torch, torchvision and pytorch-fid (e.g. .venv-fid/bin/python)")
     ap.add_argument("--images", type=int, default=64, help="images per pass (default 64)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per side, alternating (default 2)")
