@@ -16,34 +16,12 @@ from dataclasses import dataclass, field
 import typing
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from glide_jax.config_checks import check_counts, check_fraction
 from glide_jax.errors import InputError
 
 GLIDE_VOCAB = 50257  # GPT-2 BPE vocabulary used by the GLIDE text transformer.
 
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
-
-
-def check_counts(owner: str, minimum: int = 1, *, unset: Optional[int] = None, **fields: Any) -> None:
-    """Raise one ValueError naming ``owner.field`` and its value for the first field that is not an integer
-    of at least ``minimum`` (``unset``, e.g. -1, is also accepted when given: it means "derive it").
-
-    Why: a zero or negative size, count or step number is accepted by the arithmetic that uses it and fails
-    far away (a ZeroDivisionError in a layer, a training run that "finishes" at step 0), so configs check
-    their counts where they are built, and ``--set`` overrides are checked the same way.
-    """
-    for name, value in fields.items():
-        if value == unset and unset is not None and isinstance(value, int):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            also = f" (or {unset})" if unset is not None else ""
-            raise InputError(f"{owner}.{name} must be an integer >= {minimum}{also}, got {value!r}")
-
-
-def check_fraction(owner: str, **fields: Any) -> None:
-    """Raise one ValueError naming ``owner.field`` for the first value outside [0, 1]."""
-    for name, value in fields.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise InputError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
 
 
 def _as_int_tuple(value: Union[str, int, Tuple[int, ...], list], what: str) -> Tuple[int, ...]:

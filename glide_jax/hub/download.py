@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import glob
 import hashlib
 import http.client
 import json
@@ -50,7 +49,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 import warnings
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -63,6 +61,7 @@ from glide_jax.cache import CACHE_ENV, default_cache_dir
 from glide_jax.errors import InputError
 from glide_jax.hub import evaluation_weights
 from glide_jax.hub.checkpoint_zip import CheckpointFormatError
+from glide_jax.hub.part_files import part_name, remove_stale_parts
 from glide_jax.hub.remote_file import RemoteFile
 from glide_jax.hub.verify import verify_checkpoint
 
@@ -70,7 +69,6 @@ TOKENIZERS = "tokenizers"  # name of the group holding the three vocabulary file
 MIN_RATE_ENV = "GLIDE_JAX_DOWNLOAD_MIN_RATE"
 DEFAULT_MIN_RATE = 10_000  # bytes per second: a modem-era floor, ~2 days for the largest checkpoint
 RATE_WINDOW_SECONDS = 60.0  # the rate is judged over windows this long
-PART_SUFFIX = ".part"
 
 
 _CHECKPOINT_ROOT = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021/"
@@ -249,45 +247,6 @@ def _sigterm_unwinds() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _part_owner(part: Path, dest: Path) -> Optional[int]:
-    """The pid in ``<dest>.<pid>.<hex>.part``, or None if ``part`` is not named so."""
-    middle = part.name[len(dest.name) + 1: -len(PART_SUFFIX)].split(".")
-    if not part.name.startswith(dest.name + ".") or len(middle) != 2 or not middle[0].isdigit():
-        return None
-    return int(middle[0])
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but belongs to someone else (EPERM)
-        return True
-    return True
-
-
-def remove_stale_parts(dest: Path) -> List[Path]:
-    """Remove the part files of ``dest`` whose writing process no longer exists; return them.
-
-    Called under ``dest``'s lock, which every writer holds while its part file exists, so a part
-    file found here was left by a killed process; the pid check keeps the part file of any process
-    still alive regardless (one that shares the cache without the lock, or a pid reused since).
-    Does nothing where ``os.kill(pid, 0)`` cannot ask about a process (Windows).
-    """
-    if os.name != "posix":
-        return []
-    removed = []
-    for part in dest.parent.glob(glob.escape(dest.name) + ".*" + PART_SUFFIX):
-        pid = _part_owner(part, dest)
-        if pid is None or pid == os.getpid() or _process_exists(pid):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
-            removed.append(part)
-    return removed
-
-
 def _still_intact(dest: Path) -> bool:
     """False when the file's download record says it had another size (truncated or replaced since)."""
     record = dest.with_name(dest.name + RECORD_SUFFIX)
@@ -328,7 +287,7 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
 
 def _download_atomically(remote: RemoteFile, dest: Path, *, progress: bool, limits: _Limits) -> None:
     # A name private to this writer; created with open() so the umask sets the permissions.
-    tmp_name = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex}{PART_SUFFIX}")
+    tmp_name = part_name(dest)
     try:
         with open(tmp_name, "xb") as out:
             received = _stream(remote, out, progress, limits)

@@ -26,7 +26,8 @@ import sys
 import typing
 from typing import Any, Dict, Sequence, Tuple, Union
 
-from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig, check_counts, check_fraction
+from glide_jax.config import MOVED_FIELDS, ClipConfig, ModelConfig
+from glide_jax.config_checks import check_counts, check_fraction
 from glide_jax.data import sources
 from glide_jax.data.shapes_source import ShapesDataConfig
 from glide_jax.diffusion.losses import MSE_WEIGHTINGS
