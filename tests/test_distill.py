@@ -157,6 +157,20 @@ def test_a_guidance_distillation_step_at_w_1_has_nothing_to_learn_at_its_start()
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
+def test_a_students_guidance_interval_is_w_inside_and_the_conditional_model_outside():
+    """Interval guidance of a w-conditioned student: w at the interval's timesteps, 1 (plain conditional) elsewhere,
+    in one evaluation per step; t = 10 lies outside [500, 999], t = 900 inside."""
+    params = _random_teacher(STUDENT)
+    x, t, tokens, mask = _inputs()
+    family = family_of(STUDENT)
+    cond = {"guidance_weight": np.full(2, 3.0, np.float32), "guidance_interval": np.array([500, 999], np.int32)}
+    banded = np.asarray(jax.jit(lambda p: family.model_fn(STUDENT, {"params": p}, tokens, mask, **cond)(x, t))(params))
+    at_one, at_three = (_apply(STUDENT, params, x, t, tokens, mask, w) for w in (1.0, 3.0))
+    assert np.abs(at_three - at_one).max() > 1e-3  # w matters for these weights
+    np.testing.assert_allclose(banded[0], at_one[0], atol=1e-6)
+    np.testing.assert_allclose(banded[1], at_three[1], atol=1e-6)
+
+
 def _glide_vocab(config):
     unet = config.unet
     return dataclasses.replace(config, unet=dataclasses.replace(unet, text=dataclasses.replace(unet.text,

@@ -298,8 +298,9 @@ def schedule_from_betas(betas: np.ndarray, timestep_map: Optional[np.ndarray] = 
     ab = np.cumprod(1.0 - b)
     ab_prev = np.concatenate([[1.0], ab[:-1]])
     post_var = b * (1.0 - ab_prev) / (1.0 - ab)
-    # The posterior variance is 0 at t=0; its log borrows the t=1 value there.
-    post_log_var = np.log(np.concatenate([post_var[1:2] if n > 1 else post_var[:1], post_var[1:]]))
+    # The posterior variance is 0 at t=0; its log borrows the t=1 value there (beta_0 in a one-step chain,
+    # which has no t=1: its only step lands on the clean image and never draws noise).
+    post_log_var = np.log(np.concatenate([post_var[1:2] if n > 1 else b[:1], post_var[1:]]))
     # device_put, not jnp.asarray: in jax 0.10 the latter compiles a small copy program per array shape,
     # i.e. once more for every new step count.
     f32 = lambda a: jax.device_put(np.asarray(a, dtype=np.float64).astype(dtype))

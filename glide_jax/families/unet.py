@@ -33,6 +33,13 @@ def unet_apply(config: UNetConfig):
     model = GlideUNet(config)
 
     def apply(params, text_emb, cond, x, t):
+        cond = dict(cond)
+        interval = cond.pop("guidance_interval", None)
+        if interval is not None:
+            # A guidance-distilled student guided only on [low, high] model timesteps: w = 1 (the plain
+            # conditional prediction) elsewhere, as interval guidance of the teacher computes.
+            inside = (t >= interval[0]) & (t <= interval[1])
+            cond["guidance_weight"] = jnp.where(inside, cond["guidance_weight"], 1.0)
         return model.apply(params, x, t, text_emb=text_emb, **cond)
 
     return apply
@@ -49,7 +56,8 @@ def unet_model_fn(config: UNetConfig, params: Any, tokens=None, mask=None, **con
     """The sampler-facing ``model_fn(x, t)`` of a GLIDE U-Net with its text encoded once.
 
     ``cond`` holds ``low_res``, ``inpaint_image``, ``inpaint_mask`` and (a guidance-distilled student,
-    ``unet.guidance_embed``) ``guidance_weight`` ``[B]`` as the model needs them.
+    ``unet.guidance_embed``) ``guidance_weight`` ``[B]`` as the model needs them, plus, for such a
+    student, an optional ``guidance_interval`` ``[low, high]`` of model timesteps outside which w is 1.
     """
     text_emb = text_encoder(config)(params, tokens, mask) if config.text.width else None
     cond = {k: jnp.asarray(v, jnp.float32) for k, v in cond.items() if v is not None}

@@ -132,18 +132,23 @@ def sample_base(model: LoadedModel, prompts: Sequence[str], keys: jax.Array, con
     negatives = [""] * n if negatives is None else list(negatives)
     if len(negatives) != n:
         raise InputError(f"{len(negatives)} negative prompts for {n} prompts")
-    if weight_input and (any(negatives) or conditioning.guidance_interval is not None):
-        raise InputError("this model guides itself (it takes the guidance weight as an input): it has no "
-                         "negative prompts or guidance interval")
+    if weight_input and any(negatives):
+        raise InputError("this model guides itself (it takes the guidance weight as an input): its "
+                         "unconditional branch is the empty caption, so it takes no negative prompts")
     rows = list(prompts) + negatives if cfg_guided else list(prompts)
     copies = 2 if cfg_guided else 1
     tokens, mask = model.tokens(rows)
     extra, denoised_fn = {}, None
     if weight_input:
         extra["guidance_weight"] = np.full((n,), conditioning.guidance_scale, np.float32)
+        if conditioning.guidance_interval is not None:
+            extra["guidance_interval"] = np.asarray(
+                guided_timesteps(conditioning.guidance_interval, family.diffusion_config(config).steps), np.int32)
+    elif family.takes_guidance_weight(config):  # CLIP guidance steers the student's plain conditional output
+        extra["guidance_weight"] = np.ones((n * copies,), np.float32)
     if conditioning.inpaint is not None:
         image, keep = conditioning.inpaint
-        extra = {"inpaint_image": np.concatenate([image] * copies), "inpaint_mask": np.concatenate([keep] * copies)}
+        extra.update(inpaint_image=np.concatenate([image] * copies), inpaint_mask=np.concatenate([keep] * copies))
         denoised_fn = guidance.inpaint_denoised_fn(extra["inpaint_image"], extra["inpaint_mask"])
     if conditioning.dynamic_threshold is not None:
         denoised_fn = guidance.chain_denoised(guidance.dynamic_threshold_fn(conditioning.dynamic_threshold),
