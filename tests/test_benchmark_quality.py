@@ -24,6 +24,18 @@ def test_model_evaluations_count_the_steps_run_and_the_guided_ones(embedded_base
     assert evaluations_per_image(embedded_base, Setting("ddim", 20, (0.5, 1.0)), 1.0) == 20 + 10
 
 
+def test_a_self_guided_student_costs_one_evaluation_per_step_on_its_trailing_grid(embedded_base):
+    # trailing4 is timesteps 249, 499, 749, 999; start 0.85 begins at index 2 (t = 749)
+    student = Setting("stochastic_fewstep", "trailing4", (0.5, 1.0), model="runs/student")
+    assert evaluations_per_image(embedded_base, student, 1.0, self_guided=True) == 4
+    assert evaluations_per_image(embedded_base, student, 0.85, self_guided=True) == 3
+    assert evaluations_per_image(embedded_base, student, 1.0) == 4 + 3  # a two-pass guided model: 499-999 guided
+    assert student.name == "runs/student: stochastic_fewstep trailing4, guidance on 0.5-1"
+    assert json.loads(student.key("accuracy", 1))[-1] == "runs/student"
+    assert json.loads(Setting("ddpm", 20, None).key("accuracy")) == ["accuracy", "ddpm", 20, None, 0]
+    assert benchmark_quality._steps("8") == 8 and benchmark_quality._steps("trailing8") == "trailing8"
+
+
 def test_a_stopped_run_resumes_without_measuring_or_rewriting_anything_twice(tmp_path, monkeypatch):
     measured = []
 

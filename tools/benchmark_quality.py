@@ -17,6 +17,12 @@ accuracy does not depend on a quiet machine, the timings do.
 
 The noise of an accuracy figure is measured, not assumed: ``--seeds 0 1``
 grades the same setting on two independent draws.
+
+``--model`` measures another base than the shipped one (a model directory, a
+workdir, ``embedded-fast``), and ``--steps`` takes respacing specs as well as
+counts (``trailing4``: the grid a progressively distilled student was trained
+on). A guidance-distilled student (``unet.guidance_embed``) guides itself: it
+costs one evaluation per step, guided or not.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 KINDS = ("accuracy", "embedded_time", "full_size_time")
+DEFAULT_MODEL = "embedded-base"  # the base measured unless --model names another
 TIMING_BATCH = 16  # images of the warm batch timed on the embedded base
 
 
@@ -38,26 +45,31 @@ class Setting:
     """One row of the table: a sampler, its step count and the guidance interval (None = everywhere)."""
 
     sampler: str
-    steps: int
+    steps: Union[int, str]  # a step count or a respacing spec ("trailing4")
     interval: Optional[Tuple[float, float]]
+    model: str = DEFAULT_MODEL  # the base sampled
 
     @property
     def name(self) -> str:
         where = "" if self.interval is None else f", guidance on {self.interval[0]:g}-{self.interval[1]:g}"
-        return f"{self.sampler} {self.steps}{where}"
+        model = "" if self.model == DEFAULT_MODEL else f"{self.model}: "
+        return f"{model}{self.sampler} {self.steps}{where}"
 
     def key(self, kind: str, seed: int = 0) -> str:
-        return json.dumps([kind, self.sampler, self.steps, self.interval and list(self.interval), seed])
+        fields = [kind, self.sampler, self.steps, self.interval and list(self.interval), seed]
+        return json.dumps(fields if self.model == DEFAULT_MODEL else fields + [self.model])
 
 
-def grid(samplers: Sequence[str], steps: Sequence[int], interval: Optional[Tuple[float, float]]) -> List[Setting]:
-    """Every sampler at every step count, guidance everywhere first, then (if given) within ``interval``."""
+def grid(samplers: Sequence[str], steps: Sequence[Union[int, str]], interval: Optional[Tuple[float, float]],
+         models: Sequence[str] = (DEFAULT_MODEL,)) -> List[Setting]:
+    """Every model, sampler and step count, guidance everywhere first, then (if given) within ``interval``."""
     intervals = [None] if interval is None else [None, tuple(interval)]
-    return [Setting(s, n, i) for i, s, n in itertools.product(intervals, samplers, steps)]
+    return [Setting(s, n, i, m) for m, i, s, n in itertools.product(models, intervals, samplers, steps)]
 
 
-def evaluations_per_image(diffusion, setting: Setting, start: float) -> int:
-    """Network rows one image costs: every step run counts 1, and 1 more where guidance runs its unconditional half.
+def evaluations_per_image(diffusion, setting: Setting, start: float, self_guided: bool = False) -> int:
+    """Network rows one image costs: every step run counts 1, and 1 more where guidance runs its unconditional half
+    (never for a ``self_guided`` student, which takes the guidance weight as an input).
 
     ``diffusion`` is the model's ``DiffusionConfig``; ``start`` < 1 is the truncated chain of a base with
     a canvas (the steps before it never run).
@@ -72,6 +84,8 @@ def evaluations_per_image(diffusion, setting: Setting, start: float) -> int:
     n = schedule.num_timesteps
     first = n - 1 if start >= 1.0 else sdedit_start_index(n, start)
     timesteps = np.asarray(schedule.timestep_map)[: first + 1]
+    if self_guided:
+        return len(timesteps)
     if setting.interval is None:
         return 2 * len(timesteps)
     low, high = guided_timesteps(setting.interval, diffusion.steps)
@@ -94,7 +108,8 @@ def measure_accuracy(pipe, prompts: Sequence[str], setting: Setting, seed: int) 
     result = evaluate(pipe, prompts, seed=seed, base=stage, guidance_interval=setting.interval)
     summary = result["summary"]
     return {"correct": summary["accuracy"], "n": summary["n"], "attributes": summary["per_attribute"],
-            "evaluations": evaluations_per_image(pipe.base.config.diffusion, setting, stage.start),
+            "evaluations": evaluations_per_image(pipe.base.config.diffusion, setting, stage.start,
+                                                 pipe.base.family.takes_guidance_weight(pipe.base.config)),
             "wall_s": round(time.perf_counter() - started, 1)}
 
 
@@ -157,31 +172,33 @@ def run(settings: Iterable[Setting], kinds: Sequence[str], seeds: Sequence[int],
     prompts = prompts_from(prompts_spec)
     pipes = {}
 
-    def pipe_for(kind):
-        if kind not in pipes:
+    def pipe_for(kind, model):
+        which = "full size" if kind == "full_size_time" else model
+        if which not in pipes:
             if kind == "full_size_time":
-                pipes[kind] = full_size_pipeline()
+                pipes[which] = full_size_pipeline()
             else:
                 from glide_jax.sampling.loading import load_pipeline
 
-                pipes[kind] = load_pipeline("embedded-base", None)
-        return pipes[kind]
+                pipes[which] = load_pipeline(model, None)
+        return pipes[which]
 
     for kind in kinds:
         for setting in settings:
-            if kind == "full_size_time" and setting.steps > full_size_max_steps:
+            if kind == "full_size_time" and (setting.model != DEFAULT_MODEL or not isinstance(setting.steps, int)
+                                              or setting.steps > full_size_max_steps):
                 continue
             for seed in (seeds if kind == "accuracy" else [0]):
                 key = setting.key(kind, seed)
                 if key in results:
                     continue
                 if kind == "accuracy":
-                    record = measure_accuracy(pipe_for(kind), prompts, setting, seed)
+                    record = measure_accuracy(pipe_for(kind, setting.model), prompts, setting, seed)
                     record["prompts"] = prompts_spec
                 elif kind == "embedded_time":
-                    record = measure_embedded_time(pipe_for(kind), prompts, setting)
+                    record = measure_embedded_time(pipe_for(kind, setting.model), prompts, setting)
                 else:
-                    record = measure_full_size_time(pipe_for(kind), setting)
+                    record = measure_full_size_time(pipe_for(kind, setting.model), setting)
                 record = {"key": key, "kind": kind, "setting": setting.name, "seed": seed, **record}
                 results[key] = record
                 with out.open("a") as f:
@@ -227,12 +244,20 @@ def table(results: Dict[str, Dict], settings: Sequence[Setting], seeds: Sequence
     return "\n".join(lines)
 
 
+def _steps(text: str) -> Union[int, str]:
+    """A step count as an int; any other text is a respacing spec, checked when its schedule is made."""
+    return int(text) if text.strip().lstrip("+-").isdigit() else text.strip()
+
+
 def add_arguments(parser) -> None:
     from glide_jax.diffusion.samplers import sampler_names
 
     parser.add_argument("--samplers", nargs="+", default=["ddpm", "ddim", "dpm++2m", "unipc", "euler_a"],
                         choices=sampler_names(), help="samplers to measure")
-    parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20, 50], help="step counts to measure")
+    parser.add_argument("--steps", nargs="+", type=_steps, default=[5, 10, 20, 50],
+                        help="step counts (or respacing specs such as trailing4) to measure")
+    parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL],
+                        help="base models measured: names, model directories or workdirs (default: embedded-base)")
     parser.add_argument("--interval", nargs=2, type=float, default=[0.5, 1.0], metavar=("LOW", "HIGH"),
                         help="the guidance interval measured beside guidance everywhere (fractions, 1 = pure noise)")
     parser.add_argument("--no-interval", action="store_true", help="measure guidance everywhere only")
@@ -247,12 +272,12 @@ def add_arguments(parser) -> None:
 
 def main(args) -> Dict:
     for steps in args.steps:
-        if steps < 1:
+        if isinstance(steps, int) and steps < 1:
             raise ValueError(f"--steps must be >= 1, got {steps}")
     low, high = args.interval
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(f"--interval must satisfy 0 <= LOW < HIGH <= 1, got {low:g} {high:g}")
-    settings = grid(args.samplers, args.steps, None if args.no_interval else (low, high))
+    settings = grid(args.samplers, args.steps, None if args.no_interval else (low, high), args.models)
     out = Path(args.out)
     results = read_results(out) if args.table else run(settings, args.kinds, args.seeds, args.prompts, out,
                                                                 args.full_size_max_steps)
