@@ -216,6 +216,26 @@ PINNED = {
         top="214078c8e63ab0af", model="ad6a94875dcdf2cf", data="8bf8861e4d447cb4",
         train="85b1caf252140bec", mesh="9fc21789499868ef", sample="f9e0b0d80dc1215b",
         task="clip", name="clip", steps=1500, batch=64, lr=0.0005, source="shapes"),
+    "projects/shapes/configs/distill.py:guidance": dict(
+        top="81783e2816948e40", model="52eb727028791293", data="885e9477e133c17d",
+        train="f0226880da191bdd", mesh="9fc21789499868ef", sample="3b3f2a9537bc39cf",
+        task="distill-guidance", name="distill:guidance", steps=1000, batch=32, lr=0.0002, source="shapes"),
+    "projects/shapes/configs/distill.py:to_8": dict(
+        top="867eb67605680f3e", model="52eb727028791293", data="885e9477e133c17d",
+        train="058354a2e2b31eb0", mesh="9fc21789499868ef", sample="3b3f2a9537bc39cf",
+        task="distill-progressive", name="distill:to_8", steps=400, batch=32, lr=0.0002, source="shapes"),
+    "projects/shapes/configs/distill.py:to_4": dict(
+        top="603b1acd6e59e4c8", model="52eb727028791293", data="885e9477e133c17d",
+        train="de3352da257e8e34", mesh="9fc21789499868ef", sample="3b3f2a9537bc39cf",
+        task="distill-progressive", name="distill:to_4", steps=400, batch=32, lr=0.0002, source="shapes"),
+    "projects/shapes/configs/distill.py:to_2": dict(
+        top="b5a2f5079db030e9", model="52eb727028791293", data="885e9477e133c17d",
+        train="71ad514d342f815a", mesh="9fc21789499868ef", sample="3b3f2a9537bc39cf",
+        task="distill-progressive", name="distill:to_2", steps=400, batch=32, lr=0.0002, source="shapes"),
+    "projects/shapes/configs/distill.py:to_1": dict(
+        top="7578a9749d166fd8", model="52eb727028791293", data="885e9477e133c17d",
+        train="bed5a5d5f5af6d2f", mesh="9fc21789499868ef", sample="3b3f2a9537bc39cf",
+        task="distill-progressive", name="distill:to_1", steps=400, batch=32, lr=0.0002, source="shapes"),
     "projects/shapes/configs/inpaint.py": dict(
         top="ebc212c997d7c233", model="846eb1beb6fcdb37", data="f03ec70ac797687f",
         train="e681ecadaee967c4", mesh="9fc21789499868ef", sample="3b3f2a9537bc39cf",

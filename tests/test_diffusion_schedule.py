@@ -78,6 +78,14 @@ def test_trailing_spacing():
     assert len(kept) == 61 and kept[0] == 15 and kept[-1] == 999
     for n in (3, 7, 27, 61, 103, 999):
         assert len(space_timesteps(1000, f"trailing{n}")) == n
+    # over the first 875 timesteps: the top is 874, and every second point of 8 steps is the grid of 4
+    assert space_timesteps(1000, "trailing4:875") == (218, 437, 655, 874)
+    assert space_timesteps(1000, "trailing8:875")[1::2] == space_timesteps(1000, "trailing4:875")
+    assert space_timesteps(1000, "trailing10:1000") == space_timesteps(1000, "trailing10")
+    for bad, message in (("trailing4:0", "chain of 0"), ("trailing4:1001", "chain of 1001"),
+                         ("trailing9:8", "1 <= N <= 8"), ("trailing4:x", "chain length 'x'")):
+        with pytest.raises(ValueError, match=message):
+            space_timesteps(1000, bad)
 
 
 @pytest.mark.parametrize("kind", ["karras", "logsnr"])

@@ -120,6 +120,11 @@ def test_the_progressive_target_is_one_ddim_step_onto_the_teachers_two():
     np.testing.assert_allclose(np.asarray(landed[3]), np.asarray(z_end[3]), atol=5e-3)
     with pytest.raises(InputError, match="twice"):
         distill.trailing_schedules(TEACHER, 8, 3)
+    short_teacher, short_student = distill.trailing_schedules(TEACHER, 8, 4, chain=875)
+    np.testing.assert_array_equal(np.asarray(short_student.timestep_map), [218, 437, 655, 874])
+    np.testing.assert_array_equal(np.asarray(short_teacher.timestep_map)[1::2], [218, 437, 655, 874])
+    with pytest.raises(InputError, match="chain"):
+        DistillConfig(chain=-1)
 
 
 def test_stochastic_fewstep_reaches_a_point_mass_from_any_start():

@@ -125,7 +125,7 @@ SHIPPED = {
 
 
 def test_the_project_configs_of_the_shipped_models_load():
-    assert {p.stem for p in PROJECT.glob("[!_]*.py")} == set(SHIPPED)
+    assert {p.stem for p in PROJECT.glob("[!_]*.py")} == set(SHIPPED) | {"distill"}
     for stem, variants in SHIPPED.items():
         assert tuple(getattr(_module(PROJECT / f"{stem}.py"), "VARIANTS", (None,))) == variants
         steps = []
@@ -143,6 +143,24 @@ def test_the_project_configs_of_the_shipped_models_load():
     # The last phase of the last base stage is what the package ships, with the relations it was trained on.
     shipped = load_config_file(f"{PROJECT}/base_three_relations.py:to_1250")
     assert shipped.data.shapes.relations == ("above", "below", "to the left of") and shipped.train.steps == 1250
+
+
+def test_the_distillation_runs_chain_from_the_shipped_base_round_by_round():
+    """distill.py's variants are separate workdirs: guided distillation of the shipped base (the package's
+    model itself), then each progressive round from the previous run's workdir, halving the steps."""
+    module = _module(PROJECT / "distill.py")
+    configs = [load_config_file(f"{PROJECT}/distill.py:{variant}") for variant in module.VARIANTS]
+    guided, rounds = configs[0], configs[1:]
+    shipped = load_config_file(f"{PROJECT}/base_three_relations.py:to_1250")
+    assert guided.task == "distill-guidance" and guided.train.init_from == "embedded-base"
+    assert guided.model.unet == dataclasses.replace(shipped.model.unet, guidance_embed=True)
+    previous, steps = "runs/shapes/distill_guidance", 16
+    for cfg in rounds:
+        d = cfg.train.distill
+        assert cfg.task == "distill-progressive" and cfg.train.init_from == previous and cfg.model == guided.model
+        assert (d.teacher_steps, d.student_steps) == (steps, steps // 2) and d.chain == 875
+        previous, steps = f"runs/shapes/distill_{d.student_steps}", d.student_steps
+    assert steps == 1
 
 
 def _source(stem):

@@ -176,6 +176,9 @@ def space_timesteps(num_steps: int, spec: RespacingSpec, betas: Optional[np.ndar
       soften DDIM artefacts at full noise;
     * ``"trailingN"``: diffusers' trailing spacing, N steps ending at the
       noisiest timestep, the smallest near ``num_steps / N - 1``;
+      ``"trailingN:T"`` the same over the first T timesteps only (the noisiest
+      kept is T - 1): the grid of a few-step student distilled on a shortened
+      chain, which sampling enters from a noised canvas at its top;
     * ``"logsnrN"`` / ``"karrasN"``: N steps from the noisiest timestep to 0,
       uniform in log-SNR, or on Karras et al.'s rho=7 ramp in sigma =
       sqrt((1 - alpha_bar) / alpha_bar), each target mapped to the timestep of
@@ -200,17 +203,24 @@ def space_timesteps(num_steps: int, spec: RespacingSpec, betas: Optional[np.ndar
     text = spec.strip()
     for name in _NAMED_SPACINGS:
         if text.startswith(name):
-            want = _count(text[len(name):], spec)
-            if not 1 <= want <= num_steps:
+            count_text, chain = text[len(name):], num_steps
+            if name == "trailing" and ":" in count_text:
+                count_text, _, chain_text = count_text.partition(":")
+                chain = _count(chain_text, spec, "chain length")
+                if not 1 <= chain <= num_steps:
+                    raise RespacingError(f"respacing {spec!r} keeps a chain of {chain} steps; trailingN:T needs "
+                                         f"1 <= T <= {num_steps}")
+            want = _count(count_text, spec)
+            if not 1 <= want <= chain:
                 raise RespacingError(
-                    f"respacing {spec!r} asks for {want} steps; {name}N needs 1 <= N <= {num_steps}")
+                    f"respacing {spec!r} asks for {want} steps; {name}N needs 1 <= N <= {chain}")
             if name == "ddim":
                 for stride in range(1, num_steps + 1):
                     if len(range(0, num_steps, stride)) == want:
                         return tuple(range(0, num_steps, stride))
                 raise RespacingError(f"respacing {spec!r}: no integer stride gives exactly {want} of {num_steps} steps")
             if name == "trailing":
-                return _trailing(num_steps, want)
+                return _trailing(chain, want)
             if betas is None:
                 raise RespacingError(f"respacing {spec!r} depends on the noise schedule; pass its betas")
             if len(betas) != num_steps:

@@ -17,7 +17,12 @@ Diffusion Models") and Salimans & Ho 2022 ("Progressive Distillation"):
   what the teacher (the previous round: ``teacher_steps`` = twice as many)
   does in two deterministic DDIM steps, both on diffusers' trailing spacing
   (``trailingN``: the student's grid is every second point of the teacher's,
-  and both end on the clean image). The teacher is itself guidance
+  and both end on the clean image), over the whole chain or, with
+  ``train.distill.chain``, over its first timesteps only (``trailingN:chain``):
+  a student whose sampling starts from a noised canvas (``start`` < 1) then
+  never meets the noisiest steps, where an eps output cannot express the
+  image it should jump to (``x = (z - sigma eps) / alpha`` with alpha ~ 0.007
+  at t = 999 multiplies every error in eps by ~140). The teacher is itself guidance
   conditioned and is run at the student's ``w``. The student starts as the
   teacher.
 
@@ -84,13 +89,16 @@ def check_distill_config(cfg) -> None:
         raise InputError(f"task {cfg.task!r} runs whole batches: set train.microbatches=1")
 
 
-def trailing_schedules(model_cfg: ModelConfig, teacher_steps: int, student_steps: int) -> Tuple[Schedule, Schedule]:
-    """The teacher's and student's respaced schedules; the student's timesteps are every second teacher one."""
+def trailing_schedules(model_cfg: ModelConfig, teacher_steps: int, student_steps: int,
+                       chain: int = 0) -> Tuple[Schedule, Schedule]:
+    """The teacher's and student's respaced schedules; the student's timesteps are every second teacher one.
+    ``chain`` > 0 spans both grids over the first ``chain`` timesteps only (``trailingN:chain``)."""
     if teacher_steps != 2 * student_steps:
         raise InputError(f"train.distill.teacher_steps ({teacher_steps}) must be twice student_steps "
                          f"({student_steps}): each progressive distillation round halves the steps")
-    teacher = make_schedule(model_cfg.diffusion, respacing=f"trailing{teacher_steps}")
-    student = make_schedule(model_cfg.diffusion, respacing=f"trailing{student_steps}")
+    over = f":{chain}" if chain else ""
+    teacher = make_schedule(model_cfg.diffusion, respacing=f"trailing{teacher_steps}{over}")
+    student = make_schedule(model_cfg.diffusion, respacing=f"trailing{student_steps}{over}")
     if teacher.num_timesteps != teacher_steps or student.num_timesteps != student_steps or \
             not bool(jnp.all(teacher.timestep_map[1::2] == student.timestep_map)):
         raise InputError(f"{student_steps} trailing steps are not every second one of {teacher_steps} on "
@@ -193,7 +201,7 @@ def make_progressive_distill_step(model_cfg: ModelConfig, train_cfg: TrainConfig
     """The ``distill-progressive`` step: one student DDIM step of twice the length matches two of the teacher's
     (module docstring: target, weighting, variance channels)."""
     d = train_cfg.distill
-    teacher_s, _ = trailing_schedules(model_cfg, d.teacher_steps, d.student_steps)
+    teacher_s, _ = trailing_schedules(model_cfg, d.teacher_steps, d.student_steps, d.chain)
     channels = model_cfg.unet.in_channels
     clip = train_cfg.mse_weight_clip
 

@@ -74,9 +74,12 @@ class DistillConfig:
     guidance_max: float = 4.0  # largest guidance weight w drawn per example
     teacher_steps: int = 8  # distill-progressive: DDIM steps of the teacher (trailing spacing)
     student_steps: int = 4  # distill-progressive: steps of the student, half the teacher's (checked at the start)
+    chain: int = 0  # distill-progressive: timesteps the grids span (trailingN:chain; 0 = the whole diffusion)
 
     def __post_init__(self):
         check_counts("train.distill", teacher_steps=self.teacher_steps, student_steps=self.student_steps)
+        if isinstance(self.chain, bool) or not isinstance(self.chain, int) or self.chain < 0:
+            raise InputError(f"train.distill.chain must be a whole number >= 0 (0: the whole chain), got {self.chain!r}")
         for name in ("guidance_min", "guidance_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -15,7 +15,12 @@ Two kinds of run (``glide_jax.train.distill``), each its own workdir:
 * ``to_<n>``: one round of progressive distillation (Salimans & Ho 2022): a
   student of ``n`` deterministic DDIM steps learns what the previous round (its
   teacher, ``2n`` steps) does in two. The first round's teacher is the
-  guidance-distilled student at 16 steps.
+  guidance-distilled student at 16 steps. The grids span the first ``CHAIN``
+  timesteps (``trailingN:875``, top t = 874): the shipped base samples from
+  its canvas noised to t ~ 850, and the students do the same from the grid's
+  top, never meeting t = 999, where their eps output cannot carry the long
+  jump (the package's ``distill_*`` rounds over the whole chain, measured in
+  the project README, are ``--set train.distill.chain=0``).
 
 The images noised for the targets come from the stream the shipped base's last
 phase trained on (the three relations, three pairs in four); every caption is
@@ -35,6 +40,7 @@ DISTILL = DistillConfig(
     guidance_max=5.0,  # largest w drawn per example (the shipped base samples at 3)
     teacher_steps=16,  # overridden per round below
     student_steps=8,  # overridden per round below
+    chain=875,  # the rounds' grids span timesteps 0..874 (trailingN:875)
 )
 # The progressive rounds, in the order they run: variant -> (student steps, optimiser steps, the teacher's
 # workdir). Each round's teacher is the previous round's workdir (its EMA weights).
