@@ -146,7 +146,7 @@ def test_the_project_configs_of_the_shipped_models_load():
 
 
 def _source(stem):
-    """Where each stage starts from: a workdir, or the float16 export of one (see the project README)."""
+    """Where each stage starts from: a workdir, or the float16 export of one (see projects/shapes/README.md)."""
     return {"base_forward": "base_pretrain_export/base", "base_four_relations": "base_forward",
             "base_three_relations": "base_four_relations_export/base", "inpaint": "base_three_relations"}.get(stem)
 
