@@ -106,6 +106,13 @@ def test_every_named_test_and_ci_step_exists(where):
     _check_runner(where)
 
 
+def test_the_tests_that_make_the_docs_pictures_exist():
+    named = re.findall(r"`(tests/\w+\.py::\w+)`", (REPO / "docs" / "images" / "README.md").read_text())
+    assert len(named) == 2
+    for where in named:
+        _check_runner(where)
+
+
 def test_each_python_block_of_the_readme_has_its_test():
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert len(blocks) == len(PYTHON_RUN_BY)
