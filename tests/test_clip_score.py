@@ -1,7 +1,7 @@
 """CLIP score against torchmetrics' CLIPScore over a small random Hugging Face CLIP (the ``clipscore`` fixture).
 
 The fixture holds the images, captions, Hugging Face's processor outputs, both embeddings, the
-per-pair scores and torchmetrics' aggregate over all pairs but the last (see its README). Also
+per-pair scores and torchmetrics' aggregate over all pairs but the last (see the fixture's README.md). Also
 here: the tokenizer's truncation, the preprocessing's size arithmetic, the accumulator, strict
 conversion, and a patch-16-like layout with exact GELU written to disk and loaded back.
 """
@@ -98,7 +98,7 @@ def test_embeddings_scores_and_aggregate_match_torchmetrics(ref, scorer):
     scores = pair_scores(image_embeds, text_embeds)
     np.testing.assert_allclose(scores, arrays["scores"], rtol=0, atol=SCORE_ATOL)
     np.testing.assert_allclose(scores, meta["scores"], rtol=0, atol=SCORE_ATOL)
-    # torchmetrics' aggregate covers all pairs but the last (the fixture's README says why).
+    # torchmetrics' aggregate covers all pairs but the last (the fixture's README.md says why).
     assert abs(aggregate_clip_score(scores[:7]) - meta["clip_score"]) < SCORE_ATOL
     # Streamed in uneven batches through the scorer, merged as two hosts would be.
     first, second = ClipScoreAccumulator(), ClipScoreAccumulator()

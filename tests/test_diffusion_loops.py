@@ -6,7 +6,7 @@ The computation lives in ``glide_jax.parity.loops`` (the code behind
 tests and ``test_parity_tool.py`` share one run. Every loop is checked
 twice: teacher-forced (each step started from the reference's previous sample,
 with its recorded noise), which isolates the step maths from drift, and as a
-whole compiled loop, which may drift more (the README measured up to 5e-5
+whole compiled loop, which may drift more (the glide fixtures' README.md measured up to 5e-5
 between two PyTorch kernel choices).
 """
 

@@ -12,6 +12,8 @@ from glide_jax.hub import embedded, model_dir, registry
 from glide_jax.sampling import loading
 from model_files import read_card
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_unknown_names_are_named():
     with pytest.raises(ValueError, match="unknown embedded model 'embedded-foo'"):
@@ -26,8 +28,7 @@ def test_an_embedded_model_can_start_a_training_run():
     from glide_jax.train.experiment import load_config_file
     from glide_jax.train.warm_start import inherited_tokenizer
 
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_config_file(f"{repo}/projects/shapes/configs/base_three_relations.py:to_1250")
+    cfg = load_config_file(f"{REPO}/projects/shapes/configs/base_three_relations.py:to_1250")
     assert inherited_tokenizer("embedded-base", "sentencepiece") == (
         f"sentencepiece:{embedded.embedded_dir('base') / 'tokenizer.model'}")
     by_name = registry.load_model("embedded-base")
@@ -60,7 +61,7 @@ def test_shipped_models_are_complete_small_and_documented():
 
 @pytest.mark.slow  # the whole default CLI run, base and upsampler (~19 s)
 def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(tmp_path):
-    """The README's command with the embedded default: 64x64 PNGs plus a grid, deterministic per seed,
+    """The generate command with the embedded default: 64x64 PNGs plus a grid, deterministic per seed,
     a different caption changes its own image only (the text path is wired, row by row), and the
     README prompt's image passes the shapes evaluator.
 
@@ -85,6 +86,56 @@ def test_default_generate_command_writes_pngs_and_the_prompt_reaches_the_model(t
     graded = score(a[0], "a red circle above a blue square")
     assert graded["correct"], {k: graded[k] for k in ("count", "color", "shape", "position")}
     assert np.abs(a[1].astype(int) - b[1].astype(int)).mean() > 5
+
+
+# The README's quick-start command, exactly as written there, and the picture it shows.
+QUICK_START = 'glide-jax generate "a red circle above a blue square" --n 4 --out out/'
+QUICK_START_PICTURE = REPO / "docs" / "images" / "embedded_generate.png"
+PICTURE_SCALE = 4  # the grid is enlarged by repeating each pixel 4x4
+# Levels of 255 a fresh run may differ from the committed picture. The same compiled program on the
+# same machine repeats the picture bit for bit; another program (another batch size) was measured to
+# move pixels by at most one level (tests/test_sampling_controls.py), which another CPU's kernels may
+# do too. A changed model or sampling default moves most pixels by far more.
+PICTURE_TOLERANCE = 2
+
+
+@pytest.mark.slow  # the README's command at its defaults, base and upsampler (~20 s)
+def test_the_readme_s_generate_command_draws_the_quick_start_picture(tmp_path, monkeypatch):
+    """The quick start's command writes four images and a grid, all four pass the shapes grader (as the
+    README says), and its grid enlarged x4 is ``docs/images/embedded_generate.png``.
+
+    ``GLIDE_JAX_WRITE_DOC_IMAGES=1`` writes the picture from this run instead (docs/images/README.md).
+    """
+    import os
+    import shlex
+
+    from PIL import Image
+    from projects.shapes.grading import score
+
+    from glide_jax.cli import main
+
+    assert QUICK_START in (REPO / "README.md").read_text()
+    argv = shlex.split(QUICK_START)
+    monkeypatch.chdir(tmp_path)  # out/ is relative, as for a user
+    assert main(argv[1:]) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [f"generate_00{i}.png" for i in range(4)] + ["generate_grid.png"]
+    prompt = argv[2]
+    for i in range(4):
+        graded = score(np.asarray(Image.open(out / f"generate_00{i}.png").convert("RGB")), prompt)
+        assert graded["correct"], (i, {k: graded[k] for k in ("count", "color", "shape", "position")})
+
+    grid = np.asarray(Image.open(out / "generate_grid.png").convert("RGB"))
+    assert grid.shape == (134, 134, 3)  # 2 x 2 images of 64 pixels, 2 white pixels around each
+    enlarged = grid.repeat(PICTURE_SCALE, axis=0).repeat(PICTURE_SCALE, axis=1)
+    if os.environ.get("GLIDE_JAX_WRITE_DOC_IMAGES"):
+        Image.fromarray(enlarged).save(QUICK_START_PICTURE)
+    committed = np.asarray(Image.open(QUICK_START_PICTURE).convert("RGB"))
+    assert committed.shape == enlarged.shape == (536, 536, 3)
+    difference = np.abs(committed.astype(int) - enlarged.astype(int)).max()
+    assert difference <= PICTURE_TOLERANCE, (
+        f"docs/images/embedded_generate.png differs from what the README's command draws now by up to {difference} "
+        "levels: rerun this test with GLIDE_JAX_WRITE_DOC_IMAGES=1 and look at the picture")
 
 
 def test_exported_settings_carry_no_machine_paths():

@@ -164,7 +164,7 @@ def test_the_distillation_runs_chain_from_the_shipped_base_round_by_round():
 
 
 def _source(stem):
-    """Where each stage starts from: a workdir, or the float16 export of one (see the project README)."""
+    """Where each stage starts from: a workdir, or the float16 export of one (see projects/shapes/README.md)."""
     return {"base_forward": "base_pretrain_export/base", "base_four_relations": "base_forward",
             "base_three_relations": "base_four_relations_export/base", "inpaint": "base_three_relations"}.get(stem)
 

@@ -1,5 +1,6 @@
 """What a new user meets first: the CLI's help and version, the names of the files it writes, the
-README's examples, the extras that install what the docs run, and the dataset build's messages.
+README's examples and the docs' text they lead to, the extras that install what the docs run, and the
+dataset build's messages.
 
 Each test is fast except the two that sample with the embedded models: inpainting at 32x32 with 4
 steps (about 15 s, mostly compiling) and the README's example at its defaults (slow-marked).
@@ -26,6 +27,11 @@ from glide_jax.sampling.options import BASE_DEFAULT
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+SAMPLING_DOC = (REPO / "docs" / "sampling.md").read_text()  # the README's "every control" page
+BENCHMARKS_DOC = (REPO / "docs" / "benchmarks.md").read_text()  # where the sampling defaults were chosen
+TRAINING_DOC = (REPO / "docs" / "training.md").read_text()  # the configs and their variants
+# Every page whose bash blocks show glide-jax commands to a reader.
+COMMAND_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "projects" / "shapes" / "README.md"]
 SAMPLING = ("generate", "inpaint", "edit", "upsample")
 
 
@@ -155,31 +161,33 @@ def test_the_readme_s_first_python_example_runs_offline(tmp_path, monkeypatch, c
         "generate_000.png", "generate_001.png", "generate_grid.png"]
 
 
-def _readme_commands() -> list:
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+def _readme_commands(text: str = README) -> list:
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     lines = [line.split("#")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
     return [shlex.split(line)[1:] for line in lines if line.startswith("glide-jax ")]
 
 
-def test_every_glide_jax_command_of_the_readme_parses():
+def test_every_glide_jax_command_of_the_readme_and_the_docs_parses():
     parser = cli.build_parser()
-    commands = _readme_commands()
+    assert len(_readme_commands()) >= 4
+    commands = [argv for doc in COMMAND_DOCS for argv in _readme_commands(doc.read_text())]
     assert len(commands) >= 6
     for argv in commands:
         parser.parse_args(argv)
 
 
-def test_the_readme_s_openai_commands_ask_for_openai_s_models():
-    section = README.split("## Sampling with OpenAI's weights")[1].split("\n## ")[0]
+@pytest.mark.parametrize("text", [README, SAMPLING_DOC], ids=["README.md", "docs/sampling.md"])
+def test_the_openai_commands_ask_for_openai_s_models(text):
+    section = text.split("## Sampling with OpenAI's weights")[1].split("\n## ")[0]
     block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
     generate = [line for line in block.splitlines() if line.startswith("glide-jax generate")]
     assert generate and all("--model openai" in line for line in generate)
 
 
-def test_the_readme_lists_each_command_s_flags():
-    """The README's sentence on the sampling commands' flags names exactly the flags each one takes."""
-    start = README.index("Every sampling command takes")
-    sentence = README[start: README.index("Image i of a request", start)]
+def test_the_sampling_doc_lists_each_command_s_flags():
+    """docs/sampling.md's sentence on the sampling commands' flags names exactly the flags each one takes."""
+    start = SAMPLING_DOC.index("Every sampling command takes")
+    sentence = SAMPLING_DOC[start: SAMPLING_DOC.index("Image i of a request", start)]
     common, base, rest = sentence.split(";", 2)
     listed = lambda text: set(re.findall(r"`(--[a-z-]+)", text))  # noqa: E731
     shared, base_flags = listed(common), listed(base)
@@ -191,16 +199,17 @@ def test_the_readme_lists_each_command_s_flags():
     assert all(f"`{flag}`" in rest for flags in own.values() for flag in flags)
 
 
-def test_the_readme_states_the_base_default_and_each_config_s_variants():
-    assert "DPM-Solver++ 20 base" not in README
-    assert f"the base default, {BASE_DEFAULT.sampler.upper()} {BASE_DEFAULT.steps}" in README
+def test_the_docs_state_the_base_default_and_each_config_s_variants():
+    for text in (README, BENCHMARKS_DOC, SAMPLING_DOC):
+        assert "DPM-Solver++ 20 base" not in text
+    assert f"the base default, {BASE_DEFAULT.sampler.upper()} {BASE_DEFAULT.steps}" in BENCHMARKS_DOC
 
-    paragraph = README[README.index("One config file per kind of model"):]
-    paragraph = " ".join(paragraph[: paragraph.index("`--set key=value`")].split())
+    paragraph = TRAINING_DOC[TRAINING_DOC.index("One config file per kind of model"):]
+    paragraph = " ".join(paragraph[: paragraph.index("\n\n")].split())
     for path in sorted((REPO / "experiments" / "configs").glob("[!_]*.py")):
         module = importlib.import_module(f"experiments.configs.{path.stem}")
         listed = re.search(rf"`{re.escape(path.name)}`[^;]*?(?:has|have) ((?:`\w+`(?:, )?)+)", paragraph)
-        assert listed, f"the README does not list {path.name}'s variants"
+        assert listed, f"docs/training.md does not list {path.name}'s variants"
         assert re.findall(r"`(\w+)`", listed.group(1)) == list(module.VARIANTS), path.name
 
 

@@ -13,7 +13,7 @@ from tools import parity
 
 def test_parity_tool_on_diffusion_fixture(capsys):
     path = require_fixture("diffusion/diffusion.npz")
-    # Whole loops drift more than single steps (README: ~5e-5 between two PyTorch kernel choices;
+    # Whole loops drift more than single steps (the fixtures' README.md: ~5e-5 between two kernel choices;
     # 7.5e-5 measured here): same loop tolerance as test_diffusion_loops.py, default 1e-4 elsewhere.
     rc = parity.main([str(path), "--loop-atol", "2e-4"])
     out = capsys.readouterr().out

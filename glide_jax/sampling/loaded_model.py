@@ -3,7 +3,7 @@
 ``with_dtype("bfloat16")`` gives the same model computing in bfloat16: its
 parameters stay float32 (each layer casts them as it runs) and it still
 returns float32, so the diffusion maths around it is unchanged. On CPU this
-is slower and less accurate than float32 (see the README); it is for
+is slower and less accurate than float32 (docs/benchmarks.md); it is for
 accelerators with bfloat16 units.
 """
 

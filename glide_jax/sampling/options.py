@@ -39,7 +39,7 @@ class StageOptions:
     on that part of the base chain (fractions, 1 = pure noise) and runs the
     conditional half alone elsewhere, so those steps cost half; None guides
     every step. It is part of the stage because what it buys was measured per
-    sampler and step count (README, "Time to a correct image").
+    sampler and step count (docs/benchmarks.md, "Time to a correct image").
     """
 
     sampler: str = "ddpm"
@@ -90,7 +90,7 @@ class StageOptions:
 # The base default is the reference's ancestral sampler on 20 of its 100 steps: on GLIDE's
 # architecture (learned variances) it was the most accurate sampler at 20 steps, ahead of
 # DPM-Solver++(2M), UniPC and DDIM at every step count up to 50, from pure noise as well as from a
-# truncated chain (README, "Time to a correct image"). The upsampler keeps DPM-Solver++(2M) on 6
+# truncated chain (docs/benchmarks.md, "Time to a correct image"). The upsampler keeps DPM-Solver++(2M) on 6
 # steps at temperature 0.997. The reference notebooks' settings remain one argument away:
 # StageOptions("ddpm", 100) and StageOptions("ddpm", "fast27", 0.997).
 BASE_DEFAULT = StageOptions("ddpm", 20)

@@ -16,7 +16,7 @@ The objective is tilted towards high noise, where a scene's layout is decided:
 part of each batch draws t from the upper half of the chain and the loss has
 truncated-SNR weighting (cap 50). Starts from the pretrained base at step
 10,000, as its float16 export (``runs/shapes/base_pretrain_export/base``,
-written by ``python -m projects.shapes.export_embedded``; see the README).
+written by ``python -m projects.shapes.export_embedded``; see this project's README).
 Three phases in one workdir: the mixed stream to step 1,500, every scene a pair
 and every t from the noisy half to step 3,000 (where the routing is learnt),
 then the mixed stream again to step 3,500 to win back one-object captions.
