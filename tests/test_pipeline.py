@@ -102,6 +102,21 @@ def test_cli_flags_keep_the_models_truncated_start():
     assert stage_with(m, FAST, start=1.0) == StageOptions("ddpm", 50, start=1.0, canvas=(200, 200, 200))
 
 
+def test_a_step_count_keeps_a_students_spacing():
+    """A distilled student recommends the grid it was trained on; a bare count (the CLI's ``--steps 2``, the
+    demo's slider) keeps that grid with the new count, an explicit spacing replaces it."""
+    from glide_jax.sampling.options import stage_with, step_count
+
+    rec = StageOptions("stochastic_fewstep", "trailing4:875", start=0.99, canvas=(200, 200, 200))
+    m = LoadedModel(None, None, None, sampling=rec)
+    assert stage_with(m, FAST, steps="2").steps == "trailing2:875"
+    assert stage_with(m, FAST, steps=8).steps == "trailing8:875"
+    assert stage_with(m, FAST, steps="logsnr6").steps == "logsnr6"
+    assert stage_with(LoadedModel(None, None, None, sampling=StageOptions("ddim", "trailing10")), FAST,
+                      steps=5).steps == "trailing5"
+    assert [step_count(s) for s in (20, "trailing4:875", "karras12", "fast27", "10,10")] == [20, 4, 12, None, None]
+
+
 def test_inpainting_keeps_the_known_region(bpe):
     pipe = Pipeline(_random("tiny-inpaint", bpe))
     rng = np.random.default_rng(1)

@@ -118,16 +118,37 @@ def check_interval(interval) -> Tuple[float, float]:
     return low, high
 
 
+_NAMED_SPACING = re.compile(r"(ddim|trailing|logsnr|karras)(\d+)(:\d+)?")
+
+
+def step_count(steps) -> Optional[int]:
+    """The number of steps of ``steps`` (a count, or a named spacing such as ``"trailing4:875"``), else None."""
+    if isinstance(steps, int):
+        return steps
+    match = _NAMED_SPACING.fullmatch(str(steps).strip())
+    return int(match.group(2)) if match else None
+
+
+def with_count(recommended, count: int):
+    """``count`` steps on the recommended spacing: a model that recommends a named spacing (a distilled
+    student's ``"trailing4:875"``, the grid it was trained on) keeps it, with ``count`` steps."""
+    match = _NAMED_SPACING.fullmatch(str(recommended).strip()) if isinstance(recommended, str) else None
+    return f"{match.group(1)}{count}{match.group(3) or ''}" if match else count
+
+
 def stage_with(model, fallback: StageOptions, *, sampler: Optional[str] = None, steps=None,
                temperature: Optional[float] = None, start: Optional[float] = None):
     """The model's recommended options (else ``fallback``) with the given settings put in; ``DEFAULT`` when
     nothing is given. What the CLI's flags and the demo's controls both make of a sampler or step count.
-    ``steps`` may be text (``"20"``, ``"trailing20"``): whole numbers become ints."""
+    ``steps`` may be text (``"20"``, ``"trailing20"``): whole numbers become ints, and a whole number on a
+    model that recommends a named spacing keeps that spacing (:func:`with_count`)."""
     if sampler in (None, "") and steps in (None, "") and temperature is None and start is None:
         return DEFAULT
     base = model.sampling if model is not None and model.sampling is not None else fallback
     if isinstance(steps, str) and re.fullmatch(r"\s*[+-]?\d+\s*", steps):
         steps = int(steps)
+    if isinstance(steps, int):
+        steps = with_count(base.steps, steps)
     return dataclasses.replace(base, sampler=sampler or base.sampler, steps=base.steps if steps in (None, "") else steps,
                                temperature=base.temperature if temperature is None else temperature,
                                start=base.start if start is None else start)
