@@ -313,3 +313,17 @@ def test_a_killed_distillation_run_resumes_to_the_uninterrupted_result(rounds, t
     a, b = _train_item(rounds / "p1", 4), _train_item(workdir, 4)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow  # compiles the micro guidance-distillation step cut to one 8x8 level (~20 s)
+def test_the_memory_table_compiles_a_distillation_step_with_its_teacher_in_the_state():
+    from tools import memory_table
+
+    nano = ["model.unet.channel_mult=1", "model.unet.attention_resolutions=", "model.unet.image_size=8"]
+    cfg = memory_table.configure(memory_table.load("base:distill_guidance_micro", nano), dtype="float32",
+                                 remat=False, batch_size=2)
+    row = memory_table.step_memory(cfg)
+    # Parameters, their average, Adam's two moments and the frozen teacher in float32, plus a few scalars.
+    assert 0 <= row["state_bytes"] - 20 * row["params"] < 1024
+    assert row["alias_size_in_bytes"] == row["state_bytes"]  # the donated state, teacher included, in place
+    assert row["flops"] > 0
