@@ -124,6 +124,40 @@ PINNED = {
         train="e3857ff38b860d11", mesh="9fc21789499868ef", sample="a5f14d8b301cc683",
         task="distill-progressive", name="base_distill_progressive_micro", steps=4, batch=4, lr=0.0001,
         source="shapes"),
+    "experiments/configs/base.py:distill_guidance": dict(
+        top="b5182d9455562b3e", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="db141e2e6847e481", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-guidance", name="base_distill_guidance", steps=20000, batch=32, lr=2e-05, source="tfds"),
+    "experiments/configs/base.py:distill_progressive_32": dict(
+        top="2511926afd602764", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="4ff382e0eb5f79c8", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-progressive", name="base_distill_progressive_32", steps=20000, batch=32, lr=2e-05,
+        source="tfds"),
+    "experiments/configs/base.py:distill_progressive_16": dict(
+        top="86650b29162f69ab", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="7ceb6aa450f85ffe", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-progressive", name="base_distill_progressive_16", steps=20000, batch=32, lr=2e-05,
+        source="tfds"),
+    "experiments/configs/base.py:distill_progressive_8": dict(
+        top="3a2b19d98b5d025d", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="5b38f228a68386af", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-progressive", name="base_distill_progressive_8", steps=20000, batch=32, lr=2e-05,
+        source="tfds"),
+    "experiments/configs/base.py:distill_progressive_4": dict(
+        top="529afec4c5544df9", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="c903a65a76059f5a", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-progressive", name="base_distill_progressive_4", steps=20000, batch=32, lr=2e-05,
+        source="tfds"),
+    "experiments/configs/base.py:distill_progressive_2": dict(
+        top="89a3bddcbfa091f5", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="d0c88d977395f883", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-progressive", name="base_distill_progressive_2", steps=20000, batch=32, lr=2e-05,
+        source="tfds"),
+    "experiments/configs/base.py:distill_progressive_1": dict(
+        top="1a2732f6889800e2", model="c9608a64d961ad3a", data="67162d11d2f91556",
+        train="1f1ed0bf87780930", mesh="5f28b23e3cf830c5", sample="d10fb52ed85e4201",
+        task="distill-progressive", name="base_distill_progressive_1", steps=20000, batch=32, lr=2e-05,
+        source="tfds"),
     "experiments/configs/clip.py:micro": dict(
         top="d5219f36d2684d86", model="8f81a1c56c547dd3", data="2896121998a407cc",
         train="ec2e1a8fe9937dca", mesh="9fc21789499868ef", sample="f9e0b0d80dc1215b",

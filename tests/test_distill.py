@@ -1,6 +1,6 @@
-"""Distillation to a few steps (glide_jax.train.distill): the guidance-weight input, the targets, the
-stochastic few-step sampler, sampling a student through the pipeline, and (slow) the training rounds
-chained workdir to workdir, with a kill -9 in the middle of one."""
+"""Distillation to a few steps (glide_jax.train.distill): the guidance-weight input, the targets, gradient
+accumulation, the stochastic few-step sampler, sampling a student through the pipeline, and (slow) the
+training rounds chained workdir to workdir down to one step, with a kill -9 in the middle of one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -162,6 +163,32 @@ def test_a_guidance_distillation_step_at_w_1_has_nothing_to_learn_at_its_start()
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
+@pytest.mark.slow  # four compilations of the micro step (~25 s each on a quiet 2-core CPU)
+@pytest.mark.parametrize("make_step", [distill.make_guidance_distill_step, distill.make_progressive_distill_step])
+def test_gradient_accumulation_gives_the_whole_batch_update(make_step):
+    """Two microbatches of 2 and one batch of 4 draw the same timesteps, noise and w and give the same
+    gradient up to summation order; plain SGD at rate 1 makes the update that gradient itself."""
+    params = jax.tree.map(jnp.asarray, _random_teacher(STUDENT))  # a w-reading student: w matters
+    x, _, tokens, mask = _inputs(4)
+    batch = {"image": jnp.clip(x, -1, 1), "tokens": tokens, "mask": mask}
+    tx = optax.sgd(1.0)
+    out = {}
+    for m in (1, 2):
+        tc = TrainConfig(batch_size=4, microbatches=m, distill=common.DISTILL_MICRO)
+        state = state_lib.create_state(params, tx, 0, teacher=True)
+        out[m] = jax.jit(make_step(STUDENT, tc, tx))(state, batch)
+    (whole, whole_metrics), (sliced, sliced_metrics) = out[1], out[2]
+    assert float(whole_metrics["loss"]) > 1e-3
+    for name in ("loss", "eps_mse", "var_mse", "guidance", "loss_q0", "loss_q3"):
+        np.testing.assert_allclose(float(sliced_metrics[name]), float(whole_metrics[name]), rtol=1e-5, atol=1e-10,
+                                   err_msg=name)
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+             zip(jax.tree.leaves(whole.params), jax.tree.leaves(params))]
+    assert max(moved) > 1e-3
+    for a, b in zip(jax.tree.leaves(sliced.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_a_students_guidance_interval_is_w_inside_and_the_conditional_model_outside():
     """Interval guidance of a w-conditioned student: w at the interval's timesteps, 1 (plain conditional) elsewhere,
     in one evaluation per step; t = 10 lies outside [500, 999], t = 900 inside."""
@@ -217,13 +244,16 @@ def _train(workdir, variant, *overrides):
 
 @pytest.fixture(scope="module")
 def rounds(tmp_path_factory):
-    """A micro base trained 4 steps, its guided student, and two progressive rounds (8 -> 4 -> 2 steps)."""
+    """A micro base trained 4 steps, its guided student, and three progressive rounds (8 -> 4 -> 2 -> 1 steps):
+    the released base's recipe (docs/distillation.md) on the micro network, each round 4 steps."""
     root = tmp_path_factory.mktemp("distill")
     _train(root / "teacher", "micro", "train.steps=4", "train.sample_every=-1", "train.checkpoint_every=0")
     _train(root / "guided", "distill_guidance_micro", f"train.init_from={root / 'teacher'}")
     _train(root / "p1", "distill_progressive_micro", f"train.init_from={root / 'guided'}")
     _train(root / "p2", "distill_progressive_micro", f"train.init_from={root / 'p1'}",
            "train.distill.teacher_steps=4", "train.distill.student_steps=2")
+    _train(root / "p3", "distill_progressive_micro", f"train.init_from={root / 'p2'}",
+           "train.distill.teacher_steps=2", "train.distill.student_steps=1")
     return root
 
 
@@ -235,7 +265,7 @@ def _train_item(workdir, step):
 @pytest.mark.slow
 def test_each_round_starts_from_the_previous_workdir_and_keeps_it_frozen(rounds):
     teacher_cfg, teacher, _ = load_workdir(rounds / "teacher")
-    for name, previous in (("guided", "teacher"), ("p1", "guided"), ("p2", "p1")):
+    for name, previous in (("guided", "teacher"), ("p1", "guided"), ("p2", "p1"), ("p3", "p2")):
         item = _train_item(rounds / name, 4)
         _, before, _ = load_workdir(rounds / previous)
         frozen = item["teacher_params"]["unet"]
@@ -245,8 +275,28 @@ def test_each_round_starts_from_the_previous_workdir_and_keeps_it_frozen(rounds)
         metrics = [json.loads(line) for line in (rounds / name / "metrics.jsonl").read_text().splitlines()]
         assert all(np.isfinite(m["loss"]) for m in metrics) and metrics[-1]["step"] == 4
     assert not np.any(_train_item(rounds / "guided", 4)["teacher_params"]["unet"]["guidance_embed_2"]["kernel"])
-    experiment = json.loads((rounds / "p2" / "experiment.json").read_text())
-    assert experiment["train"]["distill"]["student_steps"] == 2
+    for name, steps in (("p2", 2), ("p3", 1)):
+        experiment = json.loads((rounds / name / "experiment.json").read_text())
+        assert experiment["train"]["distill"]["student_steps"] == steps
+
+
+@pytest.mark.slow
+def test_the_one_step_student_samples_from_its_workdir_with_its_sampling_json(rounds):
+    """The last round's workdir is a model source: its sampling.json (one DDIM step on the trailing grid, w = 3)
+    is what the pipeline samples with when nothing else is asked for."""
+    from glide_jax.sampling.loading import load_pipeline
+    from glide_jax.sampling.options import StageOptions
+
+    (rounds / "p3" / "sampling.json").write_text(json.dumps(
+        {"sampler": "ddim", "steps": "trailing1", "guidance_weight": 3.0}))
+    pipeline = load_pipeline(str(rounds / "p3"), None)
+    assert pipeline.base.guidance_scale == 3.0
+    prompts = ["a red circle", "a blue square"]
+    images = pipeline.generate(prompts, seed=3, upsample=None)
+    assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8 and images.std() > 0
+    asked = pipeline.generate(prompts, seed=3, upsample=None, base=StageOptions("ddim", "trailing1"),
+                              guidance_scale=3.0)
+    np.testing.assert_array_equal(images, asked)
 
 
 @pytest.mark.slow
@@ -268,3 +318,17 @@ def test_a_killed_distillation_run_resumes_to_the_uninterrupted_result(rounds, t
     a, b = _train_item(rounds / "p1", 4), _train_item(workdir, 4)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow  # compiles the micro guidance-distillation step cut to one 8x8 level (~20 s)
+def test_the_memory_table_compiles_a_distillation_step_with_its_teacher_in_the_state():
+    from tools import memory_table
+
+    nano = ["model.unet.channel_mult=1", "model.unet.attention_resolutions=", "model.unet.image_size=8"]
+    cfg = memory_table.configure(memory_table.load("base:distill_guidance_micro", nano), dtype="float32",
+                                 remat=False, batch_size=2)
+    row = memory_table.step_memory(cfg)
+    # Parameters, their average, Adam's two moments and the frozen teacher in float32, plus a few scalars.
+    assert 0 <= row["state_bytes"] - 20 * row["params"] < 1024
+    assert row["alias_size_in_bytes"] == row["state_bytes"]  # the donated state, teacher included, in place
+    assert row["flops"] > 0

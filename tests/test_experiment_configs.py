@@ -28,6 +28,8 @@ PARAMS = {
     "inpaint:micro": 868_262, "inpaint:tiny": 1_600_326, "inpaint:released": 385_037_638,
     "upsample_inpaint:released": 398_368_198,
     "base:distill_guidance_micro": 887_846, "base:distill_progressive_micro": 887_846,
+    "base:distill_guidance": 385_769_542,
+    **{f"base:distill_progressive_{n}": 385_769_542 for n in (32, 16, 8, 4, 2, 1)},
     "clip:micro": 66_145, "clip:tiny": 288_705, "clip:released": 158_123_265,
 }
 SMALL = [k for k in PARAMS if k.split(":")[1] in ("micro", "tiny", "finetune_micro", "distill_guidance_micro",
@@ -90,6 +92,26 @@ def test_a_finetune_variant_is_the_released_model_with_the_single_device_setting
             "unet.text.n_vocab: 128 vs 50257"]  # the micro network with the released tokenizer's ids
         assert (micro.model.unet.dtype, micro.model.unet.remat, micro.train.microbatches) == ("bfloat16", True, 2)
         assert (micro.data, micro.mesh) == (recipe.data, recipe.mesh)
+
+
+def test_the_distillation_recipe_is_the_released_model_with_the_guidance_input_in_halving_rounds():
+    from glide_jax.config import get_preset
+    from glide_jax.train.warm_start import differences
+
+    guided = load_config_file(f"{FAMILIES}/base.py:distill_guidance")
+    finetune = load_config_file(f"{FAMILIES}/base.py:finetune")
+    assert differences(get_preset("base"), guided.model) == ["unet.guidance_embed: False vs True"]
+    assert guided.model == dataclasses.replace(finetune.model, unet=dataclasses.replace(finetune.model.unet,
+                                                                                        guidance_embed=True))
+    assert (guided.task, guided.train.init_from, guided.data.caption_dropout) == ("distill-guidance", "base", 0.0)
+    assert (guided.train.batch_size, guided.train.microbatches, guided.mesh) == (32, 8, finetune.mesh)
+    teachers = []
+    for n in (32, 16, 8, 4, 2, 1):
+        round_ = load_config_file(f"{FAMILIES}/base.py:distill_progressive_{n}")
+        assert (round_.task, round_.model, round_.data) == ("distill-progressive", guided.model, guided.data)
+        assert round_.train.init_from == ""  # the previous round's workdir, given on the command line
+        teachers.append((round_.train.distill.teacher_steps, round_.train.distill.student_steps))
+    assert teachers == [(64, 32), (32, 16), (16, 8), (8, 4), (4, 2), (2, 1)]
 
 
 def test_variant_errors_name_the_problem_and_the_choices(tmp_path):

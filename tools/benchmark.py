@@ -76,21 +76,22 @@ def _cost(compiled) -> Dict[str, float]:
 
 
 def compile_step(cfg, mesh, batch_size: int):
-    """AOT-compile the sharded train step from abstract shapes only (no state is allocated);
+    """AOT-compile the sharded train step of ``cfg``'s task from abstract shapes only (no state is allocated);
     returns ``(compiled, init_fn, abstract_state, seconds)``."""
     import jax
 
     from glide_jax.train import sharding as sh
     from glide_jax.train import state as state_lib
     from glide_jax.train.loop import build_state
-    from glide_jax.family import family_of
+    from glide_jax.train.tasks import task_named
 
     tx = state_lib.make_optimizer(cfg.train)
     init, shardings, abstract = build_state(cfg, mesh, tx)
     bsh = sh.batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in synthetic_batch(cfg, 1).items()}
     batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=bsh) for k, v in batch.items()}
-    step = sh.jit_step(family_of(cfg.model).make_train_step(cfg.model, cfg.train, tx, mesh=mesh), shardings, mesh)
+    # The task's step: a distillation task's differs from its family's (and its state holds the teacher).
+    step = sh.jit_step(task_named(cfg.task).train_step(cfg, tx, mesh=mesh), shardings, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(abstract, batch).compile()
     return compiled, init, abstract, time.perf_counter() - t0

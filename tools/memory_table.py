@@ -85,6 +85,10 @@ def step_memory(cfg) -> Dict[str, Any]:
                          + out["temp_size_in_bytes"] - out["alias_size_in_bytes"])
     out["state_bytes"] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
     out["params"] = param_count(abstract.params)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    # XLA counts a loop body once: with microbatches this is one slice's work plus the update.
+    out["flops"] = float((cost or {}).get("flops", 0.0))
     out["compile_s"] = round(compile_s, 1)
     out["backend"] = jax.default_backend()
     return out

@@ -13,7 +13,9 @@ A config file builds each variant from one of these bases with a few
   (released weights fine-tuned on one accelerator) and ``finetune_micro`` (that
   recipe on the micro network).
 * :func:`guidance_student` and ``DISTILL_MICRO``: the student network and settings of
-  the distillation runs (``glide_jax.train.distill``).
+  the distillation runs (``glide_jax.train.distill``); ``DISTILL_RELEASED``,
+  ``DISTILL_TRAIN`` and ``PROGRESSIVE_ROUNDS`` are the released base's distillation
+  recipe (docs/distillation.md).
 * :func:`released_inpaint_variant`: a released run turned into GLIDE's inpainting
   fine-tune of the released weights.
 """
@@ -84,6 +86,13 @@ DISTILL_MICRO = DistillConfig(
     teacher_steps=8,  # distill-progressive: the teacher's DDIM steps (a round's student takes half)
     student_steps=4,  # distill-progressive: the student's DDIM steps
 )
+DISTILL_RELEASED = DistillConfig(
+    guidance_min=1.0,  # smallest guidance weight w drawn per example: the plain conditional model
+    guidance_max=5.0,  # largest w: Meng et al.'s [0, 4] in their (1 + w) convention
+    teacher_steps=64,  # distill-progressive: the first round's teacher, the guided student on 64 DDIM steps
+    student_steps=32,  # distill-progressive: its student; each later round halves both
+)
+PROGRESSIVE_ROUNDS = (32, 16, 8, 4, 2, 1)  # student steps of the released base's progressive rounds, in order
 RELEASED_DATA = DataConfig(
     source="tfds",  # a prepared image-caption dataset ...
     path="",  # ... at this folder: --set data.path=<.../name/config/1.0.0>
@@ -110,6 +119,16 @@ FINETUNE_TRAIN = TrainConfig(
     checkpoint_every=1000,  # steps between checkpoints
     keep_last=3,  # newest checkpoints kept
     sample_every=1000,  # steps between preview grids
+)
+DISTILL_TRAIN = dataclasses.replace(
+    FINETUNE_TRAIN,
+    steps=20_000,  # optimiser steps of one round (docs/distillation.md: the papers used 50,000 at batch 2048)
+    batch_size=32,  # images per step, summed over devices
+    microbatches=8,  # gradient accumulation: 8 slices of 4 (the memory per slice: docs/distillation.md)
+    lr=2e-5,  # Adam learning rate after warmup: a student starts at its teacher
+    lr_schedule="cosine",  # to 0 at the last step, as the papers anneal each round to 0
+    warmup_steps=250,  # linear learning-rate warmup from 0
+    sample_every=-1,  # no preview grids (a variant that samples on the student's grid sets them)
 )
 
 # family -> the paper's model (Nichol et al. 2021, section 4): U-Net channels, text encoder, batch

@@ -33,6 +33,16 @@ Variants:
   steps learn what the teacher does in 8; the next round sets ``train.distill.teacher_steps=4``
   and ``train.distill.student_steps=2``. See ``glide_jax.train.distill``.
 
+* ``distill_guidance``: guided distillation of OpenAI's released base (``train.init_from=base``) on a
+  prepared dataset (``--set data.path=...``) with the ``finetune`` recipe's compute (bfloat16, remat,
+  8 microbatches of 4, fsdp): the released network with a guidance-weight input learns the teacher's
+  guided output for w in [1, 5], 20,000 steps at a learning rate of 2e-5 decayed to 0.
+* ``distill_progressive_32`` ... ``distill_progressive_1``: the rounds of progressive distillation that
+  follow it, one variant per round named by the student's DDIM steps (the teacher takes twice as many):
+  64 -> 32 -> 16 -> 8 -> 4, and on to 2 and 1; each round's ``train.init_from`` is the previous round's
+  workdir (``--set``), the first one's the ``distill_guidance`` workdir. See docs/distillation.md for
+  the commands, the memory and the papers' settings beside these.
+
 ``paper``, ``finetune`` and ``finetune_micro`` are derived from ``released`` and ``micro``
 as for the upsampler (``experiments/configs/_common.py``; this model's numbers are its rows
 of ``PAPER`` and ``FINETUNE`` there). Neither the paper nor the release gives the learning
@@ -133,13 +143,56 @@ def _distill_progressive_micro() -> ExperimentConfig:
     )
 
 
+def _distill_guidance() -> ExperimentConfig:
+    finetune = common.finetune_variant(_released())
+    return dataclasses.replace(
+        finetune,
+        task="distill-guidance",  # the student learns the teacher's guided output (glide_jax.train.distill)
+        name="base_distill_guidance",  # recorded in the workdir's experiment.json
+        model=common.guidance_student(finetune.model),  # the released network in bfloat16, remat, reading w
+        data=dataclasses.replace(
+            finetune.data,
+            caption_dropout=0.0,  # every caption kept: the unconditional branch comes from the teacher
+        ),
+        train=dataclasses.replace(
+            common.DISTILL_TRAIN,
+            init_from="base",  # the teacher: OpenAI's released base, converted on first use
+            sample_every=2000,  # preview grids: DDIM, 50 steps, at w = 3 (one evaluation per step)
+            distill=common.DISTILL_RELEASED,  # w in [1, 5]
+        ),
+    )
+
+
+def _distill_progressive(student_steps: int) -> ExperimentConfig:
+    guided = _distill_guidance()
+    return dataclasses.replace(
+        guided,
+        task="distill-progressive",  # one round halving the DDIM steps (glide_jax.train.distill)
+        name=f"base_distill_progressive_{student_steps}",  # recorded in the workdir's experiment.json
+        train=dataclasses.replace(
+            guided.train,
+            init_from="",  # --set train.init_from=<the previous round's workdir> (the teacher)
+            sample_every=-1,  # previews sample on an even grid, not the student's trailing one
+            mse_weight_clip=5.0,  # cap of the truncated-SNR weight max(1, 1/SNR) of the eps error
+            distill=dataclasses.replace(
+                guided.train.distill,
+                teacher_steps=2 * student_steps,  # the previous round's DDIM steps (trailing spacing)
+                student_steps=student_steps,  # this round's
+            ),
+        ),
+    )
+
+
+PROGRESSIVE = {f"distill_progressive_{n}": (lambda n=n: _distill_progressive(n)) for n in common.PROGRESSIVE_ROUNDS}
 VARIANTS = ("micro", "tiny", "released", "paper", "finetune", "finetune_micro", "distill_guidance_micro",
-            "distill_progressive_micro")
+            "distill_progressive_micro", "distill_guidance", *PROGRESSIVE)
 
 
 def get_config(variant: str) -> ExperimentConfig:
     """The base-model experiment of one size; ``variant`` is one of ``VARIANTS`` (``paper``, ``finetune`` and
     ``finetune_micro`` derived from ``released`` and ``micro`` by ``_common.released_derived``)."""
     builders = {"micro": _micro, "tiny": _tiny, "released": _released,
-                "distill_guidance_micro": _distill_guidance_micro, "distill_progressive_micro": _distill_progressive_micro}
+                "distill_guidance_micro": _distill_guidance_micro,
+                "distill_progressive_micro": _distill_progressive_micro,
+                "distill_guidance": _distill_guidance, **PROGRESSIVE}
     return common.pick(common.released_derived(builders), variant, "base")

@@ -33,6 +33,12 @@ from its own checkpoint. Since the student starts as the teacher, the
 teacher is kept in the student's parameter structure: with the guidance MLP's
 last layer at zero it computes exactly the teacher's outputs.
 
+Both steps accumulate gradients over ``train.microbatches`` slices of the
+batch like the diffusion step (``glide_jax.train.step``): the random draws
+(timestep index, noise, w) are made for the whole batch first, and each slice
+computes its teacher targets and student gradients in turn, so a slice's
+teacher and student activations are all that is live at once.
+
 Parameterisation. GLIDE's U-Net outputs the noise (eps) and, in its other
 channels, the interpolation value of its learned variance. The student keeps
 that output: its eps channels are what is distilled, and its variance channels
@@ -69,6 +75,7 @@ from glide_jax.train import state as state_lib
 from glide_jax.train import warm_start
 from glide_jax.train.experiment import TrainConfig
 from glide_jax.train.state import TrainState
+from glide_jax.train.step import split_microbatches
 from glide_jax.train.tasks import Task, register_task
 
 Metrics = Dict[str, jax.Array]
@@ -85,8 +92,6 @@ def check_distill_config(cfg) -> None:
     if not unet.text.width or not unet.text.padding:
         raise InputError(f"task {cfg.task!r} needs a text-conditional model with text.padding (its unconditional "
                          "input is the fully masked caption)")
-    if cfg.train.microbatches != 1:
-        raise InputError(f"task {cfg.task!r} runs whole batches: set train.microbatches=1")
 
 
 def trailing_schedules(model_cfg: ModelConfig, teacher_steps: int, student_steps: int,
@@ -130,15 +135,25 @@ def _metrics(loss_terms: Dict[str, jax.Array], t: jax.Array, num_timesteps: int)
 
 
 def _make_step(model_cfg: ModelConfig, train_cfg: TrainConfig, tx: optax.GradientTransformation,
-               targets: Callable, num_timesteps: int) -> StepFn:
-    """A distillation step around ``targets(teacher, key, batch) -> (x_t, t_model, w, eps_target, var_target,
-    weight, t_index)``, ``teacher(x, t_model, tokens, mask, w)`` being the frozen teacher's output."""
+               draw: Callable, targets: Callable, num_timesteps: int, mesh=None,
+               batch_axes: Tuple[str, ...] = ("data", "fsdp")) -> StepFn:
+    """A distillation step around ``draw(key, batch) -> {"t", "noise", "w"}`` (the whole batch's random
+    draws: schedule index, noise, guidance weight) and ``targets(teacher, inputs) -> (x_t, t_model, eps_target,
+    var_target, weight)`` for a batch or slice of ``inputs`` (image, tokens, mask and the draws),
+    ``teacher(x, t_model, tokens, mask, w)`` being the frozen teacher's output.
+
+    With ``train.microbatches`` m > 1 the batch runs in m slices under ``lax.scan`` (teacher targets and
+    student gradients per slice, gradients summed), so the activations are those of one slice. Everything
+    random is drawn for the whole batch before it is cut, so the update equals the one-slice update up to
+    summation order (dropout aside, which draws per slice)."""
     model = GlideUNet(model_cfg.unet)
     channels = model_cfg.unet.in_channels
     schedule_fn = state_lib.lr_schedule(train_cfg)
+    m = int(train_cfg.microbatches)
+    axes = tuple(a for a in batch_axes if mesh is not None and a in mesh.axis_names) or None
 
-    def loss_fn(params, batch, x_t, t_model, w, eps_target, var_target, weight, key):
-        out = model.apply({"params": params}, x_t, t_model, batch["tokens"], batch["mask"], guidance_weight=w,
+    def loss_fn(params, mb, x_t, t_model, eps_target, var_target, weight, key):
+        out = model.apply({"params": params}, x_t, t_model, mb["tokens"], mb["mask"], guidance_weight=mb["w"],
                           train=True, rngs={"dropout": key})
         eps, var = split_model_output(out, channels)
         eps_mse = mean_over_pixels((eps - eps_target) ** 2)
@@ -148,20 +163,40 @@ def _make_step(model_cfg: ModelConfig, train_cfg: TrainConfig, tx: optax.Gradien
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch) -> Tuple[TrainState, Metrics]:
-        if state.teacher_params is None:
-            raise InputError("a distillation step needs a train state with teacher_params")
-        k_targets, k_drop = jax.random.split(state_lib.step_key(state))
-
+    def slice_grads(state: TrainState, mb, key):
         def teacher(x, t_model, tokens, mask, w):
             return model.apply({"params": state.teacher_params}, x, t_model, tokens, mask, guidance_weight=w)
 
-        x_t, t_model, w, eps_target, var_target, weight, t = targets(teacher, k_targets, batch)
+        x_t, t_model, eps_target, var_target, weight = targets(teacher, mb)
         eps_target, var_target = jax.lax.stop_gradient(eps_target), jax.lax.stop_gradient(var_target)
-        (loss, terms), grads = grad_fn(state.params, batch, x_t, t_model, w, eps_target, var_target, weight, k_drop)
+        return grad_fn(state.params, mb, x_t, t_model, eps_target, var_target, weight, key)
+
+    def step(state: TrainState, batch) -> Tuple[TrainState, Metrics]:
+        if state.teacher_params is None:
+            raise InputError("a distillation step needs a train state with teacher_params")
+        b = batch["image"].shape[0]
+        if b % m:
+            raise InputError(f"batch of {b} does not split into {m} microbatches")
+        k_draw, k_drop = jax.random.split(state_lib.step_key(state))
+        inputs = {k: batch[k] for k in ("image", "tokens", "mask")}
+        inputs.update(draw(k_draw, batch))
+        if m == 1:
+            (loss, terms), grads = slice_grads(state, inputs, k_drop)
+            t = inputs["t"]
+        else:
+            def body(acc, xs):
+                mb, i = xs
+                (mb_loss, mb_terms), g = slice_grads(state, mb, jax.random.fold_in(k_drop, i))
+                return jax.tree.map(jnp.add, acc, (mb_loss, g)), (mb_terms, mb["t"])
+
+            zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+            slices = split_microbatches(inputs, m, mesh, axes)
+            (loss, grads), (terms, t) = jax.lax.scan(body, zeros, (slices, jnp.arange(m)))
+            loss, grads = loss / m, jax.tree.map(lambda g: g / m, grads)
+            terms, t = {k: v.reshape(-1) for k, v in terms.items()}, t.reshape(-1)
         new_state, info = state_lib.apply_gradients(state, grads, loss, tx, state_lib.ema_decay(train_cfg, state.step))
         metrics = _metrics(terms, t, num_timesteps)
-        metrics.update(info, skipped=new_state.skipped, lr=schedule_fn(state.step), guidance=jnp.mean(w))
+        metrics.update(info, skipped=new_state.skipped, lr=schedule_fn(state.step), guidance=jnp.mean(inputs["w"]))
         return new_state, metrics
 
     return step
@@ -170,20 +205,23 @@ def _make_step(model_cfg: ModelConfig, train_cfg: TrainConfig, tx: optax.Gradien
 def make_guidance_distill_step(model_cfg: ModelConfig, train_cfg: TrainConfig, tx: optax.GradientTransformation, *,
                                mesh=None) -> StepFn:
     """The ``distill-guidance`` step: the student's eps at ``w`` matches the teacher's guided eps at ``w``.
-    ``mesh`` is accepted for the uniform signature; the batch layout comes from the jitted step's shardings."""
+    ``mesh`` (optional) only pins the microbatch layout."""
     schedule = make_schedule(model_cfg.diffusion)
     num_t = schedule.num_timesteps
     channels = model_cfg.unet.in_channels
 
-    def targets(teacher, key, batch):
+    def draw(key, batch):
         x = batch["image"]
-        b = x.shape[0]
         k_t, k_noise, k_w = jax.random.split(key, 3)
-        t, _ = sample_timesteps(k_t, b, num_t)
-        x_t = q_sample(schedule, x, t, jax.random.normal(k_noise, x.shape, jnp.float32))
+        t, _ = sample_timesteps(k_t, x.shape[0], num_t)
+        return {"t": t, "noise": jax.random.normal(k_noise, x.shape, jnp.float32),
+                "w": _draw_guidance(k_w, x.shape[0], train_cfg)}
+
+    def targets(teacher, mb):
+        t, w, tokens, mask = mb["t"], mb["w"], mb["tokens"], mb["mask"]
+        b = t.shape[0]
+        x_t = q_sample(schedule, mb["image"], t, mb["noise"])
         t_model = jnp.take(schedule.timestep_map, t)
-        w = _draw_guidance(k_w, b, train_cfg)
-        tokens, mask = batch["tokens"], batch["mask"]
         # One teacher call on [conditional; unconditional] rows, as sampling with guidance does.
         both = teacher(jnp.concatenate([x_t, x_t]), jnp.concatenate([t_model, t_model]),
                        jnp.concatenate([tokens, jnp.zeros_like(tokens)]),
@@ -191,39 +229,42 @@ def make_guidance_distill_step(model_cfg: ModelConfig, train_cfg: TrainConfig, t
         eps_both, var_both = split_model_output(both, channels)
         eps_c, eps_u = eps_both[:b], eps_both[b:]
         guided = eps_u + w[:, None, None, None] * (eps_c - eps_u)
-        return x_t, t_model, w, guided, var_both[:b], jnp.ones((b,), jnp.float32), t
+        return x_t, t_model, guided, var_both[:b], jnp.ones((b,), jnp.float32)
 
-    return _make_step(model_cfg, train_cfg, tx, targets, num_t)
+    return _make_step(model_cfg, train_cfg, tx, draw, targets, num_t, mesh)
 
 
 def make_progressive_distill_step(model_cfg: ModelConfig, train_cfg: TrainConfig,
                                   tx: optax.GradientTransformation, *, mesh=None) -> StepFn:
     """The ``distill-progressive`` step: one student DDIM step of twice the length matches two of the teacher's
-    (module docstring: target, weighting, variance channels)."""
+    (module docstring: target, weighting, variance channels). ``mesh`` (optional) only pins the microbatch
+    layout."""
     d = train_cfg.distill
     teacher_s, _ = trailing_schedules(model_cfg, d.teacher_steps, d.student_steps, d.chain)
     channels = model_cfg.unet.in_channels
     clip = train_cfg.mse_weight_clip
 
-    def targets(teacher, key, batch):
+    def draw(key, batch):
         x = batch["image"]
-        b = x.shape[0]
         k_t, k_noise, k_w = jax.random.split(key, 3)
-        j = jax.random.randint(k_t, (b,), 0, d.student_steps, jnp.int32)
-        i = 2 * j + 1  # the student's index j is the teacher's index 2j+1
-        z = q_sample(teacher_s, x, i, jax.random.normal(k_noise, x.shape, jnp.float32))
+        j = jax.random.randint(k_t, (x.shape[0],), 0, d.student_steps, jnp.int32)
+        return {"t": 2 * j + 1,  # the student's index j is the teacher's index 2j+1
+                "noise": jax.random.normal(k_noise, x.shape, jnp.float32),
+                "w": _draw_guidance(k_w, x.shape[0], train_cfg)}
+
+    def targets(teacher, mb):
+        i, w, tokens, mask = mb["t"], mb["w"], mb["tokens"], mb["mask"]
+        z = q_sample(teacher_s, mb["image"], i, mb["noise"])
         t_model = jnp.take(teacher_s.timestep_map, i)
-        w = _draw_guidance(k_w, b, train_cfg)
-        tokens, mask = batch["tokens"], batch["mask"]
         first = teacher(z, t_model, tokens, mask, w)
-        zeros = jnp.zeros_like(x)
+        zeros = jnp.zeros_like(z)
         z1 = ddim_sample(teacher_s, lambda *_: first, z, i, zeros, eta=0.0)[0]
         z2 = ddim_sample(teacher_s, lambda x_, t_: teacher(x_, t_, tokens, mask, w), z1, i - 1, zeros, eta=0.0)[0]
         eps_target = one_step_eps(teacher_s, z, i, z2)
         weight = mse_weights(teacher_s, i, "truncated_snr", clip)
-        return z, t_model, w, eps_target, split_model_output(first, channels)[1], weight, i
+        return z, t_model, eps_target, split_model_output(first, channels)[1], weight
 
-    return _make_step(model_cfg, train_cfg, tx, targets, teacher_s.num_timesteps)
+    return _make_step(model_cfg, train_cfg, tx, draw, targets, teacher_s.num_timesteps, mesh)
 
 
 register_task(Task("distill-guidance", "unet", ("base",), start=warm_start.guidance_embed_params,

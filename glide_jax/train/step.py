@@ -70,7 +70,9 @@ def _model_inputs(model_cfg: ModelConfig, batch: Batch) -> Dict[str, jax.Array]:
     return {k: batch[k] for k in keys}
 
 
-def _split_microbatches(tree: Dict[str, jax.Array], m: int, mesh: Optional[Mesh], batch_axes) -> Dict[str, jax.Array]:
+def split_microbatches(tree: Dict[str, jax.Array], m: int, mesh: Optional[Mesh], batch_axes) -> Dict[str, jax.Array]:
+    """``tree``'s ``[B, ...]`` arrays as ``[m, B/m, ...]`` slices, slice k taking every m-th example from k (so
+    each device's share of the batch is spread over all slices); ``mesh`` pins the slices' layout."""
     def split(x):
         b = x.shape[0]
         y = x.reshape((b // m, m) + x.shape[1:]).swapaxes(0, 1)
@@ -150,7 +152,7 @@ def make_diffusion_step(
         if m == 1:
             (loss, terms), grads = grad_fn(state.params, inputs, k_drop)
         else:
-            slices = _split_microbatches(inputs, m, mesh, axes)
+            slices = split_microbatches(inputs, m, mesh, axes)
 
             def body(acc, xs):
                 mb, i = xs
