@@ -13,7 +13,7 @@ Field moves since the pins were recorded: the procedural shapes' settings
 ``data.relations``) live in ``data.shapes``; :func:`_as_recorded` maps them back
 to the flat names they had before hashing. Fields added since with a default that
 changes nothing (``model.unet.guidance_embed`` off, the default ``train.distill``
-section, the periodic-evaluation section ``eval`` unless a variant sets it) are left out of
+section or its ``chain`` at 0, the periodic-evaluation section ``eval`` unless a variant sets it) are left out of
 the hash when they hold that default. A config change that is meant to
 change a variant updates its row here (``PYTHONPATH=. python
 tests/test_config_variants_pinned.py`` prints the current table).
@@ -71,8 +71,11 @@ def _as_recorded(d: dict) -> dict:
     unet = d.get("model", {}).get("unet")
     if isinstance(unet, dict) and unet.get("guidance_embed") is False:
         out["model"] = {**d["model"], "unet": {k: v for k, v in unet.items() if k != "guidance_embed"}}
-    if d["train"].get("distill") == DEFAULT_DISTILL:
+    distill = d["train"].get("distill")
+    if distill == DEFAULT_DISTILL:
         out["train"] = {k: v for k, v in d["train"].items() if k != "distill"}
+    elif isinstance(distill, dict) and distill.get("chain") == 0:  # train.distill.chain, added since, at its default
+        out["train"] = {**d["train"], "distill": {k: v for k, v in distill.items() if k != "chain"}}
     return out
 
 
