@@ -88,7 +88,8 @@ def _common(ap, base_stage: bool = True):
                     help="random seed, a whole number in [0, 2**32); image I of a run depends only on the seed, "
                          "I, its prompt and the settings (default: 0)")
     ap.add_argument("--model", default="embedded",
-                    help="'embedded' (the tiny offline shapes models), 'openai' (GLIDE's released weights, after "
+                    help="'embedded' (the tiny offline shapes models), 'embedded-fast' (the same with the base "
+                         "distilled to a few steps), 'openai' (GLIDE's released weights, after "
                          "'glide-jax download'), or one model: a model folder, a training run's folder or a .pt "
                          "file (default: embedded)")
     ap.add_argument("--upsampler", default=None, metavar="MODEL",
@@ -313,7 +314,8 @@ def _serve_parser(sub) -> None:
                                    "pip install -e \".[demo]\"). The page is reachable at once and says when "
                                    "the models are ready; requests sent before then wait.")
     s.add_argument("--model", default="embedded",
-                   help="'embedded', 'openai', or one text-to-image model (then the page has no Inpaint tab) "
+                   help="'embedded', 'embedded-fast', 'openai', or one text-to-image model (then the page has no "
+                        "Inpaint tab) "
                         "(default: embedded)")
     s.add_argument("--upsampler", default=None, metavar="MODEL",
                    help="upsampler model, or 'none' for images at the base model's size "
@@ -358,7 +360,7 @@ def _evaluate_parser(sub) -> None:
                    help="samples per saved shard, the unit of resuming and of splitting over processes")
     v.add_argument("--max-shards", type=int, default=None,
                    help="stop after this many new shards (per process); rerun to continue")
-    v.add_argument("--model", default="embedded", help="'embedded' (default), 'openai', or one base model source")
+    v.add_argument("--model", default="embedded", help="'embedded' (default), 'embedded-fast', 'openai', or one base model source")
     v.add_argument("--upsampler", default=None, help="upsampler model ('none' for base-size samples)")
     v.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype of the networks")
     v.add_argument("--seed", type=int, default=0, help="sample i is drawn from the seed's key folded with i")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,35 @@ def test_shipped_models_are_complete_small_and_documented():
     assert all(isinstance(c, ModelConfig) for c in (base, up, inp))
     assert not base.unet.inpaint and inp.unet.inpaint and up.unet.super_res
     assert up.low_res_size == base.unet.image_size == inp.unet.image_size == kinds["embedded-clip"].image_size
+    fast = kinds["embedded-fast"]  # the base distilled: the same network plus the guidance-weight input
+    assert fast.unet.guidance_embed and not base.unet.guidance_embed
+    assert dataclasses.replace(fast.unet, guidance_embed=False) == base.unet and fast.diffusion == base.diffusion
+
+
+def test_the_fast_set_samples_its_base_in_a_few_self_guided_steps(tmp_path):
+    """``--model embedded-fast``: the distilled base recommends a few-step sampler, one evaluation per step
+    (no unconditional half), and the CLI's image of the README prompt passes the shapes grader."""
+    from PIL import Image
+    from projects.shapes.grading import score
+
+    from glide_jax.cli import main
+    from glide_jax.sampling.options import step_count
+
+    fast = loading.resolve("embedded-fast")
+    card = read_card(embedded.embedded_dir("fast"))
+    assert card["task"] == "distill-progressive" and card["config_file"].startswith("projects/shapes/configs/distill.py")
+    stage = fast.sampling
+    assert stage.sampler == "stochastic_fewstep" and step_count(stage.steps) <= 8 and fast.guidance_scale == 3.0
+    rounds = card["config_file"].split(":")[-1]  # the round that made it: to_<its steps>
+    assert stage.steps == f"trailing{rounds.removeprefix('to_')}:875" and stage.canvas == (200, 200, 200)
+    assert loading.MODEL_SETS["embedded-fast"].base == "embedded-fast"
+    prompt = "a red circle above a blue square"
+    assert main(["generate", prompt, "--model", "embedded-fast", "--upsampler", "none", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    image = np.asarray(Image.open(tmp_path / "generate_000.png").convert("RGB"))
+    assert image.shape == (32, 32, 3)
+    graded = score(image, prompt)
+    assert graded["correct"], {k: graded[k] for k in ("count", "color", "shape", "position")}
 
 
 @pytest.mark.slow  # the whole default CLI run, base and upsampler (~19 s)

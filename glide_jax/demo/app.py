@@ -26,7 +26,8 @@ from glide_jax.demo.progress import ForwardingProgress, install
 from glide_jax.demo.warmup import Readiness
 from glide_jax.diffusion.samplers import sampler_names
 from glide_jax.errors import ANTICIPATED, InputError, describe
-from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, resolve_stage
+from glide_jax.sampling.loading import EMBEDDED_SETS
+from glide_jax.sampling.options import BASE_DEFAULT, DEFAULT, GUIDANCE_DEFAULT, resolve_stage, step_count
 
 # Prompts the embedded models draw well (they grade correct on the held-out evaluation).
 EMBEDDED_EXAMPLES = ["a red circle", "a large green circle", "a red circle above a blue square",
@@ -125,7 +126,7 @@ def _recommended(models: DemoModels):
     base = models.generate.base
     options = resolve_stage(DEFAULT, base, BASE_DEFAULT)
     guidance = base.guidance_scale if base.guidance_scale is not None else GUIDANCE_DEFAULT
-    steps = options.steps if isinstance(options.steps, int) else BASE_DEFAULT.steps
+    steps = step_count(options.steps) or BASE_DEFAULT.steps
     return guidance, options.sampler, steps
 
 
@@ -194,7 +195,7 @@ def build_app(models: DemoModels, readiness: Optional[Readiness] = None):
         return gr.Gallery(label="results (seed, index under each)", format="png", columns=4, fit_columns=False,
                           height=GALLERY_HEIGHT, object_fit="contain", elem_id=f"{prefix}-gallery")
 
-    examples = EMBEDDED_EXAMPLES if models.name == "embedded" else OPENAI_EXAMPLES
+    examples = EMBEDDED_EXAMPLES if models.name in EMBEDDED_SETS else OPENAI_EXAMPLES
     with gr.Blocks(title="glide-jax") as page:
         gr.Markdown(f"## glide-jax\n{models.note}\n\nEach image's seed and index re-make it: "
                     "`glide-jax generate \"PROMPT\" --seed SEED --first-index INDEX` (same settings).")

@@ -1,6 +1,6 @@
 """The models a demo server holds, loaded and compiled once at start-up rather than per request.
 
-``--model embedded`` and ``--model openai`` name a set (``MODEL_SETS``): the
+``--model embedded``, ``embedded-fast`` and ``openai`` name a set (``MODEL_SETS``): the
 generation base, its upsampler, the inpainting base and its upsampler. Any
 other ``--model`` is one base model for generating and editing; inpainting then
 needs it to be an inpainting model. Warm-up runs each tab's default request
@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 from glide_jax.data.shapes import COLORS, RELATIONS, SHAPES
 from glide_jax.errors import InputError
-from glide_jax.sampling.loading import MODEL_SETS, pipeline_for
+from glide_jax.sampling.loading import EMBEDDED_SETS, MODEL_SETS, pipeline_for
 from glide_jax.sampling.pipeline import Pipeline
 
 # The one line the page says about the embedded models: they know the captioned-shapes grammar only.
@@ -38,7 +38,7 @@ class DemoModels:
 
     @property
     def note(self) -> str:
-        return EMBEDDED_NOTE if self.name == "embedded" else f"Models: {self.name}."
+        return EMBEDDED_NOTE if self.name in EMBEDDED_SETS else f"Models: {self.name}."
 
 
 def load_models(model: str = "embedded", upsampler: Optional[str] = None, clip: Optional[str] = None,

@@ -5,8 +5,8 @@
 model directory, a training workdir, a ``.pt`` file) and adds what sampling
 needs: the tokenizer and the settings its ``sampling.json`` recommends.
 ``MODEL_SETS`` says which models play base, upsampler, inpainting base,
-inpainting upsampler and CLIP in the CLI's and the demo's ``--model embedded``
-and ``--model openai``; ``load_pipeline`` accepts a set's name too.
+inpainting upsampler and CLIP in the CLI's and the demo's ``--model embedded``,
+``--model embedded-fast`` and ``--model openai``; ``load_pipeline`` accepts a set's name too.
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ MODEL_SETS: Dict[str, ModelSet] = {
     # The embedded set has no inpainting upsampler: inpainted 32x32 samples go through the plain one.
     "embedded": ModelSet(base="embedded-base", upsample="embedded-upsample", inpaint="embedded-inpaint",
                          upsample_inpaint="embedded-upsample", clip="embedded-clip"),
+    # The embedded set with the base distilled to a few steps (one conditional evaluation per step).
+    "embedded-fast": ModelSet(base="embedded-fast", upsample="embedded-upsample", inpaint="embedded-inpaint",
+                              upsample_inpaint="embedded-upsample", clip="embedded-clip"),
     "openai": ModelSet(base="base", upsample="upsample", inpaint="base-inpaint",
                        upsample_inpaint="upsample-inpaint", clip="clip"),
 }
+EMBEDDED_SETS = ("embedded", "embedded-fast")  # the sets of the package's own shapes models
 
 
 def resolve(source, *, cache_dir=None, vocab_dir=None, preset: Optional[str] = None,

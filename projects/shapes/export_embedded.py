@@ -2,6 +2,7 @@
 
     python -m projects.shapes.export_embedded --base runs/shapes/base_three_relations \\
         --upsample runs/shapes/upsample --inpaint runs/shapes/inpaint --clip runs/shapes/clip [--overwrite] \\
+        [--fast runs/shapes/distill_4] \\
         [--out DIR] [--sampling base='{"sampler": "ddpm", "steps": 50}'] [--note base='...']
 
 Each workdir's newest readable EMA weights are written as a model directory
@@ -140,7 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m projects.shapes.export_embedded",
                                 description=__doc__.split("\n\n")[0])
     for kind in ROLES:
-        p.add_argument(f"--{kind}", default=None, help=f"training workdir of the {kind} model")
+        what = "few-step (distilled) base" if kind == "fast" else kind
+        p.add_argument(f"--{kind}", default=None, help=f"training workdir of the {what} model")
     p.add_argument("--out", default=str(embedded.ASSET_DIR),
                    help="folder to write the model folders into (default: the package's assets)")
     p.add_argument("--overwrite", action="store_true", help="replace existing model folders")
