@@ -20,6 +20,7 @@ against the captions it was drawn for.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -57,9 +58,10 @@ def statistics(features: InceptionFeatures, images: np.ndarray, batch: int = 32)
 
 
 def table(inception: str, num_samples: int, steps: Sequence[Union[int, str]], seed: int = 0, sampler: str = "ddpm",
-          model: str = "embedded", clip_model: Optional[str] = None) -> Dict:
+          model: str = "embedded", clip_model: Optional[str] = None, recommended_start: bool = False) -> Dict:
     """Fréchet distances (and, with ``clip_model``, CLIP scores) of each set; ``steps`` are counts or
-    respacing specs of ``model``'s base, sampled from pure noise at the model's guidance recommendation."""
+    respacing specs of ``model``'s base, sampled at the model's guidance recommendation from pure noise,
+    or with ``recommended_start`` from where its ``sampling.json`` starts (a noised canvas)."""
     features = InceptionFeatures.from_file(inception)
     scorer = ClipScorer.from_directory(clip_model) if clip_model else None
     pipe = load_pipeline(model)
@@ -71,8 +73,10 @@ def table(inception: str, num_samples: int, steps: Sequence[Union[int, str]], se
     seconds = {}
     for count in steps:
         started = time.perf_counter()
-        images = pipe.generate(GenerateRequest(tuple(captions), seed=seed, batch_size=16,
-                                               base=StageOptions(sampler, count)))
+        stage = StageOptions(sampler, count)
+        if recommended_start and pipe.base.sampling is not None:
+            stage = dataclasses.replace(stage, start=pipe.base.sampling.start, canvas=pipe.base.sampling.canvas)
+        images = pipe.generate(GenerateRequest(tuple(captions), seed=seed, batch_size=16, base=stage))
         seconds[f"{sampler} {count}"] = time.perf_counter() - started
         sets[f"{model}, {sampler} {count} steps"] = {"images": images, "captions": captions}
     noise = np.random.default_rng(seed).integers(0, 256, reference["images"].shape, dtype=np.uint8)
@@ -102,6 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sampler", default="ddpm", help="base sampler (default ddpm)")
     parser.add_argument("--model", default="embedded",
                         help="model set or base model sampled (default embedded; e.g. embedded-fast, a workdir)")
+    parser.add_argument("--recommended-start", action="store_true",
+                        help="start where the model's sampling.json does (a noised canvas) instead of pure noise")
     parser.add_argument("--clip-model", default=None,
                         help="a Hugging Face CLIP folder: adds each set's CLIP score against its captions")
     parser.add_argument("--out", default=None, help="write the table as JSON here too")
@@ -109,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def run() -> int:
         result = table(args.inception, args.num_samples, args.steps, sampler=args.sampler, model=args.model,
-                       clip_model=args.clip_model)
+                       clip_model=args.clip_model, recommended_start=args.recommended_start)
         scores = result.get("clip_scores", {})
         for name, value in result["distances"].items():
             clip = f" {scores[name]:10.3f}" if name in scores else ""
