@@ -21,8 +21,8 @@ Diffusion Models") and Salimans & Ho 2022 ("Progressive Distillation"):
   ``train.distill.chain``, over its first timesteps only (``trailingN:chain``):
   a student whose sampling starts from a noised canvas (``start`` < 1) then
   never meets the noisiest steps, where an eps output cannot express the
-  image it should jump to (``x = (z - sigma eps) / alpha`` with alpha ~ 0.007
-  at t = 999 multiplies every error in eps by ~140). The teacher is itself guidance
+  image it should jump to (``x = (z - sigma eps) / alpha`` with alpha ~ 5e-5
+  at t = 999 multiplies every error in eps by ~2e4). The teacher is itself guidance
   conditioned and is run at the student's ``w``. The student starts as the
   teacher.
 
