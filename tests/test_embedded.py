@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+import shlex
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from glide_jax.sampling import loading
 from model_files import read_card
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+FAST_COMMAND = 'glide-jax generate "a red circle above a blue square" --model embedded-fast --n 4 --out out/'
 
 
 def test_unknown_names_are_named():
@@ -63,9 +67,9 @@ def test_shipped_models_are_complete_small_and_documented():
     assert dataclasses.replace(fast.unet, guidance_embed=False) == base.unet and fast.diffusion == base.diffusion
 
 
-def test_the_fast_set_samples_its_base_in_a_few_self_guided_steps(tmp_path):
+def test_the_fast_set_samples_its_base_in_a_few_self_guided_steps(tmp_path, monkeypatch):
     """``--model embedded-fast``: the distilled base recommends a few-step sampler, one evaluation per step
-    (no unconditional half), and the CLI's image of the README prompt passes the shapes grader."""
+    (no unconditional half); the README's command for it writes four 64x64 images that pass the grader."""
     from PIL import Image
     from projects.shapes.grading import score
 
@@ -81,12 +85,14 @@ def test_the_fast_set_samples_its_base_in_a_few_self_guided_steps(tmp_path):
     assert stage.steps == f"trailing{rounds.removeprefix('to_')}:875" and stage.canvas == (200, 200, 200)
     assert loading.MODEL_SETS["embedded-fast"].base == "embedded-fast"
     prompt = "a red circle above a blue square"
-    assert main(["generate", prompt, "--model", "embedded-fast", "--upsampler", "none", "--out", str(tmp_path),
-                 "--no-progress"]) == 0
-    image = np.asarray(Image.open(tmp_path / "generate_000.png").convert("RGB"))
-    assert image.shape == (32, 32, 3)
-    graded = score(image, prompt)
-    assert graded["correct"], {k: graded[k] for k in ("count", "color", "shape", "position")}
+    assert FAST_COMMAND in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(FAST_COMMAND)[1:]) == 0
+    for index in range(4):
+        image = np.asarray(Image.open(tmp_path / "out" / f"generate_00{index}.png").convert("RGB"))
+        assert image.shape == (64, 64, 3)
+        graded = score(image, prompt)
+        assert graded["correct"], (index, {k: graded[k] for k in ("count", "color", "shape", "position")})
 
 
 @pytest.mark.slow  # the whole default CLI run, base and upsampler (~19 s)

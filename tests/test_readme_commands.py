@@ -48,6 +48,8 @@ RUN_BY = {
         f"{CI}: python -m pip install -q -r requirements.txt", f"{CI}: python -m pip install -q --no-deps -e ."],
     "python -m pytest -q": [f"{CI}: python -m pytest -q"],
     QUICK_START: ["tests/test_embedded.py::test_the_readme_s_generate_command_draws_the_quick_start_picture"],
+    'glide-jax generate "a red circle above a blue square" --model embedded-fast --n 4 --out out/': [
+        "tests/test_embedded.py::test_the_fast_set_samples_its_base_in_a_few_self_guided_steps"],
     # CI installs the same extra together with the TensorBoard one and Playwright for the browser tests.
     'pip install -e ".[demo]"': [f'{CI}: python -m pip install -q -e ".[demo,tensorboard]" playwright'],
     # The browser tests' server is this command on a free port (``python -m glide_jax serve --port N``).
