@@ -33,7 +33,8 @@ def test_a_self_guided_student_costs_one_evaluation_per_step_on_its_trailing_gri
     assert student.name == "runs/student: stochastic_fewstep trailing4, guidance on 0.5-1"
     assert json.loads(student.key("accuracy", 1))[-1] == "runs/student"
     assert json.loads(Setting("ddpm", 20, None).key("accuracy")) == ["accuracy", "ddpm", 20, None, 0]
-    assert benchmark_quality._steps("8") == 8 and benchmark_quality._steps("trailing8") == "trailing8"
+    from glide_jax.sampling.options import steps_value
+    assert steps_value("8") == 8 and steps_value(" trailing8:875 ") == "trailing8:875" and steps_value(20) == 20
 
 
 def test_a_stopped_run_resumes_without_measuring_or_rewriting_anything_twice(tmp_path, monkeypatch):

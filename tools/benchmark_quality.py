@@ -244,17 +244,13 @@ def table(results: Dict[str, Dict], settings: Sequence[Setting], seeds: Sequence
     return "\n".join(lines)
 
 
-def _steps(text: str) -> Union[int, str]:
-    """A step count as an int; any other text is a respacing spec, checked when its schedule is made."""
-    return int(text) if text.strip().lstrip("+-").isdigit() else text.strip()
-
-
 def add_arguments(parser) -> None:
     from glide_jax.diffusion.samplers import sampler_names
+    from glide_jax.sampling.options import steps_value
 
     parser.add_argument("--samplers", nargs="+", default=["ddpm", "ddim", "dpm++2m", "unipc", "euler_a"],
                         choices=sampler_names(), help="samplers to measure")
-    parser.add_argument("--steps", nargs="+", type=_steps, default=[5, 10, 20, 50],
+    parser.add_argument("--steps", nargs="+", type=steps_value, default=[5, 10, 20, 50],
                         help="step counts (or respacing specs such as trailing4) to measure")
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL],
                         help="base models measured: names, model directories or workdirs (default: embedded-base)")

@@ -121,6 +121,15 @@ def check_interval(interval) -> Tuple[float, float]:
 _NAMED_SPACING = re.compile(r"(ddim|trailing|logsnr|karras)(\d+)(:\d+)?")
 
 
+def steps_value(steps):
+    """A ``steps`` setting as written (``"20"``, ``20``, ``"trailing4:875"``): whole numbers as ints, any other
+    text stripped, as a respacing spec that is checked when its schedule is made."""
+    if isinstance(steps, str):
+        text = steps.strip()
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+    return steps
+
+
 def step_count(steps) -> Optional[int]:
     """The number of steps of ``steps`` (a count, or a named spacing such as ``"trailing4:875"``), else None."""
     if isinstance(steps, int):
@@ -145,8 +154,7 @@ def stage_with(model, fallback: StageOptions, *, sampler: Optional[str] = None, 
     if sampler in (None, "") and steps in (None, "") and temperature is None and start is None:
         return DEFAULT
     base = model.sampling if model is not None and model.sampling is not None else fallback
-    if isinstance(steps, str) and re.fullmatch(r"\s*[+-]?\d+\s*", steps):
-        steps = int(steps)
+    steps = steps_value(steps)
     if isinstance(steps, int):
         steps = with_count(base.steps, steps)
     return dataclasses.replace(base, sampler=sampler or base.sampler, steps=base.steps if steps in (None, "") else steps,

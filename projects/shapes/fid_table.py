@@ -35,7 +35,7 @@ from glide_jax.evaluation.clip_score import ClipScorer, aggregate_clip_score
 from glide_jax.evaluation.frechet import FeatureStatistics, frechet_distance
 from glide_jax.evaluation.scorers import InceptionFeatures
 from glide_jax.sampling.loading import load_pipeline
-from glide_jax.sampling.options import StageOptions
+from glide_jax.sampling.options import StageOptions, steps_value
 from glide_jax.sampling.request import GenerateRequest
 
 STEPS = (5, 10, 20, 50)
@@ -92,16 +92,11 @@ def table(inception: str, num_samples: int, steps: Sequence[Union[int, str]], se
     return out
 
 
-def _steps(text: str) -> Union[int, str]:
-    """A step count as an int; other text is a respacing spec, checked when its schedule is made."""
-    return int(text) if text.strip().isdigit() else text.strip()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m projects.shapes.fid_table", description=__doc__.split("\n\n")[0])
     parser.add_argument("--inception", required=True, help="pytorch-fid's Inception weights (.pth)")
     parser.add_argument("--num-samples", type=int, default=128, help="images per set (default 128)")
-    parser.add_argument("--steps", type=_steps, nargs="+", default=list(STEPS),
+    parser.add_argument("--steps", type=steps_value, nargs="+", default=list(STEPS),
                         help="base step counts or respacing specs such as trailing4 (default 5 10 20 50)")
     parser.add_argument("--sampler", default="ddpm", help="base sampler (default ddpm)")
     parser.add_argument("--model", default="embedded",
